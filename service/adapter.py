@@ -1,0 +1,378 @@
+"""ASGI to WSGI, loop-native: each HTTP request runs the WSGI app in a greenlet on the loop.
+
+``GreenletASGI(wsgi_app, ...)`` is an ASGI 3 application. For each HTTP request:
+
+* the request id is chosen (``service.request_id``) and set for every log line;
+* a body announced larger than ``max_body`` is refused with 413 before a byte is read; a
+  chunked body is counted as it streams and refused with 413 once it passes the limit;
+* a receiver task streams body chunks to ``wsgi.input`` (bounded queue, so back-pressure
+  reaches the client) and then watches for ``http.disconnect``;
+* the WSGI app runs in a greenlet (``service.bridge``); its response is sent chunk by chunk
+  as the iterable yields, so generators stream;
+* when the client goes away mid-request, the request's task is cancelled: the cancellation is
+  thrown into the greenlet where it waits, Flask's teardown runs (closing the database
+  session, which returns its connection to the pool) and the greenlet ends;
+* any exception that escapes the WSGI app is logged with its traceback and answered with
+  the 500 envelope (or, if headers are already sent, the response is cut short).
+
+Lifespan events call ``on_startup``/``on_shutdown`` on the serving loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Iterable
+from types import TracebackType
+from typing import Any
+
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from service.bridge import await_, run_in_greenlet
+from service.errors import envelope_bytes
+from service.request_id import choose_request_id, current_request_id
+
+log = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+
+_BODY_QUEUE_SIZE = 4  # chunks read ahead of the app; Hypercorn buffers behind this
+_EOF = object()
+_TOO_LARGE = object()
+
+
+def build_environ(scope: Scope, request_id: str, body: RequestBody) -> dict[str, Any]:
+    """A PEP 3333 environ for an ASGI HTTP scope.
+
+    Native strings are latin-1 per PEP 3333, so non-ASCII paths and raw query bytes survive
+    the round trip; repeated headers are joined with ``,`` (cookies with ``;``).
+    """
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "")
+    if root_path and path.startswith(root_path):
+        path = path[len(root_path) :] or "/"
+    server = scope.get("server") or ("localhost", 80)
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": scope["method"],
+        "SCRIPT_NAME": root_path.encode("utf-8").decode("latin-1"),
+        "PATH_INFO": path.encode("utf-8").decode("latin-1"),
+        "QUERY_STRING": scope.get("query_string", b"").decode("latin-1"),
+        "SERVER_NAME": str(server[0]),
+        "SERVER_PORT": str(server[1]) if server[1] is not None else "",
+        "SERVER_PROTOCOL": "HTTP/" + scope.get("http_version", "1.1"),
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": scope.get("scheme", "http"),
+        "wsgi.input": body,
+        "wsgi.input_terminated": True,
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+        "asgi.scope": scope,
+        "newsdesk.request_id": request_id,
+    }
+    client = scope.get("client")
+    if client:
+        environ["REMOTE_ADDR"] = str(client[0])
+        environ["REMOTE_PORT"] = str(client[1])
+    for raw_name, raw_value in scope.get("headers", ()):
+        name = raw_name.decode("latin-1").upper().replace("-", "_")
+        if name == "CONTENT_LENGTH" or name == "CONTENT_TYPE":
+            key = name
+        else:
+            key = "HTTP_" + name
+        value = raw_value.decode("latin-1")
+        if key in environ:
+            separator = "; " if key == "HTTP_COOKIE" else ","
+            value = environ[key] + separator + value
+        environ[key] = value
+    return environ
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return bytes(value)
+    return None
+
+
+class RequestBody:
+    """``wsgi.input``: a readable stream whose reads await the next chunk on the loop."""
+
+    def __init__(self, queue: asyncio.Queue[object]) -> None:
+        self._queue = queue
+        self._buffer = bytearray()
+        self._eof = False
+
+    def _fill(self) -> bool:
+        """Append the next chunk to the buffer; False at the end of the body."""
+        if self._eof:
+            return False
+        item = await_(self._queue.get())
+        if item is _EOF:
+            self._eof = True
+            return False
+        if item is _TOO_LARGE:
+            self._eof = True
+            raise RequestEntityTooLarge()
+        assert isinstance(item, bytes | bytearray)
+        self._buffer += item
+        return True
+
+    def _take(self, size: int) -> bytes:
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            while self._fill():
+                pass
+            return self._take(len(self._buffer))
+        while len(self._buffer) < size and self._fill():
+            pass
+        return self._take(size)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        limit = size if size is not None and size >= 0 else None
+        while True:
+            newline = self._buffer.find(b"\n")
+            if newline >= 0:
+                end = newline + 1
+                break
+            if (limit is not None and len(self._buffer) >= limit) or not self._fill():
+                end = len(self._buffer)
+                break
+        return self._take(end if limit is None else min(end, limit))
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        lines = []
+        total = 0
+        while line := self.readline():
+            lines.append(line)
+            total += len(line)
+            if 0 < hint <= total:
+                break
+        return lines
+
+    def __iter__(self) -> RequestBody:
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+
+class _Exchange:
+    """One request/response: what has been sent, so errors know what can still be said."""
+
+    def __init__(self, send: Send, request_id: str) -> None:
+        self.send = send
+        self.request_id = request_id
+        self.status: int | None = None
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.started = False
+        self.finished = False
+        self.remaining: int | None = None  # body bytes still due per Content-Length
+
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
+    ) -> Callable[[bytes], None]:
+        if exc_info is not None and self.started:
+            raise exc_info[1].with_traceback(exc_info[2])
+        self.status = int(status.split(" ", 1)[0])
+        self.headers = [
+            (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers
+        ]
+        self.remaining = None
+        for name, value in self.headers:
+            if name == b"content-length":
+                self.remaining = int(value)
+        return self.write
+
+    def _start(self) -> None:
+        if self.status is None:
+            raise RuntimeError("the WSGI app sent a body before calling start_response")
+        self.started = True
+        await_(self.send({"type": "http.response.start", "status": self.status,
+                          "headers": self.headers}))
+
+    def write(self, chunk: bytes) -> None:
+        """Send ``chunk`` now; the last chunk of a sized body also ends the response."""
+        if not self.started:
+            self._start()
+        more = True
+        if self.remaining is not None:
+            self.remaining -= len(chunk)
+            more = self.remaining > 0
+        await_(self.send({"type": "http.response.body", "body": chunk, "more_body": more}))
+        self.finished = not more
+
+    def finish(self) -> None:
+        if not self.started:
+            self._start()
+        if not self.finished:
+            await_(self.send({"type": "http.response.body", "body": b"", "more_body": False}))
+            self.finished = True
+
+
+async def send_error(
+    send: Send, status: int, code: str, message: str, request_id: str
+) -> None:
+    """Answer with the error envelope from outside the WSGI app."""
+    body = envelope_bytes(code, message, request_id)
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", request_id.encode("latin-1")),
+            (b"connection", b"close"),
+        ],
+    })
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+class GreenletASGI:
+    """Serve a WSGI app (Flask) on the ASGI server's own event loop; see the module docstring."""
+
+    def __init__(
+        self,
+        wsgi_app: WSGIApp,
+        *,
+        max_body: int,
+        on_startup: Callable[[], Awaitable[None]] | None = None,
+        on_shutdown: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.wsgi_app = wsgi_app
+        self.max_body = max_body
+        self.on_startup = on_startup
+        self.on_shutdown = on_shutdown
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self.handle_http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self.handle_lifespan(receive, send)
+        elif scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1000})
+
+    async def handle_lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    if self.on_startup is not None:
+                        await self.on_startup()
+                except Exception as exc:
+                    log.exception("start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                try:
+                    if self.on_shutdown is not None:
+                        await self.on_shutdown()
+                except Exception as exc:
+                    log.exception("shutdown failed")
+                    await send({"type": "lifespan.shutdown.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def handle_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw_id = _header(scope, b"x-request-id")
+        request_id = choose_request_id(raw_id.decode("latin-1") if raw_id else None)
+        current_request_id.set(request_id)
+
+        declared = _header(scope, b"content-length")
+        if declared is not None:
+            try:
+                too_large = int(declared) > self.max_body
+            except ValueError:
+                await send_error(send, 400, "bad_request", "Invalid Content-Length.", request_id)
+                return
+            if too_large:
+                await send_error(
+                    send, 413, "request_entity_too_large",
+                    f"The request body is larger than {self.max_body} bytes.", request_id,
+                )
+                return
+
+        queue: asyncio.Queue[object] = asyncio.Queue(_BODY_QUEUE_SIZE)
+        task = asyncio.current_task()
+        assert task is not None
+        disconnected = asyncio.Event()
+        receiver = asyncio.create_task(self._receive(receive, queue, task, disconnected))
+        exchange = _Exchange(send, request_id)
+        try:
+            environ = build_environ(scope, request_id, RequestBody(queue))
+            await run_in_greenlet(self._run_wsgi, environ, exchange)
+        except asyncio.CancelledError:
+            if not disconnected.is_set():
+                raise  # the server is shutting down: let the cancellation through
+            task.uncancel()
+            log.info("client disconnected; request abandoned")
+        finally:
+            receiver.cancel()
+
+    def _run_wsgi(self, environ: dict[str, Any], exchange: _Exchange) -> None:
+        """The greenlet's body: call the WSGI app and send its response."""
+        iterable: Iterable[bytes] | None = None
+        try:
+            iterable = self.wsgi_app(environ, exchange.start_response)
+            for chunk in iterable:
+                if chunk:
+                    exchange.write(chunk)
+            exchange.finish()
+        except Exception:
+            log.exception("unhandled error while serving the request")
+            if not exchange.started:
+                # Headers not sent yet: the client gets the envelope, never the traceback.
+                await_(send_error(
+                    exchange.send, 500, "internal_error", "An unexpected error occurred.",
+                    exchange.request_id,
+                ))
+            # Otherwise the response is cut short; the server closes the stream.
+        finally:
+            close = getattr(iterable, "close", None)
+            if close is not None:
+                close()
+
+    async def _receive(
+        self,
+        receive: Receive,
+        queue: asyncio.Queue[object],
+        handler: asyncio.Task[Any],
+        disconnected: asyncio.Event,
+    ) -> None:
+        """Stream the body into ``queue``, then wait for a disconnect and cancel ``handler``."""
+        received = 0
+        body_done = False
+        while True:
+            message = await receive()
+            kind = message["type"]
+            if kind == "http.request" and not body_done:
+                chunk = message.get("body", b"")
+                received += len(chunk)
+                if received > self.max_body:
+                    await queue.put(_TOO_LARGE)
+                    return  # stop reading: the app answers 413 and the server drops the rest
+                if chunk:
+                    await queue.put(chunk)
+                if not message.get("more_body", False):
+                    body_done = True
+                    await queue.put(_EOF)
+            elif kind == "http.disconnect":
+                disconnected.set()
+                handler.cancel()
+                return

@@ -1,0 +1,81 @@
+"""The Flask application: ``create_app(settings)`` and the loop-native Flask subclass."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from flask import Flask, Response, g, request
+
+from service import db, errors
+from service.bridge import await_
+from service.request_id import HEADER, choose_request_id, current_request_id
+from service.resources import Resources
+from service.settings import Settings
+
+
+class LoopNativeFlask(Flask):
+    """Flask whose async views, hooks and error handlers are awaited on the server's loop.
+
+    Flask's default ``async_to_sync`` (asgiref) starts a thread and a new event loop for every
+    call, which forbids shared connection pools. Here the request already runs in a greenlet
+    on the server's loop (see ``service.asgi``), so awaiting is a switch back to that loop.
+    """
+
+    def async_to_sync(
+        self, func: Callable[..., Coroutine[Any, Any, Any]]
+    ) -> Callable[..., Any]:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            return await_(func(*args, **kwargs))
+
+        return run
+
+
+def _assign_request_id() -> None:
+    # The adapter has chosen the id already (so its own log lines carry it too).
+    rid = request.environ.get("newsdesk.request_id") or choose_request_id(
+        request.headers.get(HEADER)
+    )
+    g.request_id = rid
+    current_request_id.set(rid)
+
+
+def _echo_request_id(response: Response) -> Response:
+    response.headers[HEADER] = g.get("request_id", "-")
+    return response
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the application for ``settings`` (read from the environment when omitted).
+
+    No I/O happens here: engines and the Redis client are created by ``Resources.start()``
+    on the serving loop (the ASGI lifespan).
+    """
+    settings = settings or Settings()
+    app = LoopNativeFlask("service")
+    app.config.update(
+        SECRET_KEY=settings.secret_key.get_secret_value(),
+        MAX_CONTENT_LENGTH=settings.max_content_length,
+        PROPAGATE_EXCEPTIONS=False,
+    )
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["newsdesk.settings"] = settings
+    app.extensions["newsdesk.resources"] = Resources(settings)
+
+    app.before_request(_assign_request_id)
+    app.after_request(_echo_request_id)
+    db.init_app(app)
+    errors.register_error_handlers(app)
+
+    from service.api.health import bp as health_bp
+
+    app.register_blueprint(health_bp)
+    return app
+
+
+def app_resources(app: Flask) -> Resources:
+    """The ``Resources`` that ``app``'s lifespan starts and closes."""
+    res: Resources = app.extensions["newsdesk.resources"]
+    return res
+
+

@@ -1,0 +1,63 @@
+"""Synchronous code that awaits: a greenlet on the event loop, switching back to await.
+
+``run_in_greenlet(fn, ...)`` is a coroutine that runs ``fn`` in a new greenlet whose parent
+is the calling asyncio task. Inside ``fn`` (and anything it calls), ``await_(coro)`` switches
+back to the task, which awaits ``coro`` on the running loop and switches the result (or the
+exception) back in. No thread and no second event loop are involved, so loop-bound pools
+(asyncpg, SQLAlchemy, redis.asyncio) are shared by every request.
+
+The greenlet runs in the task's own ``contextvars.Context`` (the same object, not a copy), so
+context variables set on either side (Flask's request context, the request id) are seen by
+the other, and two requests (two tasks) never see each other's.
+
+A cancellation of the task (a client disconnect, a server shutdown) is thrown into the
+greenlet at the ``await_`` it is suspended in; the greenlet's ``finally`` blocks may still
+``await_`` (to roll back and return a database connection) before the error propagates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
+
+import greenlet
+
+T = TypeVar("T")
+
+
+class _BridgeGreenlet(greenlet.greenlet):  # type: ignore[misc]
+    """Marks greenlets started by ``run_in_greenlet``: only they may call ``await_``."""
+
+
+def in_bridge_greenlet() -> bool:
+    """True when the caller runs inside ``run_in_greenlet`` and may use ``await_``."""
+    return isinstance(greenlet.getcurrent(), _BridgeGreenlet)
+
+
+def await_(awaitable: Awaitable[T]) -> T:
+    """Await ``awaitable`` on the event loop from synchronous code run by ``run_in_greenlet``."""
+    current = greenlet.getcurrent()
+    if not isinstance(current, _BridgeGreenlet):
+        if hasattr(awaitable, "close"):
+            awaitable.close()  # no "coroutine was never awaited" warning on misuse
+        raise RuntimeError(
+            "await_() called outside run_in_greenlet(): async Flask code must be served by "
+            "service.asgi:app (or run through service.bridge.run_in_greenlet)"
+        )
+    return cast(T, current.parent.switch(awaitable))
+
+
+async def run_in_greenlet(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run ``fn(*args, **kwargs)`` in a greenlet on this task, serving its ``await_`` calls."""
+    driver = greenlet.getcurrent()
+    child = _BridgeGreenlet(fn, driver)
+    child.gr_context = driver.gr_context  # share the task's context, see the module docstring
+    request = child.switch(*args, **kwargs)
+    while not child.dead:
+        try:
+            value = await request
+        except BaseException as exc:  # noqa: BLE001 - every outcome goes back into the greenlet
+            request = child.throw(exc)
+        else:
+            request = child.switch(value)
+    return cast(T, request)

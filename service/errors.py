@@ -1,0 +1,109 @@
+"""The one JSON error envelope, for every error the API answers.
+
+``{"error": {"code": "not_found", "message": "...", "details": [...], "request_id": "..."}}``
+``details`` appears only when there is something to list (validation errors, failed checks).
+A 500 never carries a traceback: it is logged with the request id, which the client can quote.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from flask import Flask, Response, g
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+log = logging.getLogger(__name__)
+
+JSON_HEADERS = [("Content-Type", "application/json")]
+
+
+class APIError(Exception):
+    """An error a view raises on purpose; rendered as the envelope with ``status``."""
+
+    def __init__(
+        self, status: int, code: str, message: str, details: list[Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+def envelope(
+    code: str, message: str, request_id: str, details: list[Any] | None = None
+) -> dict[str, Any]:
+    """The error envelope as a dict."""
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        body["details"] = details
+    body["request_id"] = request_id
+    return {"error": body}
+
+
+def envelope_bytes(
+    code: str, message: str, request_id: str, details: list[Any] | None = None
+) -> bytes:
+    """The error envelope serialised, for responses built outside Flask (the ASGI adapter)."""
+    return orjson.dumps(envelope(code, message, request_id, details))
+
+
+def error_response(
+    status: int, code: str, message: str, details: list[Any] | None = None
+) -> Response:
+    """A Flask response carrying the envelope; the request id comes from ``g``."""
+    request_id = g.get("request_id", "-")
+    return Response(
+        envelope_bytes(code, message, request_id, details),
+        status=status,
+        mimetype="application/json",
+    )
+
+
+def _code_for(exc: HTTPException) -> str:
+    """``Method Not Allowed`` -> ``method_not_allowed``."""
+    name = exc.name if exc.name else "error"
+    return name.lower().replace(" ", "_").replace("'", "")
+
+
+def _handle_api_error(exc: APIError) -> Response:
+    return error_response(exc.status, exc.code, exc.message, exc.details)
+
+
+def _handle_http_exception(exc: HTTPException) -> Response:
+    if isinstance(exc, InternalServerError):
+        return _handle_unexpected(exc)
+    status = exc.code or 500
+    response = error_response(status, _code_for(exc), exc.description or exc.name)
+    # Keep what the exception says about itself (Allow on 405, WWW-Authenticate on 401, ...).
+    for name, value in exc.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
+
+
+def _handle_validation_error(exc: ValidationError) -> Response:
+    details = [
+        {"loc": list(err["loc"]), "message": err["msg"], "type": err["type"]}
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+    return error_response(422, "validation_error", "The request is not valid.", details)
+
+
+def _handle_unexpected(exc: Exception) -> Response:
+    # An InternalServerError wrapping an original exception comes from Flask's last-resort
+    # handler, which has logged the traceback already; anything else is logged here.
+    if not (isinstance(exc, InternalServerError) and exc.original_exception is not None):
+        log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
+    return error_response(500, "internal_error", "An unexpected error occurred.")
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Route every error through the envelope."""
+    app.register_error_handler(APIError, _handle_api_error)
+    app.register_error_handler(HTTPException, _handle_http_exception)
+    app.register_error_handler(ValidationError, _handle_validation_error)
+    app.register_error_handler(Exception, _handle_unexpected)
