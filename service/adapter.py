@@ -83,10 +83,7 @@ def build_environ(scope: Scope, request_id: str, body: RequestBody) -> dict[str,
         environ["REMOTE_PORT"] = str(client[1])
     for raw_name, raw_value in scope.get("headers", ()):
         name = raw_name.decode("latin-1").upper().replace("-", "_")
-        if name == "CONTENT_LENGTH" or name == "CONTENT_TYPE":
-            key = name
-        else:
-            key = "HTTP_" + name
+        key = name if name in ("CONTENT_LENGTH", "CONTENT_TYPE") else "HTTP_" + name
         value = raw_value.decode("latin-1")
         if key in environ:
             separator = "; " if key == "HTTP_COOKIE" else ","
@@ -202,8 +199,11 @@ class _Exchange:
         if self.status is None:
             raise RuntimeError("the WSGI app sent a body before calling start_response")
         self.started = True
-        await_(self.send({"type": "http.response.start", "status": self.status,
-                          "headers": self.headers}))
+        await_(
+            self.send(
+                {"type": "http.response.start", "status": self.status, "headers": self.headers}
+            )
+        )
 
     def write(self, chunk: bytes) -> None:
         """Send ``chunk`` now; the last chunk of a sized body also ends the response."""
@@ -224,21 +224,21 @@ class _Exchange:
             self.finished = True
 
 
-async def send_error(
-    send: Send, status: int, code: str, message: str, request_id: str
-) -> None:
+async def send_error(send: Send, status: int, code: str, message: str, request_id: str) -> None:
     """Answer with the error envelope from outside the WSGI app."""
     body = envelope_bytes(code, message, request_id)
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"x-request-id", request_id.encode("latin-1")),
-            (b"connection", b"close"),
-        ],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-request-id", request_id.encode("latin-1")),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
@@ -303,8 +303,11 @@ class GreenletASGI:
                 return
             if too_large:
                 await send_error(
-                    send, 413, "request_entity_too_large",
-                    f"The request body is larger than {self.max_body} bytes.", request_id,
+                    send,
+                    413,
+                    "request_entity_too_large",
+                    f"The request body is larger than {self.max_body} bytes.",
+                    request_id,
                 )
                 return
 
@@ -338,10 +341,15 @@ class GreenletASGI:
             log.exception("unhandled error while serving the request")
             if not exchange.started:
                 # Headers not sent yet: the client gets the envelope, never the traceback.
-                await_(send_error(
-                    exchange.send, 500, "internal_error", "An unexpected error occurred.",
-                    exchange.request_id,
-                ))
+                await_(
+                    send_error(
+                        exchange.send,
+                        500,
+                        "internal_error",
+                        "An unexpected error occurred.",
+                        exchange.request_id,
+                    )
+                )
             # Otherwise the response is cut short; the server closes the stream.
         finally:
             close = getattr(iterable, "close", None)

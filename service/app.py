@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, g, has_request_context, request
 
 from service import db, errors
 from service.bridge import await_
@@ -20,15 +20,35 @@ class LoopNativeFlask(Flask):
     Flask's default ``async_to_sync`` (asgiref) starts a thread and a new event loop for every
     call, which forbids shared connection pools. Here the request already runs in a greenlet
     on the server's loop (see ``service.asgi``), so awaiting is a switch back to that loop.
+
+    An async view runs as a coroutine on the loop, where synchronous reads of the request body
+    (``request.get_json()``, ``request.form``) cannot wait for the network. So before an async
+    callable runs, the body is read in the greenlet and cached; it is bounded by
+    ``MAX_CONTENT_LENGTH``. Synchronous views may still stream it (``request.stream``).
     """
 
-    def async_to_sync(
-        self, func: Callable[..., Coroutine[Any, Any, Any]]
-    ) -> Callable[..., Any]:
+    def async_to_sync(self, func: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
         def run(*args: Any, **kwargs: Any) -> Any:
+            if has_request_context() and _has_unread_body():
+                request.get_data(cache=True)
             return await_(func(*args, **kwargs))
 
         return run
+
+
+def _has_unread_body() -> bool:
+    """Whether the request may carry a body (HTTP/2 need not announce one)."""
+    env = request.environ
+    announced = env.get("CONTENT_LENGTH") not in (None, "", "0")
+    chunked = "chunked" in env.get("HTTP_TRANSFER_ENCODING", "").lower()
+    http2_body = env.get("SERVER_PROTOCOL") == "HTTP/2" and env.get("REQUEST_METHOD") in (
+        "POST",
+        "PUT",
+        "PATCH",
+        "DELETE",
+    )
+    # get_data(cache=True) reads once: later calls return the cached bytes.
+    return announced or chunked or http2_body
 
 
 def _assign_request_id() -> None:
@@ -55,7 +75,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = LoopNativeFlask("service")
     app.config.update(
         SECRET_KEY=settings.secret_key.get_secret_value(),
-        MAX_CONTENT_LENGTH=settings.max_content_length,
+        # The body limit is enforced by the ASGI adapter (413 before reading, or as a chunked
+        # body streams past it). Werkzeug's own limit would silently truncate a chunked body.
+        MAX_CONTENT_LENGTH=None,
         PROPAGATE_EXCEPTIONS=False,
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -77,5 +99,3 @@ def app_resources(app: Flask) -> Resources:
     """The ``Resources`` that ``app``'s lifespan starts and closes."""
     res: Resources = app.extensions["newsdesk.resources"]
     return res
-
-

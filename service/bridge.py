@@ -25,7 +25,7 @@ import greenlet
 T = TypeVar("T")
 
 
-class _BridgeGreenlet(greenlet.greenlet):  # type: ignore[misc]
+class _BridgeGreenlet(greenlet.greenlet):
     """Marks greenlets started by ``run_in_greenlet``: only they may call ``await_``."""
 
 
@@ -44,7 +44,9 @@ def await_(awaitable: Awaitable[T]) -> T:
             "await_() called outside run_in_greenlet(): async Flask code must be served by "
             "service.asgi:app (or run through service.bridge.run_in_greenlet)"
         )
-    return cast(T, current.parent.switch(awaitable))
+    parent = current.parent
+    assert parent is not None  # a bridge greenlet always has its driving task as parent
+    return cast(T, parent.switch(awaitable))
 
 
 async def run_in_greenlet(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -56,7 +58,7 @@ async def run_in_greenlet(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     while not child.dead:
         try:
             value = await request
-        except BaseException as exc:  # noqa: BLE001 - every outcome goes back into the greenlet
+        except BaseException as exc:
             request = child.throw(exc)
         else:
             request = child.switch(value)

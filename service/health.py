@@ -19,13 +19,13 @@ async def _select_one(engine: AsyncEngine) -> None:
         await conn.execute(text("SELECT 1"))
 
 
-async def _bounded(check: Awaitable[object], timeout: float, name: str) -> str:
+async def _bounded(check: Awaitable[object], limit: float, name: str) -> str:
     try:
-        await asyncio.wait_for(check, timeout)
+        await asyncio.wait_for(check, limit)
     except TimeoutError:
-        log.warning("readiness: %s timed out after %.1fs", name, timeout)
+        log.warning("readiness: %s timed out after %.1fs", name, limit)
         return "timeout"
-    except Exception as exc:  # noqa: BLE001 - any failure means "not ready", never a 500
+    except Exception as exc:
         log.warning("readiness: %s failed: %s", name, exc)
         return "down"
     return "ok"

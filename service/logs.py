@@ -17,8 +17,15 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+# Loggers that come with a handler of their own (Hypercorn's, arq's CLI): without this each
+# of their lines would be printed twice.
+SELF_HANDLED = ("hypercorn.error", "hypercorn.access", "arq")
+
+
 def configure_logging(level: str = "INFO") -> None:
     """Install the request-id aware format on the root logger (idempotent)."""
+    for name in SELF_HANDLED:
+        logging.getLogger(name).propagate = False
     root = logging.getLogger()
     root.setLevel(level)
     for handler in root.handlers:

@@ -18,7 +18,12 @@ MIN_SECRET_LENGTH = 32
 
 def normalise_database_url(url: str) -> str:
     """Return ``url`` with the asyncpg driver, accepting the usual ``postgres://`` spellings."""
-    for prefix in ("postgres://", "postgresql://", "postgresql+psycopg://", "postgresql+psycopg2://"):
+    for prefix in (
+        "postgres://",
+        "postgresql://",
+        "postgresql+psycopg://",
+        "postgresql+psycopg2://",
+    ):
         if url.startswith(prefix):
             return "postgresql+asyncpg://" + url[len(prefix) :]
     if not url.startswith("postgresql+asyncpg://"):

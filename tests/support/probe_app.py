@@ -1,0 +1,151 @@
+"""The application under test: Newsdesk plus a test-only ``/_test`` blueprint of probes.
+
+Served by a real Hypercorn (``tests.support.probe_app:app``), configured from the
+environment like production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
+from pydantic import BaseModel
+from sqlalchemy import text
+
+from service import db
+from service.app import create_app
+from service.asgi import asgi_app
+from service.bridge import await_
+from service.logs import configure_logging
+from service.settings import Settings
+
+probes = Blueprint("probes", __name__, url_prefix="/_test")
+_gates: dict[str, asyncio.Event] = {}
+
+
+def _gate(name: str) -> asyncio.Event:
+    return _gates.setdefault(name, asyncio.Event())
+
+
+@probes.get("/echo")
+async def echo() -> Response:
+    """Stores the caller's value in ``g``, yields to other requests, then reads it back."""
+    g.value = request.args["value"]
+    await asyncio.sleep(random.uniform(0, 0.05))
+    return jsonify(
+        arg=request.args["value"],
+        g=g.value,
+        header=request.headers.get("X-Probe"),
+        request_id=g.request_id,
+    )
+
+
+@probes.get("/query")
+async def query() -> Response:
+    pid = (await db.session().execute(text("SELECT pg_backend_pid()"))).scalar_one()
+    return jsonify(pid=pid)
+
+
+@probes.get("/sleep")
+async def sleep_in_database() -> Response:
+    seconds = float(request.args.get("seconds", "5"))
+    await db.session().execute(text("SELECT pg_sleep(:s)"), {"s": seconds})
+    return jsonify(slept=seconds)
+
+
+@probes.get("/pool")
+def pool_status() -> Response:
+    engine = current_app.extensions["newsdesk.resources"].engine
+    return jsonify(checked_out=engine.pool.checkedout())
+
+
+@probes.get("/stream")
+def stream() -> Response:
+    """Sends ``first``, waits until ``/_test/open/<gate>`` is called, then sends ``second``."""
+    gate = request.args["gate"]
+
+    def generate() -> Iterator[bytes]:
+        yield b"first\n"
+        await_(asyncio.wait_for(_gate(gate).wait(), 30))
+        yield b"second\n"
+
+    return Response(generate(), mimetype="text/plain")
+
+
+@probes.get("/stream-then-fail")
+def stream_then_fail() -> Response:
+    def generate() -> Iterator[bytes]:
+        yield b"partial\n"
+        raise RuntimeError("broken mid-stream")
+
+    return Response(stream_with_context(generate()), mimetype="text/plain")
+
+
+@probes.post("/open/<gate>")
+def open_gate(gate: str) -> Response:
+    _gate(gate).set()
+    return jsonify(opened=gate)
+
+
+@probes.get("/boom")
+async def boom() -> Response:
+    raise RuntimeError("secret detail that must not leak")
+
+
+@probes.post("/body")
+def body() -> Response:
+    data = request.get_data()
+    return jsonify(length=len(data), sha256=hashlib.sha256(data).hexdigest())
+
+
+@probes.post("/lines")
+def lines() -> Response:
+    return jsonify(lines=[line.decode() for line in request.stream])
+
+
+class Item(BaseModel):
+    name: str
+    count: int
+
+
+@probes.post("/items")
+async def create_item() -> tuple[Response, int]:
+    """Validates with pydantic, inserts, then fails if asked: the insert must roll back."""
+    item = Item.model_validate(request.get_json())
+    await db.session().execute(
+        text("INSERT INTO probe_items (name, count) VALUES (:name, :count)"), item.model_dump()
+    )
+    if request.args.get("fail") == "1":
+        raise RuntimeError("failure after the insert")
+    return jsonify(item.model_dump()), 201
+
+
+@probes.get("/environ")
+def environ() -> Response:
+    keys = [
+        "SCRIPT_NAME",
+        "PATH_INFO",
+        "QUERY_STRING",
+        "REMOTE_ADDR",
+        "REMOTE_PORT",
+        "SERVER_PROTOCOL",
+        "HTTP_X_MULTI",
+    ]
+    found: dict[str, Any] = {key: request.environ.get(key) for key in keys}
+    found["args"] = request.args.to_dict(flat=False)
+    return jsonify(found)
+
+
+def build() -> Any:
+    settings = Settings()
+    configure_logging(settings.log_level)
+    flask_app = create_app(settings)
+    flask_app.register_blueprint(probes)
+    return asgi_app(flask_app)
+
+
+app = build()
