@@ -42,12 +42,11 @@ Send = Callable[[Message], Awaitable[None]]
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
-_BODY_QUEUE_SIZE = 4  # chunks read ahead of the app; Hypercorn buffers behind this
-_EOF = object()
-_TOO_LARGE = object()
+# Requests still running after this long get a task that watches for a client disconnect.
+DISCONNECT_WATCH_DELAY = 0.02
 
 
-def build_environ(scope: Scope, request_id: str, body: RequestBody) -> dict[str, Any]:
+def build_environ(scope: Scope, body: RequestBody) -> dict[str, Any]:
     """A PEP 3333 environ for an ASGI HTTP scope.
 
     Native strings are latin-1 per PEP 3333, so non-ASCII paths and raw query bytes survive
@@ -75,7 +74,6 @@ def build_environ(scope: Scope, request_id: str, body: RequestBody) -> dict[str,
         "wsgi.multiprocess": True,
         "wsgi.run_once": False,
         "asgi.scope": scope,
-        "newsdesk.request_id": request_id,
     }
     client = scope.get("client")
     if client:
@@ -92,34 +90,51 @@ def build_environ(scope: Scope, request_id: str, body: RequestBody) -> dict[str,
     return environ
 
 
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope.get("headers", ()):
-        if key.lower() == name:
-            return bytes(value)
-    return None
+def expects_body(environ: dict[str, Any]) -> bool:
+    """Whether the request announces a body: a non-zero Content-Length, a Transfer-Encoding,
+    or (HTTP/2, where neither is required) a method that usually carries one."""
+    if environ.get("CONTENT_LENGTH", "0") not in ("", "0"):
+        return True
+    if "HTTP_TRANSFER_ENCODING" in environ:
+        return True
+    return environ["SERVER_PROTOCOL"] == "HTTP/2" and environ["REQUEST_METHOD"] in (
+        "POST",
+        "PUT",
+        "PATCH",
+    )
 
 
 class RequestBody:
-    """``wsgi.input``: a readable stream whose reads await the next chunk on the loop."""
+    """``wsgi.input``: a readable stream whose reads await the next ASGI message on the loop.
 
-    def __init__(self, queue: asyncio.Queue[object]) -> None:
-        self._queue = queue
+    It counts what arrives and raises 413 once the body passes ``limit``; a disconnect while
+    reading cancels the request like a disconnect at any other point.
+    """
+
+    def __init__(self, receive: Receive, limit: int, *, expected: bool) -> None:
+        self._receive = receive
+        self._limit = limit
         self._buffer = bytearray()
-        self._eof = False
+        self._received = 0
+        self.complete = not expected  # no more body messages to read
+        self.disconnected = False
 
     def _fill(self) -> bool:
         """Append the next chunk to the buffer; False at the end of the body."""
-        if self._eof:
+        if self.complete:
             return False
-        item = await_(self._queue.get())
-        if item is _EOF:
-            self._eof = True
-            return False
-        if item is _TOO_LARGE:
-            self._eof = True
-            raise RequestEntityTooLarge()
-        assert isinstance(item, bytes | bytearray)
-        self._buffer += item
+        message = await_(self._receive())
+        if message["type"] == "http.disconnect":
+            self.complete = self.disconnected = True
+            raise asyncio.CancelledError("client disconnected")
+        chunk = message.get("body", b"")
+        self._received += len(chunk)
+        if self._received > self._limit:
+            self.complete = True
+            raise RequestEntityTooLarge(f"The request body is larger than {self._limit} bytes.")
+        self._buffer += chunk
+        if not message.get("more_body", False):
+            self.complete = True
         return True
 
     def _take(self, size: int) -> bytes:
@@ -166,6 +181,52 @@ class RequestBody:
         if not line:
             raise StopIteration
         return line
+
+
+class DisconnectWatch:
+    """Cancels a request's task when its client goes away.
+
+    Watching costs a task that waits on ``receive()``, so it starts only for requests still
+    running after ``delay`` seconds (a quick request finishes anyway), and only once the body
+    has been read (before that, ``RequestBody`` sees a disconnect itself).
+    """
+
+    def __init__(
+        self, task: asyncio.Task[Any], body: RequestBody, receive: Receive, delay: float
+    ) -> None:
+        self._task = task
+        self._body = body
+        self._receive = receive
+        self._delay = delay
+        self._loop = task.get_loop()
+        self._watcher: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(delay, self._start)
+        self._disconnected = False
+
+    @property
+    def disconnected(self) -> bool:
+        return self._disconnected or self._body.disconnected
+
+    def _start(self) -> None:
+        if not self._body.complete:
+            self._timer = self._loop.call_later(self._delay, self._start)
+            return
+        self._timer = None
+        self._watcher = self._loop.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                self._disconnected = True
+                self._task.cancel()
+                return
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
 
 
 class _Exchange:
@@ -290,12 +351,14 @@ class GreenletASGI:
                 return
 
     async def handle_http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        raw_id = _header(scope, b"x-request-id")
-        request_id = choose_request_id(raw_id.decode("latin-1") if raw_id else None)
+        body = RequestBody(receive, self.max_body, expected=True)
+        environ = build_environ(scope, body)
+        request_id = choose_request_id(environ.get("HTTP_X_REQUEST_ID"))
+        environ["newsdesk.request_id"] = request_id
         current_request_id.set(request_id)
 
-        declared = _header(scope, b"content-length")
-        if declared is not None:
+        declared = environ.get("CONTENT_LENGTH")
+        if declared:
             try:
                 too_large = int(declared) > self.max_body
             except ValueError:
@@ -310,23 +373,21 @@ class GreenletASGI:
                     request_id,
                 )
                 return
+        body.complete = not expects_body(environ)
 
-        queue: asyncio.Queue[object] = asyncio.Queue(_BODY_QUEUE_SIZE)
         task = asyncio.current_task()
         assert task is not None
-        disconnected = asyncio.Event()
-        receiver = asyncio.create_task(self._receive(receive, queue, task, disconnected))
+        watch = DisconnectWatch(task, body, receive, DISCONNECT_WATCH_DELAY)
         exchange = _Exchange(send, request_id)
         try:
-            environ = build_environ(scope, request_id, RequestBody(queue))
             await run_in_greenlet(self._run_wsgi, environ, exchange)
         except asyncio.CancelledError:
-            if not disconnected.is_set():
+            if not watch.disconnected:
                 raise  # the server is shutting down: let the cancellation through
             task.uncancel()
             log.info("client disconnected; request abandoned")
         finally:
-            receiver.cancel()
+            watch.close()
 
     def _run_wsgi(self, environ: dict[str, Any], exchange: _Exchange) -> None:
         """The greenlet's body: call the WSGI app and send its response."""
@@ -355,32 +416,3 @@ class GreenletASGI:
             close = getattr(iterable, "close", None)
             if close is not None:
                 close()
-
-    async def _receive(
-        self,
-        receive: Receive,
-        queue: asyncio.Queue[object],
-        handler: asyncio.Task[Any],
-        disconnected: asyncio.Event,
-    ) -> None:
-        """Stream the body into ``queue``, then wait for a disconnect and cancel ``handler``."""
-        received = 0
-        body_done = False
-        while True:
-            message = await receive()
-            kind = message["type"]
-            if kind == "http.request" and not body_done:
-                chunk = message.get("body", b"")
-                received += len(chunk)
-                if received > self.max_body:
-                    await queue.put(_TOO_LARGE)
-                    return  # stop reading: the app answers 413 and the server drops the rest
-                if chunk:
-                    await queue.put(chunk)
-                if not message.get("more_body", False):
-                    body_done = True
-                    await queue.put(_EOF)
-            elif kind == "http.disconnect":
-                disconnected.set()
-                handler.cancel()
-                return

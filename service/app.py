@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from flask import Flask, Response, g, has_request_context, request
+from flask import Flask, Request, Response, g, has_request_context, request
+from flask.sessions import SessionInterface, SessionMixin
 
 from service import db, errors
 from service.bridge import await_
@@ -29,26 +30,13 @@ class LoopNativeFlask(Flask):
 
     def async_to_sync(self, func: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
         def run(*args: Any, **kwargs: Any) -> Any:
-            if has_request_context() and _has_unread_body():
+            if has_request_context() and not getattr(
+                request.environ["wsgi.input"], "complete", True
+            ):
                 request.get_data(cache=True)
             return await_(func(*args, **kwargs))
 
         return run
-
-
-def _has_unread_body() -> bool:
-    """Whether the request may carry a body (HTTP/2 need not announce one)."""
-    env = request.environ
-    announced = env.get("CONTENT_LENGTH") not in (None, "", "0")
-    chunked = "chunked" in env.get("HTTP_TRANSFER_ENCODING", "").lower()
-    http2_body = env.get("SERVER_PROTOCOL") == "HTTP/2" and env.get("REQUEST_METHOD") in (
-        "POST",
-        "PUT",
-        "PATCH",
-        "DELETE",
-    )
-    # get_data(cache=True) reads once: later calls return the cached bytes.
-    return announced or chunked or http2_body
 
 
 def _assign_request_id() -> None:
@@ -63,6 +51,17 @@ def _assign_request_id() -> None:
 def _echo_request_id(response: Response) -> Response:
     response.headers[HEADER] = g.get("request_id", "-")
     return response
+
+
+class NoCookieSessions(SessionInterface):
+    """The API authenticates with tokens and keys, never with Flask's signed-cookie session;
+    skipping it saves building a signing serializer on every request."""
+
+    def open_session(self, app: Flask, request: Request) -> None:
+        return None
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        return None
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -80,6 +79,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         MAX_CONTENT_LENGTH=None,
         PROPAGATE_EXCEPTIONS=False,
     )
+    app.session_interface = NoCookieSessions()
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["newsdesk.settings"] = settings
     app.extensions["newsdesk.resources"] = Resources(settings)

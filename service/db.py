@@ -14,6 +14,7 @@ from __future__ import annotations
 from flask import Flask, Response, current_app, g
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.bridge import await_
 from service.resources import Resources
 
 
@@ -45,21 +46,25 @@ def read_session() -> AsyncSession:
     return current
 
 
-async def _commit_or_roll_back(response: Response) -> Response:
+# Both hooks are plain functions that await only when the request used a session, so a
+# request that never touches the database pays nothing for them.
+
+
+def _commit_or_roll_back(response: Response) -> Response:
     current: AsyncSession | None = g.get("_db_session")
     if current is not None:
         if response.status_code < 400:
-            await current.commit()
+            await_(current.commit())
         else:
-            await current.rollback()
+            await_(current.rollback())
     return response
 
 
-async def _close_sessions(exc: BaseException | None) -> None:
+def _close_sessions(exc: BaseException | None) -> None:
     for name in ("_db_session", "_db_read_session"):
         current: AsyncSession | None = g.pop(name, None)
         if current is not None:
-            await current.close()
+            await_(current.close())
 
 
 def init_app(app: Flask) -> None:

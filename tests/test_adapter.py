@@ -212,10 +212,15 @@ def _scope(**overrides: object) -> dict[str, object]:
     return scope
 
 
+def _body() -> RequestBody:
+    async def receive() -> dict[str, object]:
+        raise AssertionError("the environ builder must not read the body")
+
+    return RequestBody(receive, 1024, expected=False)
+
+
 def test_environ_strips_root_path_into_script_name() -> None:
-    environ = build_environ(
-        _scope(path="/news/api/v1/items", root_path="/news"), "rid", RequestBody(asyncio.Queue())
-    )
+    environ = build_environ(_scope(path="/news/api/v1/items", root_path="/news"), _body())
     assert environ["SCRIPT_NAME"] == "/news"
     assert environ["PATH_INFO"] == "/api/v1/items"
     assert environ["REMOTE_ADDR"] == "10.1.2.3"
@@ -225,8 +230,7 @@ def test_environ_strips_root_path_into_script_name() -> None:
 def test_environ_keeps_non_ascii_path_and_raw_query_bytes() -> None:
     environ = build_environ(
         _scope(path="/articles/café", query_string="q=naïve&x=%C3%A9".encode()),
-        "rid",
-        RequestBody(asyncio.Queue()),
+        _body(),
     )
     # PEP 3333: native strings carry the bytes as latin-1.
     assert environ["PATH_INFO"].encode("latin-1").decode() == "/articles/café"
@@ -242,7 +246,7 @@ def test_environ_joins_repeated_headers_and_cookies() -> None:
         (b"content-type", b"application/json"),
         (b"content-length", b"3"),
     ]
-    environ = build_environ(_scope(headers=headers), "rid", RequestBody(asyncio.Queue()))
+    environ = build_environ(_scope(headers=headers), _body())
     assert environ["HTTP_ACCEPT"] == "a,b"
     assert environ["HTTP_COOKIE"] == "x=1; y=2"
     assert environ["CONTENT_TYPE"] == "application/json"
