@@ -42,8 +42,9 @@ Send = Callable[[Message], Awaitable[None]]
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
-# Requests still running after this long get a task that watches for a client disconnect.
-DISCONNECT_WATCH_DELAY = 0.02
+# Requests still running after this long get a task that watches for a client disconnect
+# (shorter ones finish anyway; under load most requests would otherwise pay for a watcher).
+DISCONNECT_WATCH_DELAY = 0.5
 
 
 def build_environ(scope: Scope, body: RequestBody) -> dict[str, Any]:
@@ -251,9 +252,14 @@ class _Exchange:
             (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers
         ]
         self.remaining = None
+        has_request_id = False
         for name, value in self.headers:
             if name == b"content-length":
                 self.remaining = int(value)
+            elif name == b"x-request-id":
+                has_request_id = True
+        if not has_request_id:  # every response echoes the request id
+            self.headers.append((b"x-request-id", self.request_id.encode("latin-1")))
         return self.write
 
     def _start(self) -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from flask import Flask, Request, Response, g, has_request_context, request
+from flask import Flask, Request, Response, has_request_context, request
 from flask.sessions import SessionInterface, SessionMixin
 
 from service import db, errors
 from service.bridge import await_
-from service.request_id import HEADER, choose_request_id, current_request_id
+from service.jsonio import OrjsonProvider
 from service.resources import Resources
 from service.settings import Settings
 
@@ -37,20 +37,6 @@ class LoopNativeFlask(Flask):
             return await_(func(*args, **kwargs))
 
         return run
-
-
-def _assign_request_id() -> None:
-    # The adapter has chosen the id already (so its own log lines carry it too).
-    rid = request.environ.get("newsdesk.request_id") or choose_request_id(
-        request.headers.get(HEADER)
-    )
-    g.request_id = rid
-    current_request_id.set(rid)
-
-
-def _echo_request_id(response: Response) -> Response:
-    response.headers[HEADER] = g.get("request_id", "-")
-    return response
 
 
 class NoCookieSessions(SessionInterface):
@@ -80,12 +66,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         PROPAGATE_EXCEPTIONS=False,
     )
     app.session_interface = NoCookieSessions()
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json = OrjsonProvider(app)
     app.extensions["newsdesk.settings"] = settings
     app.extensions["newsdesk.resources"] = Resources(settings)
 
-    app.before_request(_assign_request_id)
-    app.after_request(_echo_request_id)
     db.init_app(app)
     errors.register_error_handlers(app)
 

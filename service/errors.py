@@ -11,9 +11,11 @@ import logging
 from typing import Any
 
 import orjson
-from flask import Flask, Response, g
+from flask import Flask, Response
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException, InternalServerError
+
+from service.request_id import current_request_id
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +56,9 @@ def envelope_bytes(
 def error_response(
     status: int, code: str, message: str, details: list[Any] | None = None
 ) -> Response:
-    """A Flask response carrying the envelope; the request id comes from ``g``."""
-    request_id = g.get("request_id", "-")
+    """A Flask response carrying the envelope and the current request's id."""
     return Response(
-        envelope_bytes(code, message, request_id, details),
+        envelope_bytes(code, message, current_request_id.get(), details),
         status=status,
         mimetype="application/json",
     )

@@ -1,8 +1,9 @@
 """Request ids: taken from a well-formed ``X-Request-ID`` or generated, kept in a context var.
 
-The ASGI adapter sets the id as soon as a request arrives, so every log line of that request,
-from the adapter, Flask, SQLAlchemy or a view, carries it (see ``service.logs``), and the
-response echoes it in ``X-Request-ID``.
+The ASGI adapter sets ``current_request_id`` as soon as a request arrives (the request's
+greenlet shares its task's context), so every log line of that request, from the adapter,
+Flask, SQLAlchemy or a view, carries it (see ``service.logs``); error envelopes quote it, and
+the adapter adds it to every response as ``X-Request-ID``.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ connection per request. ``hypercorn bench.baselines.flask_wsgi:app``.
 from __future__ import annotations
 
 from flask import Flask, Response, abort, jsonify
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from bench.probes import database_url, item_by_id
@@ -25,8 +25,8 @@ async def hello() -> Response:
 
 @app.get("/bench/items/<int:item_id>")
 async def item(item_id: int) -> Response:
-    async with engine.connect() as conn:
-        row = (await conn.execute(item_by_id, {"id": item_id})).first()
+    async with AsyncSession(engine) as session:  # the same work as Newsdesk's request session
+        row = (await session.execute(item_by_id, {"id": item_id})).first()
     if row is None:
         abort(404)
     return jsonify(id=row.id, name=row.name)

@@ -1,7 +1,7 @@
 """Baseline: Quart (async-native Flask) doing the same work on the same Hypercorn.
 
 The engine is created on the serving loop (``before_serving``) with the same pool size as
-Newsdesk. ``hypercorn bench.baselines.quart_app:app``.
+Newsdesk, and each request reads through an ``AsyncSession`` as Newsdesk's views do. ``hypercorn bench.baselines.quart_app:app``.
 """
 
 from __future__ import annotations
@@ -9,24 +9,25 @@ from __future__ import annotations
 from typing import Any
 
 from quart import Quart, abort, jsonify
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from bench.probes import database_url, item_by_id, pool_size
 
 app = Quart(__name__)
-state: dict[str, AsyncEngine] = {}
+state: dict[str, async_sessionmaker[AsyncSession]] = {}
 
 
 @app.before_serving
 async def start() -> None:
-    state["engine"] = create_async_engine(
+    engine = create_async_engine(
         database_url(), pool_size=pool_size(), max_overflow=5, pool_pre_ping=True
     )
+    state["sessions"] = async_sessionmaker(engine, expire_on_commit=False)
 
 
 @app.after_serving
 async def stop() -> None:
-    await state["engine"].dispose()
+    await state["sessions"].kw["bind"].dispose()
 
 
 @app.get("/bench/hello")
@@ -36,8 +37,8 @@ async def hello() -> Any:
 
 @app.get("/bench/items/<int:item_id>")
 async def item(item_id: int) -> Any:
-    async with state["engine"].connect() as conn:
-        row = (await conn.execute(item_by_id, {"id": item_id})).first()
+    async with state["sessions"]() as session:  # the same work as Newsdesk's request session
+        row = (await session.execute(item_by_id, {"id": item_id})).first()
     if row is None:
         abort(404)
     return jsonify(id=row.id, name=row.name)

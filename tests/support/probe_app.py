@@ -21,6 +21,7 @@ from service.app import create_app
 from service.asgi import asgi_app
 from service.bridge import await_
 from service.logs import configure_logging
+from service.request_id import current_request_id
 from service.settings import Settings
 
 probes = Blueprint("probes", __name__, url_prefix="/_test")
@@ -40,7 +41,7 @@ async def echo() -> Response:
         arg=request.args["value"],
         g=g.value,
         header=request.headers.get("X-Probe"),
-        request_id=g.request_id,
+        request_id=current_request_id.get(),
     )
 
 
