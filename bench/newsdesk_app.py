@@ -10,8 +10,8 @@ from flask import Blueprint, Response, abort, jsonify
 
 from bench.probes import item_by_id
 from service import db
-from service.asgi import asgi_app
 from service.app import create_app
+from service.asgi import asgi_app
 from service.logs import configure_logging
 from service.settings import Settings
 

@@ -8,8 +8,9 @@ loopback, against the same PostgreSQL and table:
 - ``quart``: Quart on the same Hypercorn, pooled engine.
 
 Endpoints: a JSON hello and a primary-key read (random ids). Load: ``wrk`` with 32
-connections. The apps take turns, round after round, so drift on a shared machine hits them
-alike; each figure is the median of the rounds, with min and max. Results go to
+connections. The apps take turns, round after round, each round starting with a different
+app and each run preceded by the same 2 s warm-up, so drift on a shared machine and the order
+of runs hit them alike; each figure is the median of the rounds, with min and max. Results go to
 ``bench/results/serving-<timestamp>.json`` and ``docs/BENCHMARKS.md``.
 
 Environment: ``BENCH_DURATION`` (seconds per run, default 10), ``BENCH_ROUNDS`` (3),
@@ -53,6 +54,7 @@ LABELS = {
     "quart": "Quart on the same Hypercorn, shared pool",
 }
 ENDPOINTS = {"hello": "/bench/hello", "pk-read": "/bench/items/"}
+WARMUP_SECONDS = 2
 
 RANDOM_ID_SCRIPT = """
 math.randomseed(os.time())
@@ -150,7 +152,7 @@ def wrk(url: str, duration: int, connections: int, script: Path | None) -> str:
     command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "10s"]
     if script is not None:
         command += ["-s", str(script)]
-    return subprocess.run(command + [url], capture_output=True, text=True, check=True).stdout
+    return subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
 
 
 def seed(pg_url: str) -> None:
@@ -158,8 +160,10 @@ def seed(pg_url: str) -> None:
 
     sql = (
         "DROP TABLE IF EXISTS bench_items; "
-        "CREATE TABLE bench_items (id integer PRIMARY KEY, name text NOT NULL, body text NOT NULL); "
-        f"INSERT INTO bench_items SELECT i, 'item ' || i, repeat('x', 200) FROM generate_series(1, {ROWS}) i; "
+        "CREATE TABLE bench_items "
+        "(id integer PRIMARY KEY, name text NOT NULL, body text NOT NULL); "
+        "INSERT INTO bench_items SELECT i, 'item ' || i, repeat('x', 200) "
+        f"FROM generate_series(1, {ROWS}) i; "
         "ANALYZE bench_items;"
     )
     import asyncio
@@ -250,8 +254,9 @@ def write_report(result: dict[str, object], json_path: Path) -> None:
         f"figures in `{json_path.relative_to(ROOT)}`.",
         "",
         f"Same machine ({mach['cpus']} cores, {mach['platform']}), same PostgreSQL, same table "
-        f"({cfg['rows']} rows), one Hypercorn worker (uvloop) per app, `wrk -t1 -c{cfg['connections']}` "
-        f"for {cfg['duration']} s per run on loopback. The apps take turns for {cfg['rounds']} rounds; "
+        f"({cfg['rows']} rows), one Hypercorn worker (uvloop) per app, "
+        f"`wrk -t1 -c{cfg['connections']}` for {cfg['duration']} s per run on loopback. "
+        f"The apps take turns for {cfg['rounds']} rounds; "
         "req/s is the median of the rounds (min to max in brackets), latencies are medians.",
         "",
         "| endpoint | serving model | req/s | p50 ms | p99 ms | errors |",
@@ -260,12 +265,14 @@ def write_report(result: dict[str, object], json_path: Path) -> None:
     for r in rows:
         lines.append(
             f"| {r['endpoint']} | {LABELS[str(r['app'])]} | {r['rps_median']:,.0f} "
-            f"({r['rps_min']:,.0f} to {r['rps_max']:,.0f}) | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} |"
+            f"({r['rps_min']:,.0f} to {r['rps_max']:,.0f}) | {r['p50_ms']:.1f} | "
+            f"{r['p99_ms']:.1f} | {r['errors']} |"
         )
     lines += ["", "Ratios (median req/s):", ""]
     for endpoint, values in rat.items():
         lines.append(
-            f"- {endpoint}: Newsdesk / Flask default path = **{values['newsdesk/flask-wsgi']:.2f}x**, "
+            f"- {endpoint}: Newsdesk / Flask default path = "
+            f"**{values['newsdesk/flask-wsgi']:.2f}x**, "
             f"Newsdesk / Quart = **{values['newsdesk/quart']:.2f}x**"
         )
     lines += [
@@ -316,25 +323,34 @@ def main() -> int:
         script.write_text(RANDOM_ID_SCRIPT.replace("{rows}", str(ROWS)))
         runs: list[Run] = []
         total = rounds * len(servers) * len(ENDPOINTS)
-        for name, server in servers.items():  # warm-up: imports, pools, JIT-free caches
-            wrk(server.url + ENDPOINTS["hello"], 2, connections, None)
-            wrk(server.url + "/", 2, connections, script)
+        names = list(servers)
         for round_no in range(1, rounds + 1):
+            # Each round starts with a different app: the order a run takes in a round shows
+            # up in its figure on this machine, so it must not favour any one app.
+            shift = (round_no - 1) % len(names)
+            order = names[shift:] + names[:shift]
             for endpoint, path in ENDPOINTS.items():
-                for name, server in servers.items():
+                for name in order:
+                    server = servers[name]
                     done = len(runs) + 1
                     print(
                         f"[{done:>2}/{total}] round {round_no} {endpoint:<8} {name:<11}",
                         end=" ",
                         flush=True,
                     )
-                    if endpoint == "pk-read":
-                        out = wrk(server.url + "/", duration, connections, script)
-                    else:
-                        out = wrk(server.url + path, duration, connections, None)
+                    target, lua = (
+                        (server.url + "/", script)
+                        if endpoint == "pk-read"
+                        else (server.url + path, None)
+                    )
+                    wrk(
+                        target, WARMUP_SECONDS, connections, lua
+                    )  # the same warm-up before every run
+                    out = wrk(target, duration, connections, lua)
                     rps, p50, p99, errors, requests = parse_wrk(out)
                     print(
-                        f"{rps:>8,.0f} req/s  p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  errors {errors}",
+                        f"{rps:>8,.0f} req/s  p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  "
+                        f"errors {errors}",
                         flush=True,
                     )
                     runs.append(Run(name, endpoint, round_no, rps, p50, p99, errors, requests))

@@ -262,26 +262,34 @@ class _Exchange:
             self.headers.append((b"x-request-id", self.request_id.encode("latin-1")))
         return self.write
 
+    def _start_message(self) -> Message:
+        return {"type": "http.response.start", "status": self.status, "headers": self.headers}
+
     def _start(self) -> None:
         if self.status is None:
             raise RuntimeError("the WSGI app sent a body before calling start_response")
         self.started = True
-        await_(
-            self.send(
-                {"type": "http.response.start", "status": self.status, "headers": self.headers}
-            )
-        )
+        await_(self.send(self._start_message()))
 
     def write(self, chunk: bytes) -> None:
         """Send ``chunk`` now; the last chunk of a sized body also ends the response."""
-        if not self.started:
-            self._start()
         more = True
         if self.remaining is not None:
             self.remaining -= len(chunk)
             more = self.remaining > 0
-        await_(self.send({"type": "http.response.body", "body": chunk, "more_body": more}))
+        body = {"type": "http.response.body", "body": chunk, "more_body": more}
+        if self.started:
+            await_(self.send(body))
+        else:  # headers and first chunk in one trip to the loop
+            if self.status is None:
+                raise RuntimeError("the WSGI app sent a body before calling start_response")
+            self.started = True
+            await_(self._send_both(self._start_message(), body))
         self.finished = not more
+
+    async def _send_both(self, first: Message, second: Message) -> None:
+        await self.send(first)
+        await self.send(second)
 
     def finish(self) -> None:
         if not self.started:

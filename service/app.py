@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from flask import Flask, Request, Response, has_request_context, request
 from flask.sessions import SessionInterface, SessionMixin
+from werkzeug.routing import MapAdapter
+from werkzeug.wsgi import get_host
 
 from service import db, errors
 from service.bridge import await_
@@ -28,6 +31,42 @@ class LoopNativeFlask(Flask):
     ``MAX_CONTENT_LENGTH``. Synchronous views may still stream it (``request.stream``).
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sync_versions: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        # Flask asks this for every view and hook on every request; remember the answers.
+        try:
+            return self._sync_versions[func]
+        except (KeyError, TypeError):
+            wrapped = super().ensure_sync(func)
+            with contextlib.suppress(TypeError):  # unhashable callables are not remembered
+                self._sync_versions[func] = wrapped
+            return wrapped
+
+    def create_url_adapter(self, request: Request | None) -> MapAdapter | None:
+        """Flask's adapter, minus work this app never needs (no host or subdomain matching,
+        no SERVER_NAME, no TRUSTED_HOSTS): the host is read once instead of twice."""
+        if (
+            request is None
+            or self.url_map.host_matching
+            or self.subdomain_matching
+            or self.config["SERVER_NAME"] is not None
+            or self.config["TRUSTED_HOSTS"] is not None
+        ):
+            return super().create_url_adapter(request)
+        env = request.environ
+        return self.url_map.bind(
+            get_host(env).lower(),
+            script_name=_wsgi_str(env.get("SCRIPT_NAME", "")),
+            subdomain=self.url_map.default_subdomain or "",
+            url_scheme=env["wsgi.url_scheme"],
+            default_method=env["REQUEST_METHOD"],
+            path_info=_wsgi_str(env.get("PATH_INFO", "")),
+            query_args=_wsgi_str(env.get("QUERY_STRING", "")),
+        )
+
     def async_to_sync(self, func: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
         def run(*args: Any, **kwargs: Any) -> Any:
             if has_request_context() and not getattr(
@@ -37,6 +76,11 @@ class LoopNativeFlask(Flask):
             return await_(func(*args, **kwargs))
 
         return run
+
+
+def _wsgi_str(value: str) -> str:
+    """A PEP 3333 latin-1 native string back to the text it carries (UTF-8)."""
+    return value.encode("latin-1").decode(errors="replace")
 
 
 class NoCookieSessions(SessionInterface):

@@ -1,7 +1,8 @@
 """Baseline: Quart (async-native Flask) doing the same work on the same Hypercorn.
 
 The engine is created on the serving loop (``before_serving``) with the same pool size as
-Newsdesk, and each request reads through an ``AsyncSession`` as Newsdesk's views do. ``hypercorn bench.baselines.quart_app:app``.
+Newsdesk, and each request reads through an ``AsyncSession`` as Newsdesk's views do.
+``hypercorn bench.baselines.quart_app:app``.
 """
 
 from __future__ import annotations
