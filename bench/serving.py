@@ -234,9 +234,7 @@ def machine() -> dict[str, str]:
                 "uvloop",
             )
         },
-        "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True)
-        .stdout.split("\n")[0]
-        .strip(),
+        "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split()[1],
     }
 
 
@@ -280,6 +278,10 @@ def write_report(result: dict[str, object], json_path: Path) -> None:
         "Versions: "
         + ", ".join(f"{k} {v}" for k, v in mach.items() if k not in ("cpus", "platform"))
         + ".",
+        "",
+        "Where two apps' min-to-max ranges overlap, their difference is within this machine's "
+        "run-to-run noise (it is shared; a run's position in a round alone moved figures by "
+        "10 to 20% before rounds rotated the order).",
         "",
         "What the modes are and why the default path is slow: [ARCHITECTURE.md](ARCHITECTURE.md).",
         "",

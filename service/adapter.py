@@ -2,16 +2,17 @@
 
 ``GreenletASGI(wsgi_app, ...)`` is an ASGI 3 application. For each HTTP request:
 
-* the request id is chosen (``service.request_id``) and set for every log line;
+* the request id is chosen (``service.request_id``), set for every log line and added to the
+  response as ``X-Request-ID``;
 * a body announced larger than ``max_body`` is refused with 413 before a byte is read; a
-  chunked body is counted as it streams and refused with 413 once it passes the limit;
-* a receiver task streams body chunks to ``wsgi.input`` (bounded queue, so back-pressure
-  reaches the client) and then watches for ``http.disconnect``;
+  chunked (or HTTP/2) body is counted as it streams and refused with 413 past the limit;
+* ``wsgi.input`` reads await the next body message on demand (``RequestBody``);
 * the WSGI app runs in a greenlet (``service.bridge``); its response is sent chunk by chunk
   as the iterable yields, so generators stream;
-* when the client goes away mid-request, the request's task is cancelled: the cancellation is
-  thrown into the greenlet where it waits, Flask's teardown runs (closing the database
-  session, which returns its connection to the pool) and the greenlet ends;
+* a request still running after ``DISCONNECT_WATCH_DELAY`` gets a watcher for
+  ``http.disconnect``; when the client goes away the request's task is cancelled, the
+  cancellation is thrown into the greenlet where it waits, Flask's teardown runs (closing the
+  database session, which returns its connection to the pool) and the greenlet's job ends;
 * any exception that escapes the WSGI app is logged with its traceback and answered with
   the 500 envelope (or, if headers are already sent, the response is cut short).
 
