@@ -26,24 +26,25 @@ def resources() -> Resources:
     return res
 
 
+def _request_session(name: str, read: bool) -> AsyncSession:
+    current: AsyncSession | None = g.get(name)
+    if current is None:
+        res = resources()
+        maker = res.read_sessionmaker if read else res.sessionmaker
+        assert maker is not None
+        current = maker()
+        setattr(g, name, current)
+    return current
+
+
 def session() -> AsyncSession:
     """The request's session on the primary (created lazily, no I/O until used)."""
-    current: AsyncSession | None = g.get("_db_session")
-    if current is None:
-        maker = resources().sessionmaker
-        assert maker is not None
-        current = g._db_session = maker()
-    return current
+    return _request_session("_db_session", read=False)
 
 
 def read_session() -> AsyncSession:
     """The request's session on the read replica (the primary when none is configured)."""
-    current: AsyncSession | None = g.get("_db_read_session")
-    if current is None:
-        maker = resources().read_sessionmaker
-        assert maker is not None
-        current = g._db_read_session = maker()
-    return current
+    return _request_session("_db_read_session", read=True)
 
 
 # Both hooks are plain functions that await only when the request used a session, so a

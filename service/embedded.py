@@ -81,15 +81,31 @@ def _pgserver_module(name: str) -> ModuleType:
         return importlib.import_module(f"pgserver.{name}")
 
 
-class EmbeddedPostgres:
-    """A PostgreSQL server in ``data_dir`` (created with initdb on first use)."""
+class _ChildServer:
+    """A server process of ours with its files in ``data_dir``, on 127.0.0.1:``port``."""
+
+    stop_signal = signal.SIGTERM
 
     def __init__(self, data_dir: Path, *, port: int | None = None, durable: bool = True) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.port = port or free_port()
         self.durable = durable
         self.proc: subprocess.Popen[bytes] | None = None
-        self._user: str | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        _stop(self.proc, self.stop_signal)
+        self.proc = None
+
+
+class EmbeddedPostgres(_ChildServer):
+    """A PostgreSQL server in ``data_dir`` (created with initdb on first use)."""
+
+    stop_signal = signal.SIGINT  # PostgreSQL's fast shutdown
+    _user: str | None = None
 
     @property
     def bin_dir(self) -> Path:
@@ -239,19 +255,9 @@ class EmbeddedPostgres:
             self.psql(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
-    def stop(self) -> None:
-        _stop(self.proc, signal.SIGINT)  # SIGINT: PostgreSQL's fast shutdown
-        self.proc = None
 
-
-class EmbeddedRedis:
+class EmbeddedRedis(_ChildServer):
     """A ``redis-server`` with its files in ``data_dir``; restartable on the same port."""
-
-    def __init__(self, data_dir: Path, *, port: int | None = None, durable: bool = True) -> None:
-        self.data_dir = Path(data_dir).resolve()
-        self.port = port or free_port()
-        self.durable = durable
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @staticmethod
     def binary() -> str:
@@ -295,11 +301,3 @@ class EmbeddedRedis:
         )
         _wait_for_port(self.port, self.proc, "Redis", timeout)
         return self
-
-    def stop(self) -> None:
-        _stop(self.proc, signal.SIGTERM)
-        self.proc = None
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
