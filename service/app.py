@@ -11,7 +11,7 @@ from flask.sessions import SessionInterface, SessionMixin
 from werkzeug.routing import MapAdapter
 from werkzeug.wsgi import get_host
 
-from service import db, errors
+from service import db, errors, ratelimit, web
 from service.bridge import await_
 from service.jsonio import OrjsonProvider
 from service.resources import Resources
@@ -117,9 +117,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     db.init_app(app)
     errors.register_error_handlers(app)
 
-    from service.api.health import bp as health_bp
+    ratelimit.init_app(app)
+    web.init_app(app, settings)
 
-    app.register_blueprint(health_bp)
+    from service.api import api_keys, articles, auth, docs, health, users
+
+    for module in (health, docs, users, auth, api_keys, articles):
+        app.register_blueprint(module.bp)
     return app
 
 

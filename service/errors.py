@@ -13,6 +13,9 @@ from typing import Any
 import orjson
 from flask import Flask, Response
 from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from service.request_id import current_request_id
@@ -26,13 +29,19 @@ class APIError(Exception):
     """An error a view raises on purpose; rendered as the envelope with ``status``."""
 
     def __init__(
-        self, status: int, code: str, message: str, details: list[Any] | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: list[Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.details = details
+        self.headers = headers or {}
 
 
 def envelope(
@@ -71,7 +80,18 @@ def _code_for(exc: HTTPException) -> str:
 
 
 def _handle_api_error(exc: APIError) -> Response:
-    return error_response(exc.status, exc.code, exc.message, exc.details)
+    response = error_response(exc.status, exc.code, exc.message, exc.details)
+    response.headers.update(exc.headers)
+    return response
+
+
+def _handle_redis_down(exc: RedisError) -> Response:
+    log.warning("redis unavailable: %s", exc)
+    response = error_response(
+        503, "service_unavailable", "A dependency is unavailable; try again shortly."
+    )
+    response.headers["Retry-After"] = "5"
+    return response
 
 
 def _handle_http_exception(exc: HTTPException) -> Response:
@@ -107,4 +127,6 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(APIError, _handle_api_error)
     app.register_error_handler(HTTPException, _handle_http_exception)
     app.register_error_handler(ValidationError, _handle_validation_error)
+    app.register_error_handler(RedisConnectionError, _handle_redis_down)
+    app.register_error_handler(RedisTimeoutError, _handle_redis_down)
     app.register_error_handler(Exception, _handle_unexpected)

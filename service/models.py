@@ -2,8 +2,24 @@
 
 from __future__ import annotations
 
-from sqlalchemy import MetaData
-from sqlalchemy.orm import DeclarativeBase
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Computed,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, TSVECTOR
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Stable constraint names, so migrations can refer to them.
 NAMING_CONVENTION = {
@@ -14,9 +30,68 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
+ARTICLE_STATUSES = ("pending", "processed", "failed")
+
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 metadata = Base.metadata
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    # Stored normalised (lower-cased domain and local part), unique.
+    email: Mapped[str] = mapped_column(Text, unique=True)
+    name: Mapped[str] = mapped_column(Text)
+    password_hash: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(Text)
+    # The public part of the key (``nd_`` + 10 characters), indexed for lookup.
+    prefix: Mapped[str] = mapped_column(Text, unique=True)
+    # SHA-256 of the whole key; the key itself is shown once and never stored.
+    key_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Article(Base):
+    __tablename__ = "articles"
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'processed', 'failed')", name="status_known"),
+        # Newest first, and its keyset cursor (published_at, id).
+        Index("ix_articles_newest", text("published_at DESC"), text("id DESC")),
+        Index("ix_articles_author_newest", "author_id", text("published_at DESC"), text("id DESC")),
+        Index("ix_articles_popular", text("views DESC"), text("id DESC")),
+        Index("ix_articles_tags", "tags", postgresql_using="gin"),
+        Index("ix_articles_title_search", "title_search", postgresql_using="gin"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    author_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    title: Mapped[str] = mapped_column(Text)
+    content: Mapped[str] = mapped_column(Text)
+    summary: Mapped[str | None] = mapped_column(Text)
+    keywords: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'::text[]"))
+    tags: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'::text[]"))
+    status: Mapped[str] = mapped_column(Text, server_default=text("'pending'"))
+    views: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    published_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    # Words of the title for case-insensitive search ('simple': no stemming, no stop words).
+    title_search: Mapped[str] = mapped_column(
+        TSVECTOR, Computed("to_tsvector('simple', title)", persisted=True)
+    )

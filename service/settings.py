@@ -7,13 +7,41 @@ all three always agree on where PostgreSQL and Redis are.
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    AfterValidator,
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SECRET_KEY = "dev-insecure-change-me"
 MIN_SECRET_LENGTH = 32
+
+
+_RATE = re.compile(r"\s*(\d+)\s*/\s*(second|minute|hour|day)\s*")
+PERIOD_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+def _valid_rate(value: str) -> str:
+    match = _RATE.fullmatch(value)
+    if not match or int(match.group(1)) < 1:
+        raise ValueError("must look like 10/minute (a count per second, minute, hour or day)")
+    return f"{int(match.group(1))}/{match.group(2)}"
+
+
+def parse_rate(value: str) -> tuple[int, int]:
+    """``"10/minute"`` -> ``(10, 60)``: the count and the window in seconds."""
+    count, period = _valid_rate(value).split("/")
+    return int(count), PERIOD_SECONDS[period]
+
+
+RateLimit = Annotated[str, AfterValidator(_valid_rate)]
 
 
 def normalise_database_url(url: str) -> str:
@@ -53,6 +81,18 @@ class Settings(BaseSettings):
     max_content_length: int = Field(1024 * 1024, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    session_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
+    # Rate limits: "<count>/<second|minute|hour|day>", kept in Redis and shared by all workers.
+    rate_limit_register: RateLimit = "10/hour"
+    rate_limit_login_ip: RateLimit = "30/minute"
+    rate_limit_login_email: RateLimit = "10/minute"
+    rate_limit_write: RateLimit = "120/minute"
+    rate_limit_read: RateLimit = "1200/minute"
+    # X-Forwarded-For is believed only from these proxies (comma-separated IPs or CIDRs).
+    trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = []
+    # Origins allowed by CORS (comma-separated, or "*"); empty: CORS off.
+    cors_origins: Annotated[list[str], NoDecode] = []
+
     @field_validator("database_url")
     @classmethod
     def _asyncpg_primary(cls, value: str) -> str:
@@ -62,6 +102,13 @@ class Settings(BaseSettings):
     @classmethod
     def _asyncpg_replica(cls, value: str | None) -> str | None:
         return normalise_database_url(value) if value else None
+
+    @field_validator("trusted_proxies", "cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
 
     @field_validator("redis_url")
     @classmethod

@@ -1,0 +1,168 @@
+"""Articles: publish, read, edit (author only, with ETag/If-Match), delete, list, rank."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, request
+
+from service import articles as data
+from service import db
+from service.auth import authenticate
+from service.errors import APIError
+from service.openapi import endpoint, json_response
+from service.ratelimit import client_ip, enforce
+from service.schemas import (
+    ArticleCreate,
+    ArticleCursorPage,
+    ArticleListQuery,
+    ArticlePage,
+    ArticlePublic,
+    ArticleUpdate,
+    PopularArticles,
+)
+
+bp = Blueprint("articles", __name__, url_prefix="/api/v1/articles")
+
+
+def _etag(article: ArticlePublic) -> str:
+    return f'"{article.version}"'
+
+
+def _with_etag(article: ArticlePublic, status: int = 200) -> Response:
+    response = json_response(article, status)
+    response.headers["ETag"] = _etag(article)
+    return response
+
+
+def _if_match() -> int | None:
+    """The version ``If-Match`` requires (None: no condition); 412 for a foreign ETag."""
+    if "If-Match" not in request.headers:
+        return None
+    condition = request.if_match
+    if condition.star_tag:
+        return None
+    for tag in condition.as_set():
+        if tag.isdigit():
+            return int(tag)
+    raise APIError(412, "precondition_failed", "If-Match names no version of this article.")
+
+
+async def _limit_reads() -> None:
+    await enforce("read", client_ip(), db.resources().settings.rate_limit_read)
+
+
+@bp.post("")
+@endpoint(
+    body=ArticleCreate,
+    response=ArticlePublic,
+    status=201,
+    auth=True,
+    errors=(401, 429, 503),
+    tags=["articles"],
+)
+async def create(body: ArticleCreate) -> Response:
+    """Publish an article. It starts ``pending`` until its summary and keywords are made."""
+    caller = await authenticate()
+    await enforce("write", caller.rate_key, db.resources().settings.rate_limit_write)
+    article = await data.create_article(
+        db.session(), author=caller.user, title=body.title, content=body.content, tags=body.tags
+    )
+    response = _with_etag(article, 201)
+    response.headers["Location"] = f"/api/v1/articles/{article.id}"
+    return response
+
+
+@bp.get("")
+@endpoint(query=ArticleListQuery, response=ArticlePage, errors=(429,), tags=["articles"])
+async def list_articles(query: ArticleListQuery) -> ArticlePage | ArticleCursorPage:
+    """Articles, newest first: offset pages (``page``) or keyset pages (``cursor``).
+
+    Offset pages reach the first 10,000 articles; ``total`` is exact up to 10,000 matches and
+    the planner's estimate beyond (``total_is_estimate``). Every page carries ``next_cursor``,
+    which continues at constant cost however deep. Filters: ``author_id``, ``tag`` and ``q``
+    (words at the start of title words, any case).
+    """
+    await _limit_reads()
+    if query.cursor is not None and query.page is not None:
+        raise APIError(
+            422,
+            "validation_error",
+            "Use either page or cursor, not both.",
+            [{"loc": ["query", "cursor"], "message": "conflicts with page", "type": "value_error"}],
+        )
+    filters = data.Filters(author_id=query.author_id, tag=query.tag, q=query.q)
+    session = db.read_session()
+    if query.cursor is not None:
+        items = await data.list_after(
+            session, filters=filters, cursor=query.cursor, per_page=query.per_page
+        )
+        return ArticleCursorPage(
+            articles=items, next_cursor=data.next_cursor(items, query.per_page)
+        )
+    page = query.page or 1
+    items, total, estimated = await data.list_page(
+        session, filters=filters, page=page, per_page=query.per_page
+    )
+    return ArticlePage(
+        articles=items,
+        total=total,
+        total_is_estimate=estimated,
+        pages=-(-total // query.per_page),
+        current_page=page,
+        next_cursor=data.next_cursor(items, query.per_page),
+    )
+
+
+@bp.get("/popular")
+@endpoint(response=PopularArticles, errors=(429,), tags=["articles"])
+async def popular() -> PopularArticles:
+    """The 10 most viewed articles."""
+    await _limit_reads()
+    return PopularArticles(articles=await data.most_viewed(db.read_session()))
+
+
+@bp.get("/<int:article_id>")
+@endpoint(response=ArticlePublic, errors=(404, 429), tags=["articles"])
+async def read(article_id: int) -> Response:
+    """One article, with an ``ETag`` naming its version."""
+    await _limit_reads()
+    article = await data.get_article(db.read_session(), article_id)
+    if article is None:
+        raise APIError(404, "not_found", f"Article {article_id} does not exist.")
+    return _with_etag(article)
+
+
+@bp.patch("/<int:article_id>")
+@endpoint(
+    body=ArticleUpdate,
+    response=ArticlePublic,
+    auth=True,
+    errors=(401, 403, 404, 412, 429, 503),
+    tags=["articles"],
+)
+async def edit(article_id: int, body: ArticleUpdate) -> Response:
+    """Change some fields (author only). Send ``If-Match`` with the ETag you read to be sure
+    nobody changed the article since; a stale one gets 412."""
+    caller = await authenticate()
+    await enforce("write", caller.rate_key, db.resources().settings.rate_limit_write)
+    changes = body.changes()
+    if not changes:
+        raise APIError(422, "validation_error", "Nothing to change: send at least one field.")
+    article = await data.update_article(
+        db.session(),
+        article_id=article_id,
+        caller=caller.user,
+        changes=changes,
+        if_match=_if_match(),
+    )
+    return _with_etag(article)
+
+
+@bp.delete("/<int:article_id>")
+@endpoint(status=204, auth=True, errors=(401, 403, 404, 412, 429, 503), tags=["articles"])
+async def remove(article_id: int) -> None:
+    """Delete an article (author only); ``If-Match`` is honoured as for edits."""
+    caller = await authenticate()
+    await enforce("write", caller.rate_key, db.resources().settings.rate_limit_write)
+    await data.delete_article(
+        db.session(), article_id=article_id, caller=caller.user, if_match=_if_match()
+    )

@@ -1,0 +1,289 @@
+"""Article data functions (no HTTP): create, read, update, delete, list and rank.
+
+Lists are newest first, ``(published_at, id)`` descending, which the index
+``ix_articles_newest`` (and ``ix_articles_author_newest`` per author) serves directly:
+
+- offset pages (``page``/``per_page``) for the guide's shape, limited to the first
+  ``MAX_OFFSET`` rows, with a ``total`` that is exact up to ``EXACT_COUNT_LIMIT`` articles and
+  the planner's estimate beyond (``total_is_estimate``), so no request counts a big table;
+- keyset pages (``cursor``): ``WHERE (published_at, id) < (cursor)``, the same cost at any
+  depth.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Select, func, select, text, tuple_, update
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.errors import APIError
+from service.models import Article, User
+from service.schemas import ArticlePublic, ArticleSummary, Author
+
+EXACT_COUNT_LIMIT = 10_000
+MAX_OFFSET = 10_000
+POPULAR_SIZE = 10
+
+_SUMMARY_COLUMNS = (
+    Article.id,
+    Article.title,
+    Article.summary,
+    Article.keywords,
+    Article.tags,
+    Article.status,
+    Article.views,
+    Article.published_at,
+    Article.updated_at,
+    Article.version,
+    Article.author_id,
+    User.name.label("author_name"),
+)
+
+
+@dataclass(frozen=True)
+class Filters:
+    author_id: int | None = None
+    tag: str | None = None
+    q: str | None = None
+
+
+def _summary(row: Any) -> ArticleSummary:
+    return ArticleSummary(
+        id=row.id,
+        title=row.title,
+        summary=row.summary,
+        keywords=row.keywords,
+        tags=row.tags,
+        status=row.status,
+        views=row.views,
+        published_at=row.published_at,
+        updated_at=row.updated_at,
+        version=row.version,
+        author=Author(id=row.author_id, name=row.author_name),
+    )
+
+
+def _public(row: Any) -> ArticlePublic:
+    return ArticlePublic(**_summary(row).model_dump(), content=row.content)
+
+
+def search_query(q: str) -> str:
+    """``"Flask scal"`` -> ``"flask:* & scal:*"``: every word, as a prefix, any case."""
+    words = re.findall(r"\w+", q.lower())
+    if not words:
+        raise APIError(
+            422,
+            "validation_error",
+            "q must contain at least one word.",
+            [{"loc": ["query", "q"], "message": "no word to search for", "type": "value_error"}],
+        )
+    return " & ".join(f"{word}:*" for word in words[:10])
+
+
+def _filtered(stmt: Any, filters: Filters) -> Any:
+    if filters.author_id is not None:
+        stmt = stmt.where(Article.author_id == filters.author_id)
+    if filters.tag is not None:
+        stmt = stmt.where(Article.tags.contains([filters.tag]))
+    if filters.q is not None:
+        stmt = stmt.where(
+            Article.title_search.op("@@")(func.to_tsquery("simple", search_query(filters.q)))
+        )
+    return stmt
+
+
+def _newest(filters: Filters) -> Select[Any]:
+    stmt = select(*_SUMMARY_COLUMNS).join(User, User.id == Article.author_id)
+    newest: Select[Any] = _filtered(stmt, filters).order_by(
+        Article.published_at.desc(), Article.id.desc()
+    )
+    return newest
+
+
+# --- cursors ------------------------------------------------------------------------------
+
+
+def encode_cursor(published_at: datetime, article_id: int) -> str:
+    raw = orjson.dumps({"t": published_at.isoformat(), "i": article_id})
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int]:
+    """The position a cursor points after; 422 for anything that is not one of ours."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        data = orjson.loads(raw)
+        published_at = datetime.fromisoformat(data["t"])
+        article_id = data["i"]
+        if type(article_id) is not int or not 0 < article_id < 2**63 or published_at.tzinfo is None:
+            raise ValueError(article_id)
+    except (ValueError, TypeError, KeyError, binascii.Error, orjson.JSONDecodeError):
+        raise APIError(
+            422,
+            "invalid_cursor",
+            "The cursor is not valid; start again without it.",
+            [{"loc": ["query", "cursor"], "message": "not a cursor", "type": "value_error"}],
+        ) from None
+    return published_at, article_id
+
+
+# --- writes -----------------------------------------------------------------------------
+
+
+async def create_article(
+    session: AsyncSession, *, author: User, title: str, content: str, tags: list[str]
+) -> ArticlePublic:
+    article = Article(author_id=author.id, title=title, content=content, tags=tags)
+    session.add(article)
+    await session.flush()
+    await session.refresh(article)
+    return _public_from(article, author.name)
+
+
+def _public_from(article: Article, author_name: str) -> ArticlePublic:
+    return ArticlePublic(
+        id=article.id,
+        title=article.title,
+        content=article.content,
+        summary=article.summary,
+        keywords=article.keywords,
+        tags=article.tags,
+        status=article.status,
+        views=article.views,
+        published_at=article.published_at,
+        updated_at=article.updated_at,
+        version=article.version,
+        author=Author(id=article.author_id, name=author_name),
+    )
+
+
+async def _owned_for_update(
+    session: AsyncSession, *, article_id: int, caller_id: int, if_match: int | None
+) -> Article:
+    article = await session.get(Article, article_id, with_for_update=True)
+    if article is None:
+        raise APIError(404, "not_found", f"Article {article_id} does not exist.")
+    if article.author_id != caller_id:
+        raise APIError(403, "forbidden", "Only the author may change this article.")
+    if if_match is not None and article.version != if_match:
+        raise APIError(
+            412,
+            "precondition_failed",
+            f"The article is at version {article.version}, not {if_match}; fetch it again.",
+        )
+    return article
+
+
+async def update_article(
+    session: AsyncSession,
+    *,
+    article_id: int,
+    caller: User,
+    changes: dict[str, Any],
+    if_match: int | None,
+) -> ArticlePublic:
+    """Apply ``changes`` as the author; bumps ``version``; new text goes back to pending."""
+    article = await _owned_for_update(
+        session, article_id=article_id, caller_id=caller.id, if_match=if_match
+    )
+    values: dict[str, Any] = dict(changes)
+    values["version"] = Article.version + 1
+    values["updated_at"] = func.now()
+    if "title" in changes or "content" in changes:
+        values["status"] = "pending"
+        values["summary"] = None
+        values["keywords"] = []
+    await session.execute(update(Article).where(Article.id == article.id).values(**values))
+    await session.refresh(article)
+    return _public_from(article, caller.name)
+
+
+async def delete_article(
+    session: AsyncSession, *, article_id: int, caller: User, if_match: int | None
+) -> None:
+    article = await _owned_for_update(
+        session, article_id=article_id, caller_id=caller.id, if_match=if_match
+    )
+    await session.delete(article)
+
+
+# --- reads ------------------------------------------------------------------------------
+
+
+async def get_article(session: AsyncSession, article_id: int) -> ArticlePublic | None:
+    stmt = (
+        select(*_SUMMARY_COLUMNS, Article.content)
+        .join(User, User.id == Article.author_id)
+        .where(Article.id == article_id)
+    )
+    row = (await session.execute(stmt)).first()
+    return _public(row) if row is not None else None
+
+
+async def list_page(
+    session: AsyncSession, *, filters: Filters, page: int, per_page: int
+) -> tuple[list[ArticleSummary], int, bool]:
+    """One offset page, the total and whether the total is an estimate."""
+    offset = (page - 1) * per_page
+    if offset + per_page > MAX_OFFSET:
+        raise APIError(
+            422,
+            "page_too_deep",
+            f"Offset pages stop at {MAX_OFFSET} articles; use next_cursor to go further.",
+            [{"loc": ["query", "page"], "message": "too deep", "type": "value_error"}],
+        )
+    rows = (await session.execute(_newest(filters).limit(per_page).offset(offset))).all()
+    total, estimated = await count_articles(session, filters)
+    return [_summary(row) for row in rows], total, estimated
+
+
+async def list_after(
+    session: AsyncSession, *, filters: Filters, cursor: str | None, per_page: int
+) -> list[ArticleSummary]:
+    """One keyset page after ``cursor`` (from the newest when None)."""
+    stmt = _newest(filters)
+    if cursor is not None:
+        published_at, article_id = decode_cursor(cursor)
+        stmt = stmt.where(tuple_(Article.published_at, Article.id) < (published_at, article_id))
+    rows = (await session.execute(stmt.limit(per_page))).all()
+    return [_summary(row) for row in rows]
+
+
+def next_cursor(articles: list[ArticleSummary], per_page: int) -> str | None:
+    if len(articles) < per_page:
+        return None
+    last = articles[-1]
+    return encode_cursor(last.published_at, last.id)
+
+
+async def count_articles(session: AsyncSession, filters: Filters) -> tuple[int, bool]:
+    """Exact when at most ``EXACT_COUNT_LIMIT`` articles match, else the planner's estimate."""
+    capped = _filtered(select(Article.id), filters).limit(EXACT_COUNT_LIMIT + 1).subquery()
+    exact = (await session.execute(select(func.count()).select_from(capped))).scalar_one()
+    if exact <= EXACT_COUNT_LIMIT:
+        return int(exact), False
+    probe = _filtered(select(Article.id), filters).compile(
+        dialect=postgresql.dialect(),  # type: ignore[no-untyped-call]
+        compile_kwargs={"literal_binds": True},
+    )
+    plan = (await session.execute(text(f"EXPLAIN (FORMAT JSON) {probe}"))).scalar_one()
+    estimate = int(plan[0]["Plan"]["Plan Rows"])
+    return max(estimate, exact), True
+
+
+async def most_viewed(session: AsyncSession, limit: int = POPULAR_SIZE) -> list[ArticleSummary]:
+    stmt = (
+        select(*_SUMMARY_COLUMNS)
+        .join(User, User.id == Article.author_id)
+        .order_by(Article.views.desc(), Article.id.desc())
+        .limit(limit)
+    )
+    return [_summary(row) for row in (await session.execute(stmt)).all()]

@@ -1,0 +1,99 @@
+"""Rate limits kept in Redis, so every worker and instance counts together.
+
+Fixed windows: ``rl:<name>:<identity>`` is incremented per request and expires with its
+window (one Lua call, atomic). Answers carry ``RateLimit-Limit``, ``RateLimit-Remaining`` and
+``RateLimit-Reset`` (seconds); a refused request gets 429 with ``Retry-After``.
+
+While Redis is unreachable, limits fail open: requests are served uncounted and a warning is
+logged, so a Redis outage does not take the API down with it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from typing import Any
+
+from flask import Flask, Response, current_app, g, request
+from redis.exceptions import RedisError
+
+from service import db
+from service.errors import APIError
+from service.settings import Settings, parse_rate
+
+log = logging.getLogger(__name__)
+
+_HIT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+local ttl = redis.call('TTL', KEYS[1])
+if ttl < 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1]) end
+return {count, ttl}
+"""
+
+
+def client_ip() -> str:
+    """The client's address: ``REMOTE_ADDR``, or from ``X-Forwarded-For`` when the direct peer
+    is a trusted proxy (the right-most address that is not itself a trusted proxy)."""
+    settings: Settings = current_app.extensions["newsdesk.settings"]
+    remote = str(request.environ.get("REMOTE_ADDR", ""))
+    trusted = settings.trusted_proxies
+
+    def is_trusted(address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in trusted)
+
+    if not trusted or not is_trusted(remote):
+        return remote
+    hops = [hop.strip() for hop in request.headers.get("X-Forwarded-For", "").split(",")]
+    for hop in reversed([h for h in hops if h]):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            break  # garbage from beyond our proxies: trust nothing further left
+        if not is_trusted(hop):
+            return hop
+    return remote
+
+
+async def enforce(name: str, identity: str, rate: str) -> None:
+    """Count one request against ``rate`` for ``identity``; 429 when over the limit."""
+    limit, window = parse_rate(rate)
+    redis = db.resources().redis
+    assert redis is not None
+    try:
+        count, ttl = await redis.eval(_HIT, 1, f"rl:{name}:{identity}", str(window))  # type: ignore[misc]
+    except RedisError as exc:
+        log.warning("rate limit %s not enforced, Redis unavailable: %s", name, exc)
+        return
+    remaining = max(0, limit - int(count))
+    headers = {
+        "RateLimit-Limit": str(limit),
+        "RateLimit-Remaining": str(remaining),
+        "RateLimit-Reset": str(max(int(ttl), 0)),
+    }
+    tightest: dict[str, str] | None = g.get("rate_limit_headers")
+    if tightest is None or remaining <= int(tightest["RateLimit-Remaining"]):
+        g.rate_limit_headers = headers
+    if int(count) > limit:
+        raise APIError(
+            429,
+            "rate_limited",
+            f"Too many requests: the limit is {rate}. Retry after {ttl} seconds.",
+            headers={**headers, "Retry-After": str(max(int(ttl), 1))},
+        )
+
+
+def _add_headers(response: Response) -> Response:
+    headers: dict[str, Any] | None = g.get("rate_limit_headers")
+    if headers:
+        for name, value in headers.items():
+            response.headers.setdefault(name, value)
+    return response
+
+
+def init_app(app: Flask) -> None:
+    app.after_request(_add_headers)
