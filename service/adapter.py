@@ -22,6 +22,7 @@ Lifespan events call ``on_startup``/``on_shutdown`` on the serving loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Iterable
@@ -120,6 +121,7 @@ class RequestBody:
         self._received = 0
         self.complete = not expected  # no more body messages to read
         self.disconnected = False
+        self.overflowed = False
 
     def _fill(self) -> bool:
         """Append the next chunk to the buffer; False at the end of the body."""
@@ -132,12 +134,33 @@ class RequestBody:
         chunk = message.get("body", b"")
         self._received += len(chunk)
         if self._received > self._limit:
-            self.complete = True
+            self.complete = self.overflowed = True
+            if message.get("more_body", False):
+                await_(self.discard_rest(max_bytes=16 * self._limit, max_seconds=10))
             raise RequestEntityTooLarge(f"The request body is larger than {self._limit} bytes.")
         self._buffer += chunk
         if not message.get("more_body", False):
             self.complete = True
         return True
+
+    async def discard_rest(self, *, max_bytes: int, max_seconds: float) -> None:
+        """Read and drop the rest of an oversized body before the 413 is sent, within bounds.
+
+        A client sends its whole body before it reads the answer, and the server closes a
+        connection whose request body is unread once the response ends: without this the
+        client's upload is reset and it never sees the 413. Past the bounds the server answers
+        (and closes) anyway.
+        """
+        dropped = 0
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max_seconds):
+                while dropped <= max_bytes:
+                    message = await self._receive()
+                    if message["type"] != "http.request":
+                        return
+                    dropped += len(message.get("body", b""))
+                    if not message.get("more_body", False):
+                        return
 
     def _take(self, size: int) -> bytes:
         data = bytes(self._buffer[:size])
