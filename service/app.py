@@ -14,6 +14,7 @@ from werkzeug.wsgi import get_host
 from service import db, errors, ratelimit, web
 from service.bridge import await_
 from service.jsonio import OrjsonProvider
+from service.openapi import IdConverter
 from service.resources import Resources
 from service.settings import Settings
 
@@ -110,6 +111,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         PROPAGATE_EXCEPTIONS=False,
     )
     app.session_interface = NoCookieSessions()
+    app.url_map.converters["id"] = IdConverter
     app.json = OrjsonProvider(app)
     app.extensions["newsdesk.settings"] = settings
     app.extensions["newsdesk.resources"] = Resources(settings)

@@ -30,6 +30,7 @@ import orjson
 from flask import Flask, Response, request
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
+from werkzeug.routing import IntegerConverter, Map
 
 from service.errors import APIError
 from service.schemas import ErrorEnvelope
@@ -144,13 +145,27 @@ def endpoint(
     return decorate
 
 
+MAX_ID = 2**63 - 1  # PostgreSQL bigint
+
+
+class IdConverter(IntegerConverter):
+    """``<id:name>``: a positive bigint; anything else is no route (404), never a 500."""
+
+    def __init__(self, url_map: Map) -> None:
+        super().__init__(url_map, min=1, max=MAX_ID)
+
+
 _RULE_ARG = re.compile(r"<(?:(?P<converter>\w+):)?(?P<name>\w+)>")
+_CONVERTER_SCHEMAS: dict[str | None, dict[str, Any]] = {
+    "int": {"type": "integer"},
+    "id": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+}
 
 
 def _path_and_params(rule: str) -> tuple[str, list[dict[str, Any]]]:
     params = []
     for match in _RULE_ARG.finditer(rule):
-        schema = {"type": "integer"} if match["converter"] == "int" else {"type": "string"}
+        schema = _CONVERTER_SCHEMAS.get(match["converter"], {"type": "string"})
         params.append({"name": match["name"], "in": "path", "required": True, "schema": schema})
     return _RULE_ARG.sub(lambda m: "{" + m["name"] + "}", rule), params
 

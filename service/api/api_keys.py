@@ -41,7 +41,7 @@ async def list_keys() -> ApiKeyList:
     return ApiKeyList(api_keys=[ApiKeyPublic.model_validate(row) for row in rows])
 
 
-@bp.delete("/<int:key_id>")
+@bp.delete("/<id:key_id>")
 @endpoint(status=204, auth=True, errors=(401, 404, 429, 503), tags=["api-keys"])
 async def delete_key(key_id: int) -> None:
     """Revoke one of the caller's keys; it stops working immediately."""

@@ -120,7 +120,7 @@ async def popular() -> PopularArticles:
     return PopularArticles(articles=await data.most_viewed(db.read_session()))
 
 
-@bp.get("/<int:article_id>")
+@bp.get("/<id:article_id>")
 @endpoint(response=ArticlePublic, errors=(404, 429), tags=["articles"])
 async def read(article_id: int) -> Response:
     """One article, with an ``ETag`` naming its version."""
@@ -131,7 +131,7 @@ async def read(article_id: int) -> Response:
     return _with_etag(article)
 
 
-@bp.patch("/<int:article_id>")
+@bp.patch("/<id:article_id>")
 @endpoint(
     body=ArticleUpdate,
     response=ArticlePublic,
@@ -157,7 +157,7 @@ async def edit(article_id: int, body: ArticleUpdate) -> Response:
     return _with_etag(article)
 
 
-@bp.delete("/<int:article_id>")
+@bp.delete("/<id:article_id>")
 @endpoint(status=204, auth=True, errors=(401, 403, 404, 412, 429, 503), tags=["articles"])
 async def remove(article_id: int) -> None:
     """Delete an article (author only); ``If-Match`` is honoured as for edits."""

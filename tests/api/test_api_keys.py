@@ -38,11 +38,15 @@ async def test_a_revoked_key_stops_working_at_once(client: httpx.AsyncClient) ->
     ann = await account(client)
     assert (await client.get("/api/v1/users/me", headers=ann.api_key)).status_code == 200
     key_id = (await client.get("/api/v1/api-keys", headers=ann.session)).json()["api_keys"][0]["id"]
-    assert (await client.delete(f"/api/v1/api-keys/{key_id}", headers=ann.session)).status_code == 204
+    assert (
+        await client.delete(f"/api/v1/api-keys/{key_id}", headers=ann.session)
+    ).status_code == 204
     assert (await client.get("/api/v1/users/me", headers=ann.api_key)).status_code == 401
     assert (await client.get("/api/v1/api-keys", headers=ann.session)).json()["api_keys"] == []
     # Revoking again, or a key that does not exist: 404.
-    assert (await client.delete(f"/api/v1/api-keys/{key_id}", headers=ann.session)).status_code == 404
+    assert (
+        await client.delete(f"/api/v1/api-keys/{key_id}", headers=ann.session)
+    ).status_code == 404
 
 
 async def test_nobody_can_revoke_another_users_key(client: httpx.AsyncClient) -> None:

@@ -15,7 +15,11 @@ async def test_publish_answers_201_with_location_etag_and_pending_status(
     ann = await account(client)
     response = await client.post(
         "/api/v1/articles",
-        json={"title": "  Scaling Flask  ", "content": "Text.", "tags": ["Python", "python", "web"]},
+        json={
+            "title": "  Scaling Flask  ",
+            "content": "Text.",
+            "tags": ["Python", "python", "web"],
+        },
         headers=ann.api_key,
     )
     assert response.status_code == 201
@@ -81,8 +85,18 @@ async def test_read_one_article(client: httpx.AsyncClient) -> None:
     assert response.status_code == 200
     assert response.headers["etag"] == '"1"'
     assert set(response.json()) == {
-        "id", "title", "content", "summary", "keywords", "tags", "status", "views", "author",
-        "published_at", "updated_at", "version",
+        "id",
+        "title",
+        "content",
+        "summary",
+        "keywords",
+        "tags",
+        "status",
+        "views",
+        "author",
+        "published_at",
+        "updated_at",
+        "version",
     }
     assert response.json()["content"] == "Full text"
 
@@ -97,7 +111,8 @@ async def test_the_author_edits_and_the_version_and_etag_move(client: httpx.Asyn
     ann = await account(client)
     created = await publish(client, ann)
     response = await client.patch(
-        f"/api/v1/articles/{created['id']}", json={"title": "New title"},
+        f"/api/v1/articles/{created['id']}",
+        json={"title": "New title"},
         headers={**ann.api_key, "If-Match": '"1"'},
     )
     assert response.status_code == 200
@@ -123,7 +138,9 @@ async def test_another_user_cannot_edit_or_delete(client: httpx.AsyncClient) -> 
     ann, mallory = await account(client), await account(client, name="Mallory")
     created = await publish(client, ann)
     url = f"/api/v1/articles/{created['id']}"
-    assert (await client.patch(url, json={"title": "x"}, headers=mallory.api_key)).status_code == 403
+    assert (
+        await client.patch(url, json={"title": "x"}, headers=mallory.api_key)
+    ).status_code == 403
     assert (await client.delete(url, headers=mallory.api_key)).status_code == 403
     assert (await client.get(url)).json()["title"] == "A title"
 
@@ -157,8 +174,10 @@ async def test_the_author_deletes(client: httpx.AsyncClient) -> None:
 
 async def _author_with_articles(client: httpx.AsyncClient, count: int) -> tuple[Account, list[int]]:
     who = await account(client, name="Lister")
-    ids = [(await publish(client, who, title=f"Listing entry {i}", tags=["listing"]))["id"]
-           for i in range(count)]
+    ids = [
+        (await publish(client, who, title=f"Listing entry {i}", tags=["listing"]))["id"]
+        for i in range(count)
+    ]
     return who, ids
 
 
@@ -198,15 +217,26 @@ async def test_filters_by_tag_and_title_words(client: httpx.AsyncClient) -> None
     for q in ("zebra", "ZEBRA cross", "crossing"):
         found = (await client.get("/api/v1/articles", params={"q": q})).json()["articles"]
         assert match["id"] in [a["id"] for a in found], q
-    assert (await client.get("/api/v1/articles", params={"q": "zebrafish"})).json()["articles"] == []
+    assert (await client.get("/api/v1/articles", params={"q": "zebrafish"})).json()[
+        "articles"
+    ] == []
 
 
 @pytest.mark.parametrize(
     "params",
     [
-        {"page": "abc"}, {"page": 0}, {"page": -1}, {"per_page": 0}, {"per_page": 101},
-        {"cursor": "not-a-cursor"}, {"cursor": "eyJ0IjoxfQ"}, {"page": 1, "cursor": "abc"},
-        {"author_id": "x"}, {"q": "!!!"}, {"q": "x" * 101}, {"page": 600},
+        {"page": "abc"},
+        {"page": 0},
+        {"page": -1},
+        {"per_page": 0},
+        {"per_page": 101},
+        {"cursor": "not-a-cursor"},
+        {"cursor": "eyJ0IjoxfQ"},
+        {"page": 1, "cursor": "abc"},
+        {"author_id": "x"},
+        {"q": "!!!"},
+        {"q": "x" * 101},
+        {"page": 600},
         {"unknown": "1"},
     ],
 )
@@ -227,3 +257,17 @@ async def test_popular_lists_the_ten_most_viewed(
         await pg.execute("UPDATE articles SET views = $1 WHERE id = $2", top + rank, article_id)
     body = (await client.get("/api/v1/articles/popular")).json()
     assert [a["id"] for a in body["articles"]] == list(reversed(ids))[:10]
+
+
+async def test_ids_beyond_bigint_are_404_not_500(client: httpx.AsyncClient) -> None:
+    for path in ("/api/v1/articles/9223372036854775808", "/api/v1/articles/0"):
+        assert (await client.get(path)).status_code == 404
+
+
+async def test_nul_characters_are_422_not_500(client: httpx.AsyncClient) -> None:
+    ann = await account(client)
+    response = await client.post(
+        "/api/v1/articles", json={"title": "a\u0000b", "content": "c"}, headers=ann.api_key
+    )
+    assert response.status_code == 422
+    assert (await client.get("/api/v1/articles", params={"q": "a\u0000"})).status_code == 422

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import hashlib
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from redis.asyncio import Redis
@@ -78,6 +77,9 @@ async def test_logout_needs_a_session_not_an_api_key(client: httpx.AsyncClient) 
 async def test_login_validates_its_body(client: httpx.AsyncClient) -> None:
     response = await client.post("/api/v1/auth/login", json={"email": "x@example.com"})
     assert response.status_code == 422
-    response = await client.post("/api/v1/auth/login", content=b"email=x", headers={
-        "Content-Type": "application/x-www-form-urlencoded"})
+    response = await client.post(
+        "/api/v1/auth/login",
+        content=b"email=x",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert response.status_code == 415
