@@ -67,3 +67,23 @@ def test_readyz_names_redis_while_it_is_down_and_recovers_without_a_restart(
     assert httpx.get(url, timeout=10).status_code == 200
     assert server_with_own_redis.proc is not None
     assert server_with_own_redis.proc.poll() is None  # the same process throughout
+
+
+async def test_without_redis_sessions_fail_closed_and_rate_limits_fail_open(
+    own_redis: EmbeddedRedis, server_with_own_redis: LiveServer
+) -> None:
+    from tests.support.api import account
+
+    async with httpx.AsyncClient(base_url=server_with_own_redis.url, timeout=30) as http:
+        ann = await account(http)
+        own_redis.stop()
+        # Session tokens live in Redis: without it they cannot be checked -> 503, never 500.
+        me = await http.get("/api/v1/users/me", headers=ann.session)
+        assert me.status_code == 503
+        assert me.json()["error"]["code"] == "service_unavailable"
+        # Reads are served uncounted; API keys (in PostgreSQL) still work.
+        assert (await http.get("/api/v1/articles")).status_code == 200
+        assert (await http.get("/api/v1/users/me", headers=ann.api_key)).status_code == 200
+        own_redis.start()
+        # A restarted Redis has lost the sessions (this one keeps nothing on disk).
+        assert (await http.get("/api/v1/users/me", headers=ann.session)).status_code == 401
