@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint bench bench-deps clean
+.PHONY: install run test lint bench bench-pagination bench-deps clean
 
 # Create the virtual environment and install the project (again when pyproject.toml changes).
 $(STAMP): pyproject.toml
@@ -44,6 +44,10 @@ bench-deps: $(STAMP)
 # Serving-model benchmark (loopback only, bounded): writes bench/results/ and docs/BENCHMARKS.md.
 bench: bench-deps
 	$(BIN)/python -m bench.serving
+
+# Page 1 and a deep cursor page at 1,000 vs 1,000,000 seeded articles: docs/PAGINATION.md.
+bench-pagination: bench-deps
+	$(BIN)/python -m bench.pagination
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

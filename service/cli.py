@@ -7,6 +7,14 @@
 - ``serve``: Hypercorn with ``hypercorn.toml``, bind and worker count from the environment
   (``BIND``, or ``HOST``/``PORT``; ``WEB_CONCURRENCY``, default the CPU count).
 - ``migrate``: ``alembic upgrade head``.
+- ``create-user --email E --name N``: a user; the password comes from ``NEWSDESK_PASSWORD``,
+  else a prompt (or the first line of a piped stdin). Prints the new user's id.
+- ``create-api-key --email E --name N``: an API key for that user, printed once with its
+  prefix.
+- ``seed --count N [--authors A]``: N fake articles by A seed authors (``service.seed``).
+
+The last three use ``DATABASE_URL``; their errors (e-mail taken, unknown e-mail, invalid input,
+database unreachable) are one line on stderr and exit status 1.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import urllib.request
 from pathlib import Path
 from types import FrameType
 
+from service.admin import count_arg, data_command, positive_arg
 from service.embedded import EmbeddedPostgres, EmbeddedRedis, die_with_parent
 from service.logs import configure_logging
 
@@ -109,9 +118,9 @@ def run_stack(data_dir: Path) -> int:
         base = f"http://127.0.0.1:{port}"
         if _wait_ready(base + "/readyz", children[0], 60):
             print(
-                f"\nNewsdesk is up.\n  API:        {base}/\n  liveness:   {base}/healthz\n"
-                f"  readiness:  {base}/readyz\n  docs:       README.md and docs/ "
-                f"(interactive API docs at {base}/docs once the API routes exist)\n"
+                f"\nNewsdesk is up.\n  API:        {base}/api/v1\n"
+                f"  API docs:   {base}/docs (OpenAPI: {base}/api/v1/openapi.json)\n"
+                f"  liveness:   {base}/healthz\n  readiness:  {base}/readyz\n"
                 "Ctrl-C stops the API, the worker and the embedded servers.\n",
                 flush=True,
             )
@@ -152,7 +161,25 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--data-dir", type=Path, default=Path(".data"))
     commands.add_parser("serve", help="Hypercorn with hypercorn.toml")
     commands.add_parser("migrate", help="alembic upgrade head")
+    user_parser = commands.add_parser(
+        "create-user", help="create a user (password from NEWSDESK_PASSWORD or a prompt)"
+    )
+    user_parser.add_argument("--email", required=True)
+    user_parser.add_argument("--name", required=True)
+    key_parser = commands.add_parser(
+        "create-api-key", help="issue an API key for a user; printed once"
+    )
+    key_parser.add_argument("--email", required=True, help="the user's e-mail")
+    key_parser.add_argument("--name", required=True, help="a label for the key")
+    seed_parser = commands.add_parser("seed", help="insert fake articles (bulk COPY)")
+    seed_parser.add_argument("--count", type=count_arg, required=True, help="articles to insert")
+    seed_parser.add_argument("--authors", type=positive_arg, default=100, help="seed authors")
+    seed_parser.add_argument("--batch", type=positive_arg, default=50_000, help="rows per COPY")
+    seed_parser.add_argument("--random-seed", type=int, default=1, help="for repeatable data")
+    seed_parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    if args.command in ("create-user", "create-api-key", "seed"):
+        return data_command(args)
     if args.command == "run":
         return run_stack(args.data_dir)
     if args.command == "serve":

@@ -6,7 +6,7 @@ are made from word lists in this module (no downloads), deterministically for a 
 ``seed-author-<n>@example.com`` with the password ``seed-password``, created when missing and
 reused otherwise.
 
-Rows stream to the server in one binary COPY per ``batch`` (each in its own transaction), so
+Rows stream to the server in one binary COPY per ``batch`` (each its own transaction), so
 generating the next rows in Python overlaps with PostgreSQL storing and indexing the last
 ones. Timestamps rise with the insertion order, like a real newsroom's: the heap ends up
 ordered by ``published_at``, as it would be after years of publishing.
@@ -14,12 +14,13 @@ ordered by ``published_at``, as it would be after years of publishing.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped,unused-ignore]
 from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
 
 from service.passwords import hash_password
@@ -40,6 +41,12 @@ COLUMNS = (
     "updated_at",
     "version",
 )
+
+
+def _words(text: str, sep: str | None = None) -> tuple[str, ...]:
+    return tuple(text.split(sep))
+
+
 TAGS = (
     "politics",
     "business",
@@ -55,30 +62,30 @@ TAGS = (
     "opinion",
 )
 
-FIRST_NAMES = (
+FIRST_NAMES = _words(
     "Ada Alex Amara Ana Ben Carla Chen Chloe Dana David Elena Emma Farid Grace Hana Hugo Ines "
     "Isaac Jonas Julia Karim Kofi Lea Leo Lina Luca Maya Mei Nadia Noah Nora Omar Priya Rafael "
     "Rosa Sam Sara Sofia Tariq Theo Uma Victor Wen Yara Yusuf Zoe"
-).split()
-LAST_NAMES = (
+)
+LAST_NAMES = _words(
     "Abbott Alvarez Bauer Brennan Castro Costa Dubois Eriksen Fischer Garcia Haddad Hansen "
     "Ibrahim Ito Jensen Kapoor Keller Kowalski Larsen Lopez Martin Meyer Moreau Nakamura Novak "
     "Okafor Olsen Park Petrov Quinn Rossi Santos Schmidt Silva Singh Suzuki Tanaka Varga Wagner "
     "Walsh Weber Yilmaz Zhang"
-).split()
+)
 
-PLACES = (
+PLACES = _words(
     "Berlin Lisbon Nairobi Osaka Toronto Lagos Oslo Madrid Seoul Lima Dublin Vienna Cairo "
     "Mumbai Chicago Sydney Warsaw Athens Bogota Jakarta Denver Glasgow Marseille Porto Leeds "
     "Brussels Manila Hanoi Quito Tallinn"
-).split()
-GROUPS = (
+)
+GROUPS = _words(
     "regulators lawmakers researchers farmers teachers nurses startups carmakers investors "
     "doctors engineers unions retailers airlines scientists students voters banks councils "
     "developers economists architects fishermen insurers landlords miners pilots publishers "
     "ministers museums"
-).split()
-TOPICS = tuple(
+)
+TOPICS = _words(
     (
         "battery recycling, rail networks, heat pumps, rent controls, water supply, "
         "flood defences, vaccine trials, chip factories, wind farms, school meals, bus lanes, "
@@ -88,17 +95,18 @@ TOPICS = tuple(
         "tax credits, open source tools, electric ferries, quantum sensors, food prices, "
         "city budgets, port strikes, river cleanup, satellite launches, youth football, "
         "library funding"
-    ).split(", ")
+    ),
+    ", ",
 )
-ADJECTIVES = (
+ADJECTIVES = _words(
     "new bold quiet rapid costly cautious surprising record fragile ambitious delayed "
     "sweeping modest controversial historic unexpected greener cheaper faster local national "
     "global rural urban private public digital"
-).split()
-VERBS = (
+)
+VERBS = _words(
     "approve reject debate expand delay rethink fund test rebuild launch question defend "
     "overhaul pause back challenge embrace study scale cut double track"
-).split()
+)
 TITLE_FORMS = (
     "{place} {group} {verb} {adj} {topic}",
     "Why {group} in {place} want {adj} {topic}",
@@ -107,7 +115,7 @@ TITLE_FORMS = (
     "{group_cap} {verb} {topic} as costs climb",
     "Inside the {adj} push for {topic} in {place}",
     "{place} bets on {topic} after {adj} year",
-    "What {adj} {topic} mean for {group}",
+    "What {adj} {topic} could mean for {group}",
     "{group_cap} and {group2} clash over {topic}",
     "{topic_cap}: {place} {group} {verb} {adj} rules",
 )
@@ -128,9 +136,9 @@ SENTENCE_FORMS = (
     "Residents of {place} will be asked to comment before any final decision.",
     "Experts say the debate over {topic} is far from settled.",
 )
-MONTHS = (
+MONTHS = _words(
     "January February March April May June July August September October November December"
-).split()
+)
 
 # How many tags an article has (0 to 3), and how likely each count is.
 _TAG_COUNTS = (0, 1, 2, 3)
@@ -209,7 +217,7 @@ class ArticleFactory:
         # A few prolific authors, many occasional ones (Zipf-like weights).
         weights = [1.0 / (rank + 1) ** 0.8 for rank in range(len(self.author_ids))]
         rng.shuffle(weights)
-        self.cum_weights = [sum(weights[: i + 1]) for i in range(len(weights))]
+        self.cum_weights = list(itertools.accumulate(weights))
         self.sentences = [_fill(rng.choice(SENTENCE_FORMS), rng) for _ in range(_SENTENCE_POOL)]
         self.total = max(total, 1)
         self.start = now - SEED_SPAN
@@ -233,7 +241,8 @@ class ArticleFactory:
             if roll < 0.94:
                 status = "processed"
                 summary = paragraphs[0].split(". ", 1)[0].rstrip(".") + "."
-                words = [w.strip(":").lower() for w in title.split() if len(w) > 3]
+                words = list(dict.fromkeys(w.strip(":").lower() for w in title.split()))
+                words = [w for w in words if len(w) > 3]
                 keywords = sample(words, min(len(words), randint(3, 5)))
             else:
                 status = "pending" if roll < 0.99 else "failed"
@@ -282,10 +291,9 @@ async def seed_articles(
         ) as bar:
             for start in range(0, count, batch):
                 stop = min(start + batch, count)
-                async with conn.transaction():
-                    await conn.copy_records_to_table(
-                        "articles", records=factory.rows(start, stop), columns=COLUMNS
-                    )
+                await conn.copy_records_to_table(  # one statement: all or nothing
+                    "articles", records=factory.rows(start, stop), columns=COLUMNS
+                )
                 inserted += stop - start
                 bar.update(stop - start)
         await conn.execute("VACUUM (ANALYZE) users")

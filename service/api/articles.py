@@ -76,8 +76,8 @@ async def create(body: ArticleCreate) -> Response:
 async def list_articles(query: ArticleListQuery) -> ArticlePage | ArticleCursorPage:
     """Articles, newest first: offset pages (``page``) or keyset pages (``cursor``).
 
-    Offset pages reach the first 10,000 articles; ``total`` is exact up to 10,000 matches and
-    the planner's estimate beyond (``total_is_estimate``). Every page carries ``next_cursor``,
+    Offset pages reach the first 10,000 articles; ``total`` is exact up to 1,000 matches and
+    PostgreSQL's estimate beyond (``total_is_estimate``). Every page carries ``next_cursor``,
     which continues at constant cost however deep. Filters: ``author_id``, ``tag`` and ``q``
     (words at the start of title words, any case).
     """
