@@ -21,10 +21,8 @@ Exit status 0 when both ratios meet the target, 1 when one does not, 2 when it c
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -33,7 +31,6 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +39,10 @@ import httpx
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
-from bench.serving import parse_wrk, wrk
+from bench.common import HypercornServer, parse_wrk, wrk
+from bench.common import machine as common_machine
 from service import articles as data
-from service.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from service.embedded import EmbeddedPostgres, EmbeddedRedis
 from service.seed import plain_url
 from service.settings import normalise_database_url
 
@@ -78,53 +76,15 @@ def _label(count: int) -> str:
     return str(count)
 
 
-class ApiServer:
-    """One Hypercorn worker with ``hypercorn.toml`` serving Newsdesk on a free loopback port."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.port = free_port()
-        self.log = log
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "hypercorn",
-                    "--config",
-                    "hypercorn.toml",
-                    "--bind",
-                    f"127.0.0.1:{self.port}",
-                    "--workers",
-                    "1",
-                    "service.asgi:app",
-                ],
-                env={**os.environ, **env},
-                cwd=ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(0.2)
-        self.stop()
-        raise RuntimeError(f"the API did not start: {log.read_text()[-2000:]}")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+def ApiServer(env: dict[str, str], log: Path) -> HypercornServer:
+    """One Hypercorn worker with ``hypercorn.toml`` serving Newsdesk; ready on ``/readyz``."""
+    return HypercornServer(
+        "service.asgi:app",
+        env,
+        log,
+        ready_path="/readyz",
+        options=["--config", "hypercorn.toml"],
+    )
 
 
 def prepare(url: str, count: int) -> float:
@@ -271,16 +231,7 @@ def ratios(rows: list[dict[str, object]], small: str, large: str) -> dict[str, d
 
 
 def machine() -> dict[str, str]:
-    return {
-        "cpus": str(os.cpu_count()),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        **{
-            pkg: version(pkg)
-            for pkg in ("flask", "hypercorn", "sqlalchemy", "asyncpg", "uvloop", "pgserver")
-        },
-        "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split()[1],
-    }
+    return common_machine(("flask", "hypercorn", "sqlalchemy", "asyncpg", "uvloop", "pgserver"))
 
 
 def write_report(result: dict[str, object], json_path: Path) -> None:

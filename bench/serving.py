@@ -19,25 +19,19 @@ Environment: ``BENCH_DURATION`` (seconds per run, default 10), ``BENCH_ROUNDS`` 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import platform
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 
-import httpx
-
-from service.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from bench.common import HypercornServer, parse_wrk, wrk
+from bench.common import machine as common_machine
+from service.embedded import EmbeddedPostgres, EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -76,83 +70,15 @@ class Run:
     requests: int
 
 
-def _ms(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text.strip()).groups()  # type: ignore[union-attr]
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-
-def parse_wrk(output: str) -> tuple[float, float, float, int, int]:
-    """req/s, p50 ms, p99 ms, errors (socket errors + non-2xx), requests."""
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", output, re.M).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", output, re.M).group(1))  # type: ignore[union-attr]
-    requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
-    errors = 0
-    if match := re.search(r"Non-2xx or 3xx responses: (\d+)", output):
-        errors += int(match.group(1))
-    if match := re.search(
-        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
-    ):
-        errors += sum(int(g) for g in match.groups())
-    return rps, p50, p99, errors, requests
-
-
-class Server:
-    """One Hypercorn worker serving ``app_path`` on a free loopback port."""
-
-    def __init__(self, app_path: str, env: dict[str, str], log: Path) -> None:
-        self.port = free_port()
-        self.log = log
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "hypercorn",
-                    "--worker-class",
-                    "uvloop",
-                    "--workers",
-                    "1",
-                    "--bind",
-                    f"127.0.0.1:{self.port}",
-                    "--keep-alive",
-                    "75",
-                    app_path,
-                ],
-                env={**os.environ, **env},
-                cwd=ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + "/bench/hello", timeout=1).status_code == 200:
-                    return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"{app_path} did not start: {log.read_text()[-2000:]}")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
-def wrk(url: str, duration: int, connections: int, script: Path | None) -> str:
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "10s"]
-    if script is not None:
-        command += ["-s", str(script)]
-    return subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+def Server(app_path: str, env: dict[str, str], log: Path) -> HypercornServer:
+    """One Hypercorn worker (uvloop) serving a benchmarked app; ready on ``/bench/hello``."""
+    return HypercornServer(
+        app_path,
+        env,
+        log,
+        ready_path="/bench/hello",
+        options=["--worker-class", "uvloop", "--keep-alive", "75"],
+    )
 
 
 def seed(pg_url: str) -> None:
@@ -218,24 +144,9 @@ def ratios(rows: list[dict[str, object]]) -> dict[str, dict[str, float]]:
 
 
 def machine() -> dict[str, str]:
-    return {
-        "cpus": str(os.cpu_count()),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        **{
-            pkg: version(pkg)
-            for pkg in (
-                "flask",
-                "quart",
-                "hypercorn",
-                "sqlalchemy",
-                "asyncpg",
-                "greenlet",
-                "uvloop",
-            )
-        },
-        "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split()[1],
-    }
+    return common_machine(
+        ("flask", "quart", "hypercorn", "sqlalchemy", "asyncpg", "greenlet", "uvloop")
+    )
 
 
 def write_report(result: dict[str, object], json_path: Path) -> None:

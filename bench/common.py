@@ -1,0 +1,115 @@
+"""What every benchmark here shares: a Hypercorn process on loopback, wrk, the machine."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import httpx
+
+from service.embedded import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class HypercornServer:
+    """One Hypercorn worker serving ``app_path`` on a free loopback port, ready when
+    ``ready_path`` answers 200."""
+
+    def __init__(
+        self,
+        app_path: str,
+        env: dict[str, str],
+        log: Path,
+        *,
+        ready_path: str,
+        options: list[str],
+    ) -> None:
+        self.port = free_port()
+        self.log = log
+        command = [
+            sys.executable,
+            "-m",
+            "hypercorn",
+            *options,
+            "--workers",
+            "1",
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            app_path,
+        ]
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(
+                command,
+                env={**os.environ, **env},
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + ready_path, timeout=2).status_code == 200:
+                    return
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(0.2)
+        self.stop()
+        raise RuntimeError(f"{app_path} did not start: {log.read_text()[-2000:]}")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def wrk(url: str, duration: int, connections: int, script: Path | None = None) -> str:
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "10s"]
+    if script is not None:
+        command += ["-s", str(script)]
+    return subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text.strip()).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def parse_wrk(output: str) -> tuple[float, float, float, int, int]:
+    """req/s, p50 ms, p99 ms, errors (socket errors + non-2xx), requests."""
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", output, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", output, re.M).group(1))  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+    errors = 0
+    if match := re.search(r"Non-2xx or 3xx responses: (\d+)", output):
+        errors += int(match.group(1))
+    socket_errors = r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"
+    if match := re.search(socket_errors, output):
+        errors += sum(int(g) for g in match.groups())
+    return rps, p50, p99, errors, requests
+
+
+def machine(packages: tuple[str, ...]) -> dict[str, str]:
+    """The machine and the versions a report names."""
+    return {
+        "cpus": str(os.cpu_count()),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        **{pkg: version(pkg) for pkg in packages},
+        "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split()[1],
+    }
