@@ -55,24 +55,32 @@ class Filters:
     q: str | None = None
 
 
+_FIELDS = (
+    "id",
+    "title",
+    "summary",
+    "keywords",
+    "tags",
+    "status",
+    "views",
+    "published_at",
+    "updated_at",
+    "version",
+)
+
+
+def _fields(source: Any) -> dict[str, Any]:
+    """The shared fields of a result row or an ``Article``, by attribute name."""
+    return {name: getattr(source, name) for name in _FIELDS}
+
+
 def _summary(row: Any) -> ArticleSummary:
-    return ArticleSummary(
-        id=row.id,
-        title=row.title,
-        summary=row.summary,
-        keywords=row.keywords,
-        tags=row.tags,
-        status=row.status,
-        views=row.views,
-        published_at=row.published_at,
-        updated_at=row.updated_at,
-        version=row.version,
-        author=Author(id=row.author_id, name=row.author_name),
-    )
+    return ArticleSummary(**_fields(row), author=Author(id=row.author_id, name=row.author_name))
 
 
 def _public(row: Any) -> ArticlePublic:
-    return ArticlePublic(**_summary(row).model_dump(), content=row.content)
+    author = Author(id=row.author_id, name=row.author_name)
+    return ArticlePublic(**_fields(row), content=row.content, author=author)
 
 
 def search_query(q: str) -> str:
@@ -149,20 +157,8 @@ async def create_article(
 
 
 def _public_from(article: Article, author_name: str) -> ArticlePublic:
-    return ArticlePublic(
-        id=article.id,
-        title=article.title,
-        content=article.content,
-        summary=article.summary,
-        keywords=article.keywords,
-        tags=article.tags,
-        status=article.status,
-        views=article.views,
-        published_at=article.published_at,
-        updated_at=article.updated_at,
-        version=article.version,
-        author=Author(id=article.author_id, name=author_name),
-    )
+    author = Author(id=article.author_id, name=author_name)
+    return ArticlePublic(**_fields(article), content=article.content, author=author)
 
 
 async def _owned_for_update(
