@@ -11,6 +11,8 @@ unset); it never commits.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from flask import Flask, Response, current_app, g
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -51,11 +53,19 @@ def read_session() -> AsyncSession:
 # request that never touches the database pays nothing for them.
 
 
+def after_commit(callback: Callable[[], Awaitable[None]]) -> None:
+    """Run ``callback`` once the request's transaction has committed, before the response
+    is sent (cache invalidation: readers must not see the old version after the response)."""
+    g.setdefault("_after_commit", []).append(callback)
+
+
 def _commit_or_roll_back(response: Response) -> Response:
     current: AsyncSession | None = g.get("_db_session")
     if current is not None:
         if response.status_code < 400:
             await_(current.commit())
+            for callback in g.pop("_after_commit", []):
+                await_(callback())
         else:
             await_(current.rollback())
     return response

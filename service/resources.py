@@ -13,6 +13,7 @@ from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
+from service.cache import ResponseCache
 from service.settings import Settings
 
 
@@ -60,6 +61,7 @@ class Resources:
     engine: AsyncEngine | None = None
     read_engine: AsyncEngine | None = None
     redis: ArqRedis | None = None
+    cache: ResponseCache | None = None
     sessionmaker: async_sessionmaker | None = field(default=None, repr=False)  # type: ignore[type-arg]
     read_sessionmaker: async_sessionmaker | None = field(default=None, repr=False)  # type: ignore[type-arg]
 
@@ -82,12 +84,16 @@ class Resources:
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         self.read_sessionmaker = async_sessionmaker(self.read_engine, expire_on_commit=False)
         self.redis = make_redis(s)
+        self.cache = ResponseCache(
+            self.redis, timeout=s.cache_timeout, breaker_seconds=s.cache_breaker_seconds
+        )
 
     async def close(self) -> None:
         """Dispose the pools; safe to call twice."""
         if self.redis is not None:
             await self.redis.aclose()
             self.redis = None
+            self.cache = None
         if self.read_engine is not None and self.read_engine is not self.engine:
             await self.read_engine.dispose()
         if self.engine is not None:

@@ -82,6 +82,12 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     session_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
+    cache_ttl_article: int = Field(300, ge=1)
+    cache_ttl_list: int = Field(60, ge=1)
+    cache_ttl_popular: int = Field(300, ge=1)
+    cache_timeout: float = Field(0.25, gt=0)  # per Redis call made by the cache
+    cache_breaker_seconds: float = Field(5.0, gt=0)  # how long to bypass a failing Redis
+    http_max_age: int = Field(0, ge=0)  # Cache-Control max-age on anonymous reads
     # Rate limits: "<count>/<second|minute|hour|day>", kept in Redis and shared by all workers.
     rate_limit_register: RateLimit = "10/hour"
     rate_limit_login_ip: RateLimit = "30/minute"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from flask import Blueprint, Response, request
 
 from service import articles as data
 from service import db
+from service.api.cached import body_etag, cached_response, invalidate_after_commit
 from service.auth import authenticate
 from service.errors import APIError
 from service.openapi import endpoint, json_response
@@ -21,6 +24,13 @@ from service.schemas import (
 )
 
 bp = Blueprint("articles", __name__, url_prefix="/api/v1/articles")
+
+# Cache generations (service.cache): one per article, one for every list and the ranking.
+LISTS = "gen:articles"
+
+
+def _generation(article_id: int) -> str:
+    return f"gen:article:{article_id}"
 
 
 def _etag(article: ArticlePublic) -> str:
@@ -66,20 +76,21 @@ async def create(body: ArticleCreate) -> Response:
     article = await data.create_article(
         db.session(), author=caller.user, title=body.title, content=body.content, tags=body.tags
     )
+    invalidate_after_commit(LISTS)
     response = _with_etag(article, 201)
     response.headers["Location"] = f"/api/v1/articles/{article.id}"
     return response
 
 
 @bp.get("")
-@endpoint(query=ArticleListQuery, response=ArticlePage, errors=(429,), tags=["articles"])
-async def list_articles(query: ArticleListQuery) -> ArticlePage | ArticleCursorPage:
+@endpoint(query=ArticleListQuery, response=ArticlePage, errors=(304, 429), tags=["articles"])
+async def list_articles(query: ArticleListQuery) -> Response:
     """Articles, newest first: offset pages (``page``) or keyset pages (``cursor``).
 
     Offset pages reach the first 10,000 articles; ``total`` is exact up to 1,000 matches and
     PostgreSQL's estimate beyond (``total_is_estimate``). Every page carries ``next_cursor``,
     which continues at constant cost however deep. Filters: ``author_id``, ``tag`` and ``q``
-    (words at the start of title words, any case).
+    (words at the start of title words, any case). Cached (``X-Cache``), with an ``ETag``.
     """
     await _limit_reads()
     if query.cursor is not None and query.page is not None:
@@ -89,8 +100,34 @@ async def list_articles(query: ArticleListQuery) -> ArticlePage | ArticleCursorP
             "Use either page or cursor, not both.",
             [{"loc": ["query", "cursor"], "message": "conflicts with page", "type": "value_error"}],
         )
+    # Bad input is refused before the cache is consulted.
+    if query.cursor is not None:
+        data.decode_cursor(query.cursor)
+    if query.q is not None:
+        data.search_query(query.q)
     filters = data.Filters(author_id=query.author_id, tag=query.tag, q=query.q)
-    session = db.read_session()
+
+    async def build() -> tuple[bytes, str]:
+        page = await _list_page(query, filters)
+        body = page.model_dump_json().encode()
+        return body, body_etag(body)
+
+    key = hashlib.blake2b(query.model_dump_json().encode(), digest_size=12).hexdigest()
+    response = await cached_response(
+        "list",
+        generations=[LISTS],
+        template=f"cache:{{e}}:list:{{g1}}:{key}",
+        ttl=db.resources().settings.cache_ttl_list,
+        build=build,
+    )
+    assert response is not None
+    return response
+
+
+async def _list_page(
+    query: ArticleListQuery, filters: data.Filters
+) -> ArticlePage | ArticleCursorPage:
+    session = db.session()  # cache fills read the primary (see service.api.cached)
     if query.cursor is not None:
         items = await data.list_after(
             session, filters=filters, cursor=query.cursor, per_page=query.per_page
@@ -113,22 +150,49 @@ async def list_articles(query: ArticleListQuery) -> ArticlePage | ArticleCursorP
 
 
 @bp.get("/popular")
-@endpoint(response=PopularArticles, errors=(429,), tags=["articles"])
-async def popular() -> PopularArticles:
-    """The 10 most viewed articles."""
+@endpoint(response=PopularArticles, errors=(304, 429), tags=["articles"])
+async def popular() -> Response:
+    """The 10 most viewed articles. Cached (``X-Cache``), with an ``ETag``."""
     await _limit_reads()
-    return PopularArticles(articles=await data.most_viewed(db.read_session()))
+
+    async def build() -> tuple[bytes, str]:
+        ranking = PopularArticles(articles=await data.most_viewed(db.session()))
+        body = ranking.model_dump_json().encode()
+        return body, body_etag(body)
+
+    response = await cached_response(
+        "popular",
+        generations=[LISTS],
+        template="cache:{e}:popular:{g1}",
+        ttl=db.resources().settings.cache_ttl_popular,
+        build=build,
+    )
+    assert response is not None
+    return response
 
 
 @bp.get("/<id:article_id>")
-@endpoint(response=ArticlePublic, errors=(404, 429), tags=["articles"])
+@endpoint(response=ArticlePublic, errors=(304, 404, 429), tags=["articles"])
 async def read(article_id: int) -> Response:
-    """One article, with an ``ETag`` naming its version."""
+    """One article, with an ``ETag`` naming its version. Cached (``X-Cache``)."""
     await _limit_reads()
-    article = await data.get_article(db.read_session(), article_id)
-    if article is None:
+
+    async def build() -> tuple[bytes, str] | None:
+        article = await data.get_article(db.session(), article_id)
+        if article is None:
+            return None
+        return article.model_dump_json().encode(), _etag(article)
+
+    response = await cached_response(
+        "article",
+        generations=[_generation(article_id)],
+        template=f"cache:{{e}}:article:{article_id}:{{g1}}",
+        ttl=db.resources().settings.cache_ttl_article,
+        build=build,
+    )
+    if response is None:
         raise APIError(404, "not_found", f"Article {article_id} does not exist.")
-    return _with_etag(article)
+    return response
 
 
 @bp.patch("/<id:article_id>")
@@ -154,6 +218,7 @@ async def edit(article_id: int, body: ArticleUpdate) -> Response:
         changes=changes,
         if_match=_if_match(),
     )
+    invalidate_after_commit(_generation(article_id), LISTS)
     return _with_etag(article)
 
 
@@ -166,3 +231,4 @@ async def remove(article_id: int) -> None:
     await data.delete_article(
         db.session(), article_id=article_id, caller=caller.user, if_match=_if_match()
     )
+    invalidate_after_commit(_generation(article_id), LISTS)

@@ -1,0 +1,60 @@
+"""Cached GET responses: the body from ``service.cache``, with ``X-Cache``, ``ETag``, 304 and
+``Cache-Control``. Cache fills read the primary: a replica lagging behind a write could
+otherwise store an old row under the write's new generation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable, Sequence
+
+from flask import Response, request
+from werkzeug.http import unquote_etag
+
+from service import db
+
+Build = Callable[[], Awaitable[tuple[bytes, str] | None]]
+
+
+def body_etag(body: bytes) -> str:
+    """A weak ETag naming the content of a list body."""
+    return 'W/"' + hashlib.blake2b(body, digest_size=8).hexdigest() + '"'
+
+
+async def cached_response(
+    endpoint: str, *, generations: Sequence[str], template: str, ttl: int, build: Build
+) -> Response | None:
+    """The response for a cacheable GET, or None when ``build`` found nothing (a 404)."""
+    res = db.resources()
+    assert res.cache is not None
+
+    async def compute() -> bytes | None:
+        built = await build()
+        if built is None:
+            return None
+        body, etag = built
+        return etag.encode() + b"\n" + body
+
+    stored, outcome = await res.cache.fetch(
+        endpoint, generations=generations, template=template, ttl=ttl, compute=compute
+    )
+    if stored is None:
+        return None
+    raw_etag, _, body = stored.partition(b"\n")
+    etag = raw_etag.decode()
+    tag, _weak = unquote_etag(etag)
+    if tag is not None and request.if_none_match.contains_weak(tag):
+        response = Response(status=304)
+    else:
+        response = Response(body, mimetype="application/json")
+    response.headers["ETag"] = etag
+    response.headers["X-Cache"] = outcome
+    response.headers["Cache-Control"] = f"public, max-age={res.settings.http_max_age}"
+    return response
+
+
+def invalidate_after_commit(*generation_keys: str) -> None:
+    """Move these generations on once the request's transaction commits."""
+    cache = db.resources().cache
+    assert cache is not None
+    db.after_commit(lambda: cache.invalidate(generation_keys))

@@ -1,0 +1,222 @@
+"""The response cache in Redis: never stale after a write, no stampede, survives an outage.
+
+Entries hold the final response bytes, served as they are (no model work on a hit).
+
+**Never stale after a write** — generation-versioned keys. A key embeds a generation number
+kept in Redis (``gen:article:<id>`` for one article, ``gen:articles`` for every list and the
+popular ranking) and a cache-wide epoch. A reader fetches the generations *before* it reads
+PostgreSQL and stores what it read under those generations; a writer commits, then increments
+the generations, before its response is sent. A reader that read the old row can therefore
+only store it under the old generation, which no later reader asks for: the stale-set race
+cannot happen, by construction. Looking up a key and its generations is one Lua call.
+
+**No stampede** — on a miss, one request takes a short lock (``SET NX PX``) and recomputes;
+the others poll the entry for a moment and serve it when it lands (or, past the wait, read
+PostgreSQL themselves).
+
+**Redis down** — every call has a short timeout, and a failure opens a breaker: for
+``CACHE_BREAKER_SECONDS`` the cache is skipped (``X-Cache: BYPASS``) without touching Redis,
+then one request probes it again. An invalidation that failed while Redis was unreachable
+leaves old entries behind, so the process that missed it bumps the epoch, invalidating
+everything, as soon as Redis answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import secrets
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+HIT, MISS, BYPASS = "HIT", "MISS", "BYPASS"
+
+# KEYS: the generation keys; ARGV[1]: the key template with {e} and {g1}, {g2}... ;
+# ARGV[2]: lock token; ARGV[3]: lock ms. Returns {key, value or false, lock taken (1/0)}.
+_LOOKUP = """
+local epoch = redis.call('GET', 'cache:epoch') or '0'
+local key = string.gsub(ARGV[1], '{e}', epoch)
+for i, gen_key in ipairs(KEYS) do
+  key = string.gsub(key, '{g' .. i .. '}', redis.call('GET', gen_key) or '0')
+end
+local value = redis.call('GET', key)
+if value then return {key, value, 0} end
+local locked = redis.call('SET', 'lock:' .. key, ARGV[2], 'NX', 'PX', ARGV[3])
+return {key, false, locked and 1 or 0}
+"""
+
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass
+class Breaker:
+    """Skips Redis for ``pause`` seconds after a failure, then lets one probe through."""
+
+    pause: float
+    open_until: float = 0.0
+    must_bump_epoch: bool = False
+
+    def allows(self) -> bool:
+        return time.monotonic() >= self.open_until
+
+    def failed(self, exc: BaseException) -> None:
+        if self.allows():
+            log.warning("cache: Redis unavailable (%s); bypassing for %.0fs", exc, self.pause)
+        self.open_until = time.monotonic() + self.pause
+
+
+@dataclass
+class Stats:
+    """Hits, misses and bypasses per endpoint, in this process (for the metrics endpoint)."""
+
+    counts: dict[str, dict[str, int]] = field(
+        default_factory=lambda: defaultdict(lambda: {HIT: 0, MISS: 0, BYPASS: 0})
+    )
+
+    def count(self, endpoint: str, outcome: str) -> None:
+        self.counts[endpoint][outcome] += 1
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        return {name: dict(values) for name, values in self.counts.items()}
+
+
+@dataclass
+class Lookup:
+    outcome: str
+    value: bytes | None = None
+    key: str | None = None
+    lock_token: str | None = None
+
+
+class ResponseCache:
+    """Cached response bodies under generation-versioned keys (see the module docstring)."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        timeout: float = 0.25,
+        breaker_seconds: float = 5.0,
+        lock_ms: int = 5000,
+        wait_seconds: float = 1.0,
+    ) -> None:
+        self.redis = redis
+        self.timeout = timeout
+        self.breaker = Breaker(breaker_seconds)
+        self.lock_ms = lock_ms
+        self.wait_seconds = wait_seconds
+        self.stats = Stats()
+
+    async def _call(self, awaitable: Awaitable[Any]) -> Any:
+        """One Redis round trip under the timeout; failures open the breaker and re-raise.
+
+        Owed an epoch bump (an invalidation was missed), it pays that first, so no entry from
+        before the outage is read again."""
+        try:
+            if self.breaker.must_bump_epoch:
+                await asyncio.wait_for(self.redis.incr("cache:epoch"), self.timeout)
+                self.breaker.must_bump_epoch = False
+                log.info("cache: Redis is back; epoch bumped after missed invalidations")
+            return await asyncio.wait_for(awaitable, self.timeout)
+        except (RedisError, OSError, TimeoutError) as exc:
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()  # not awaited when the epoch bump failed
+            self.breaker.failed(exc)
+            raise
+
+    async def fetch(
+        self,
+        endpoint: str,
+        *,
+        generations: Sequence[str],
+        template: str,
+        ttl: int,
+        compute: Callable[[], Awaitable[bytes | None]],
+    ) -> tuple[bytes | None, str]:
+        """The cached body for ``template`` (computing and storing it on a miss) and the
+        outcome. ``template`` holds ``{e}`` and ``{g1}``... for the epoch and the generations
+        named by ``generations``; ``compute`` returns the body, or None to store nothing."""
+        if not self.breaker.allows():
+            self.stats.count(endpoint, BYPASS)
+            return await compute(), BYPASS
+        token = secrets.token_hex(8)
+        try:
+            lookup = await self._lookup(generations, template, token)
+            if lookup.value is None and lookup.lock_token is None:
+                lookup = await self._wait_for_entry(generations, template, token)
+        except (RedisError, OSError, TimeoutError):
+            self.stats.count(endpoint, BYPASS)
+            return await compute(), BYPASS
+        if lookup.value is not None:
+            self.stats.count(endpoint, HIT)
+            return lookup.value, HIT
+        self.stats.count(endpoint, MISS)
+        try:
+            body = await compute()
+        except BaseException:
+            if lookup.key is not None and lookup.lock_token is not None:
+                await self._store(lookup.key, lookup.lock_token, None, ttl)  # unlock only
+            raise
+        if lookup.key is not None and lookup.lock_token is not None:
+            await self._store(lookup.key, lookup.lock_token, body, ttl)
+        return body, MISS
+
+    def _eval(self, script: str, keys: list[str], args: list[str]) -> Awaitable[Any]:
+        return cast(Awaitable[Any], self.redis.eval(script, len(keys), *keys, *args))
+
+    async def _lookup(self, generations: Sequence[str], template: str, token: str) -> Lookup:
+        key, value, locked = await self._call(
+            self._eval(_LOOKUP, [*generations], [template, token, str(self.lock_ms)])
+        )
+        key = key.decode() if isinstance(key, bytes) else key
+        if value:
+            return Lookup(HIT, value=value, key=key)
+        return Lookup(MISS, key=key, lock_token=token if locked else None)
+
+    async def _wait_for_entry(
+        self, generations: Sequence[str], template: str, token: str
+    ) -> Lookup:
+        """Another request is computing this entry: poll briefly for it (or for the lock)."""
+        deadline = time.monotonic() + self.wait_seconds
+        delay = 0.005
+        while time.monotonic() < deadline:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+            lookup = await self._lookup(generations, template, token)
+            if lookup.value is not None or lookup.lock_token is not None:
+                return lookup
+        return Lookup(MISS)  # waited long enough: compute without storing
+
+    async def _store(self, key: str, token: str, body: bytes | None, ttl: int) -> None:
+        try:
+            if body is not None:
+                await self._call(self.redis.set(key, body, ex=ttl))
+            await self._call(self._eval(_UNLOCK, ["lock:" + key], [token]))
+        except (RedisError, OSError, TimeoutError):
+            pass  # the breaker has noted it; the lock expires by itself
+
+    async def invalidate(self, generation_keys: Sequence[str]) -> None:
+        """Move the named generations on (after a commit): older entries are never read again.
+
+        If Redis cannot be reached, the epoch is bumped once it can (see the module docstring).
+        """
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key in generation_keys:
+                    pipe.incr(key)
+                await self._call(pipe.execute())
+        except (RedisError, OSError, TimeoutError):
+            self.breaker.must_bump_epoch = True
+            log.warning("cache: invalidation of %s deferred until Redis is back", generation_keys)
