@@ -9,15 +9,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
 from pydantic import BaseModel
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from service import db
-from service.app import create_app
+from service.app import app_resources, create_app
 from service.asgi import asgi_app
 from service.bridge import await_
 from service.logs import configure_logging
@@ -141,11 +142,42 @@ def environ() -> Response:
     return jsonify(found)
 
 
+_article_reads: Counter[int] = Counter()
+
+
+def _count_article_reads(
+    conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+) -> None:
+    """Counts single-article reads (the cache's fills) per article id."""
+    if "FROM articles JOIN users" in statement and "WHERE articles.id = " in statement:
+        values = list(parameters.values()) if isinstance(parameters, dict) else list(parameters)
+        _article_reads[int(values[0])] += 1
+
+
+@probes.get("/article-reads/<int:article_id>")
+def article_reads(article_id: int) -> Response:
+    return jsonify(reads=_article_reads[article_id])
+
+
+@probes.get("/cache-stats")
+def cache_stats() -> Response:
+    return jsonify(current_app.extensions["newsdesk.resources"].cache.stats.snapshot())
+
+
 def build() -> Any:
     settings = Settings()
     configure_logging(settings.log_level)
     flask_app = create_app(settings)
     flask_app.register_blueprint(probes)
+    res = app_resources(flask_app)
+    start = res.start
+
+    async def start_and_count() -> None:
+        await start()
+        assert res.engine is not None
+        event.listen(res.engine.sync_engine, "before_cursor_execute", _count_article_reads)
+
+    res.start = start_and_count  # type: ignore[method-assign]
     return asgi_app(flask_app)
 
 
