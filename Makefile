@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint bench bench-pagination bench-deps clean
+.PHONY: install run test lint bench bench-pagination bench-cache bench-deps clean
 
 # Create the virtual environment and install the project (again when pyproject.toml changes).
 $(STAMP): pyproject.toml
@@ -48,6 +48,10 @@ bench: bench-deps
 # Page 1 and a deep cursor page at 1,000 vs 1,000,000 seeded articles: docs/PAGINATION.md.
 bench-pagination: bench-deps
 	$(BIN)/python -m bench.pagination
+
+# Cache hit vs miss, the hit path vs a bare Quart Redis GET, lists cached vs not: docs/CACHE.md.
+bench-cache: bench-deps
+	$(BIN)/python -m bench.cache
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -40,18 +40,29 @@ log = logging.getLogger(__name__)
 
 HIT, MISS, BYPASS = "HIT", "MISS", "BYPASS"
 
-# KEYS: the generation keys; ARGV[1]: the key template with {e} and {g1}, {g2}... ;
-# ARGV[2]: lock token; ARGV[3]: lock ms. Returns {key, value or false, lock taken (1/0)}.
+# KEYS: the generation keys, then (optionally) a rate-limit counter; ARGV[1]: the key template
+# with {e} and {g1}, {g2}...; ARGV[2]: lock token; ARGV[3]: lock ms; ARGV[4]: the counter's
+# window in seconds, or '' for none. Returns {key, value or false, lock taken (1/0), count, ttl}:
+# a cached read costs one round trip, its rate limit included.
 _LOOKUP = """
+local count, ttl = 0, 0
+local gens = #KEYS
+if ARGV[4] ~= '' then
+  gens = gens - 1
+  count = redis.call('INCR', KEYS[#KEYS])
+  if count == 1 then redis.call('EXPIRE', KEYS[#KEYS], ARGV[4]) end
+  ttl = redis.call('TTL', KEYS[#KEYS])
+  if ttl < 0 then redis.call('EXPIRE', KEYS[#KEYS], ARGV[4]); ttl = tonumber(ARGV[4]) end
+end
 local epoch = redis.call('GET', 'cache:epoch') or '0'
 local key = string.gsub(ARGV[1], '{e}', epoch)
-for i, gen_key in ipairs(KEYS) do
-  key = string.gsub(key, '{g' .. i .. '}', redis.call('GET', gen_key) or '0')
+for i = 1, gens do
+  key = string.gsub(key, '{g' .. i .. '}', redis.call('GET', KEYS[i]) or '0')
 end
 local value = redis.call('GET', key)
-if value then return {key, value, 0} end
+if value then return {key, value, 0, count, ttl} end
 local locked = redis.call('SET', 'lock:' .. key, ARGV[2], 'NX', 'PX', ARGV[3])
-return {key, false, locked and 1 or 0}
+return {key, false, locked and 1 or 0, count, ttl}
 """
 
 _UNLOCK = """
@@ -98,6 +109,16 @@ class Lookup:
     value: bytes | None = None
     key: str | None = None
     lock_token: str | None = None
+    count: int = 0  # the rate-limit counter after this request, when one was given
+    ttl: int = 0
+
+
+@dataclass(frozen=True)
+class Count:
+    """A counter to increment in the lookup's round trip: its key and window (seconds)."""
+
+    key: str
+    window: int
 
 
 class ResponseCache:
@@ -111,13 +132,16 @@ class ResponseCache:
         breaker_seconds: float = 5.0,
         lock_ms: int = 5000,
         wait_seconds: float = 1.0,
+        enabled: bool = True,
     ) -> None:
         self.redis = redis
+        self.enabled = enabled
         self.timeout = timeout
         self.breaker = Breaker(breaker_seconds)
         self.lock_ms = lock_ms
         self.wait_seconds = wait_seconds
         self.stats = Stats()
+        self._scripts: dict[str, Any] = {}
 
     async def _call(self, awaitable: Awaitable[Any]) -> Any:
         """One Redis round trip under the timeout; failures open the breaker and re-raise.
@@ -144,16 +168,31 @@ class ResponseCache:
         template: str,
         ttl: int,
         compute: Callable[[], Awaitable[bytes | None]],
+        count: Count | None = None,
+        on_count: Callable[[int, int], None] | None = None,
     ) -> tuple[bytes | None, str]:
         """The cached body for ``template`` (computing and storing it on a miss) and the
         outcome. ``template`` holds ``{e}`` and ``{g1}``... for the epoch and the generations
-        named by ``generations``; ``compute`` returns the body, or None to store nothing."""
-        if not self.breaker.allows():
+        named by ``generations``; ``compute`` returns the body, or None to store nothing.
+        ``count`` is incremented in the same round trip and ``on_count(count, ttl)`` called
+        with the result before anything is computed (it may raise, e.g. a 429)."""
+        if not self.enabled or not self.breaker.allows():
             self.stats.count(endpoint, BYPASS)
             return await compute(), BYPASS
         token = secrets.token_hex(8)
         try:
-            lookup = await self._lookup(generations, template, token)
+            lookup = await self._lookup(generations, template, token, count)
+        except (RedisError, OSError, TimeoutError):
+            self.stats.count(endpoint, BYPASS)
+            return await compute(), BYPASS
+        if count is not None and on_count is not None:
+            try:
+                on_count(lookup.count, lookup.ttl)
+            except BaseException:
+                if lookup.key is not None and lookup.lock_token is not None:
+                    await self._store(lookup.key, lookup.lock_token, None, ttl)  # unlock only
+                raise
+        try:
             if lookup.value is None and lookup.lock_token is None:
                 lookup = await self._wait_for_entry(generations, template, token)
         except (RedisError, OSError, TimeoutError):
@@ -174,16 +213,25 @@ class ResponseCache:
         return body, MISS
 
     def _eval(self, script: str, keys: list[str], args: list[str]) -> Awaitable[Any]:
-        return cast(Awaitable[Any], self.redis.eval(script, len(keys), *keys, *args))
+        runner = self._scripts.get(script)
+        if runner is None:  # EVALSHA, loading the script once
+            runner = self._scripts[script] = self.redis.register_script(script)
+        return cast(Awaitable[Any], runner(keys=keys, args=args))
 
-    async def _lookup(self, generations: Sequence[str], template: str, token: str) -> Lookup:
-        key, value, locked = await self._call(
-            self._eval(_LOOKUP, [*generations], [template, token, str(self.lock_ms)])
+    async def _lookup(
+        self, generations: Sequence[str], template: str, token: str, count: Count | None = None
+    ) -> Lookup:
+        keys = [*generations] if count is None else [*generations, count.key]
+        window = "" if count is None else str(count.window)
+        key, value, locked, counted, ttl = await self._call(
+            self._eval(_LOOKUP, keys, [template, token, str(self.lock_ms), window])
         )
         key = key.decode() if isinstance(key, bytes) else key
         if value:
-            return Lookup(HIT, value=value, key=key)
-        return Lookup(MISS, key=key, lock_token=token if locked else None)
+            return Lookup(HIT, value=value, key=key, count=int(counted), ttl=int(ttl))
+        return Lookup(
+            MISS, key=key, lock_token=token if locked else None, count=int(counted), ttl=int(ttl)
+        )
 
     async def _wait_for_entry(
         self, generations: Sequence[str], template: str, token: str

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, Response, current_app, g, request
@@ -59,16 +60,46 @@ def client_ip() -> str:
     return remote
 
 
+@dataclass(frozen=True)
+class Counter:
+    """One rate-limit counter: its Redis key, window and limit."""
+
+    name: str
+    key: str
+    limit: int
+    window: int
+    rate: str
+
+
+def counter(name: str, identity: str, rate: str) -> Counter:
+    limit, window = parse_rate(rate)
+    return Counter(name, f"rl:{name}:{identity}", limit, window, rate)
+
+
 async def enforce(name: str, identity: str, rate: str) -> None:
     """Count one request against ``rate`` for ``identity``; 429 when over the limit."""
-    limit, window = parse_rate(rate)
+    await enforce_counter(counter(name, identity, rate))
+
+
+async def enforce_counter(which: Counter) -> None:
+    """``enforce`` for a ``Counter`` already built."""
+    name = which.name
     redis = db.resources().redis
     assert redis is not None
     try:
-        count, ttl = await redis.eval(_HIT, 1, f"rl:{name}:{identity}", str(window))  # type: ignore[misc]
+        count, ttl = await redis.eval(_HIT, 1, which.key, str(which.window))  # type: ignore[misc]
     except RedisError as exc:
         log.warning("rate limit %s not enforced, Redis unavailable: %s", name, exc)
         return
+    apply_count(which, int(count), int(ttl))
+
+
+def apply_count(which: Counter, count: int, ttl: int) -> None:
+    """Record the RateLimit headers for ``which`` at ``count``; 429 when over the limit.
+
+    (Split from ``enforce`` for callers that counted in a Redis call of their own: the cache
+    counts reads in the same round trip as its lookup.)"""
+    limit, rate = which.limit, which.rate
     remaining = max(0, limit - int(count))
     headers = {
         "RateLimit-Limit": str(limit),

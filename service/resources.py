@@ -85,7 +85,10 @@ class Resources:
         self.read_sessionmaker = async_sessionmaker(self.read_engine, expire_on_commit=False)
         self.redis = make_redis(s)
         self.cache = ResponseCache(
-            self.redis, timeout=s.cache_timeout, breaker_seconds=s.cache_breaker_seconds
+            self.redis,
+            timeout=s.cache_timeout,
+            breaker_seconds=s.cache_breaker_seconds,
+            enabled=s.cache_enabled,
         )
 
     async def close(self) -> None:

@@ -82,6 +82,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     session_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
+    cache_enabled: bool = True
     cache_ttl_article: int = Field(300, ge=1)
     cache_ttl_list: int = Field(60, ge=1)
     cache_ttl_popular: int = Field(300, ge=1)

@@ -12,6 +12,8 @@ from flask import Response, request
 from werkzeug.http import unquote_etag
 
 from service import db
+from service.cache import Count
+from service.ratelimit import Counter, apply_count, enforce_counter
 
 Build = Callable[[], Awaitable[tuple[bytes, str] | None]]
 
@@ -22,11 +24,25 @@ def body_etag(body: bytes) -> str:
 
 
 async def cached_response(
-    endpoint: str, *, generations: Sequence[str], template: str, ttl: int, build: Build
+    endpoint: str,
+    *,
+    generations: Sequence[str],
+    template: str,
+    ttl: int,
+    build: Build,
+    rate_limit: Counter | None = None,
 ) -> Response | None:
-    """The response for a cacheable GET, or None when ``build`` found nothing (a 404)."""
+    """The response for a cacheable GET, or None when ``build`` found nothing (a 404).
+
+    ``rate_limit`` is counted in the cache lookup's own Redis round trip (a hit costs one)."""
     res = db.resources()
     assert res.cache is not None
+    count: Count | None = None
+    if rate_limit is not None:
+        if res.cache.enabled and res.cache.breaker.allows():
+            count = Count(rate_limit.key, rate_limit.window)
+        else:
+            await enforce_counter(rate_limit)
 
     async def compute() -> bytes | None:
         built = await build()
@@ -36,7 +52,13 @@ async def cached_response(
         return etag.encode() + b"\n" + body
 
     stored, outcome = await res.cache.fetch(
-        endpoint, generations=generations, template=template, ttl=ttl, compute=compute
+        endpoint,
+        generations=generations,
+        template=template,
+        ttl=ttl,
+        compute=compute,
+        count=count,
+        on_count=(lambda n, left: apply_count(rate_limit, n, left)) if rate_limit else None,
     )
     if stored is None:
         return None
