@@ -5,11 +5,14 @@ window (one Lua call, atomic). Answers carry ``RateLimit-Limit``, ``RateLimit-Re
 ``RateLimit-Reset`` (seconds); a refused request gets 429 with ``Retry-After``.
 
 While Redis is unreachable, limits fail open: requests are served uncounted and a warning is
-logged, so a Redis outage does not take the API down with it.
+logged, so a Redis outage does not take the API down with it. Each call is bounded by
+``CACHE_TIMEOUT`` and a failure opens the same breaker as the cache, so a dead or hanging
+Redis costs one short wait, not one per request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 from dataclasses import dataclass
@@ -82,14 +85,21 @@ async def enforce(name: str, identity: str, rate: str) -> None:
 
 
 async def enforce_counter(which: Counter) -> None:
-    """``enforce`` for a ``Counter`` already built."""
-    name = which.name
-    redis = db.resources().redis
-    assert redis is not None
+    """``enforce`` for a ``Counter`` already built.
+
+    Shares the cache's breaker: while Redis is known to be failing, limits are skipped at
+    once instead of waiting on a dead server for every request."""
+    res = db.resources()
+    assert res.redis is not None and res.cache is not None
+    breaker = res.cache.breaker
+    if not breaker.allows():
+        return
     try:
-        count, ttl = await redis.eval(_HIT, 1, which.key, str(which.window))  # type: ignore[misc]
-    except RedisError as exc:
-        log.warning("rate limit %s not enforced, Redis unavailable: %s", name, exc)
+        async with asyncio.timeout(res.settings.cache_timeout):
+            count, ttl = await res.redis.eval(_HIT, 1, which.key, str(which.window))  # type: ignore[misc]
+    except (RedisError, OSError, TimeoutError) as exc:
+        breaker.failed(exc)
+        log.warning("rate limit %s not enforced, Redis unavailable: %s", which.name, exc)
         return
     apply_count(which, int(count), int(ttl))
 

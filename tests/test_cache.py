@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -165,3 +166,46 @@ async def test_a_redis_outage_bypasses_the_cache_and_loses_no_invalidation(
                 break
             await asyncio.sleep(0.1)
         assert seen[-1] == "HIT"  # caching resumed by itself
+
+
+@pytest.fixture
+async def hanging_redis() -> AsyncIterator[tuple[int, list[int]]]:
+    """A TCP server on loopback that accepts connections and never answers: a Redis that
+    hangs. Yields its port and a one-item list counting the connections it accepted."""
+    accepted = [0]
+    held: list[asyncio.StreamWriter] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted[0] += 1
+        held.append(writer)
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(65536):
+                pass
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    yield port, accepted
+    for writer in held:
+        writer.close()
+    server.close()
+    await server.wait_closed()
+
+
+async def test_a_hanging_redis_costs_one_short_wait_not_one_per_request(
+    stack: ServerStack, hanging_redis: tuple[int, list[int]], tmp_path: Path
+) -> None:
+    port, accepted = hanging_redis
+    env = server_env(stack, REDIS_URL=f"redis://127.0.0.1:{port}/0", CACHE_BREAKER_SECONDS="30")
+    server = await asyncio.to_thread(
+        LiveServer("tests.support.probe_app:app", env, tmp_path / "server.log").start
+    )
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            responses = [await http.get("/api/v1/articles/popular") for _ in range(30)]
+        assert {r.status_code for r in responses} == {200}
+        assert {r.headers["x-cache"] for r in responses} == {"BYPASS"}
+        # Every request that tried Redis would have opened a connection to it: the breaker
+        # let only the first requests through, the rest went straight to PostgreSQL.
+        assert accepted[0] <= 3
+    finally:
+        await asyncio.to_thread(server.stop)
