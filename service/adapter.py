@@ -257,9 +257,12 @@ class DisconnectWatch:
 class _Exchange:
     """One request/response: what has been sent, so errors know what can still be said."""
 
-    def __init__(self, send: Send, request_id: str) -> None:
+    def __init__(
+        self, send: Send, request_id: str, defaults: tuple[tuple[bytes, bytes], ...] = ()
+    ) -> None:
         self.send = send
         self.request_id = request_id
+        self.defaults = defaults
         self.status: int | None = None
         self.headers: list[tuple[bytes, bytes]] = []
         self.started = False
@@ -276,14 +279,16 @@ class _Exchange:
             (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers
         ]
         self.remaining = None
-        has_request_id = False
+        present = set()
         for name, value in self.headers:
+            present.add(name)
             if name == b"content-length":
                 self.remaining = int(value)
-            elif name == b"x-request-id":
-                has_request_id = True
-        if not has_request_id:  # every response echoes the request id
+        if b"x-request-id" not in present:  # every response echoes the request id
             self.headers.append((b"x-request-id", self.request_id.encode("latin-1")))
+        for name, value in self.defaults:  # e.g. security headers, unless the app set them
+            if name not in present:
+                self.headers.append((name, value))
         return self.write
 
     def _start_message(self) -> Message:
@@ -323,7 +328,14 @@ class _Exchange:
             self.finished = True
 
 
-async def send_error(send: Send, status: int, code: str, message: str, request_id: str) -> None:
+async def send_error(
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    request_id: str,
+    defaults: tuple[tuple[bytes, bytes], ...] = (),
+) -> None:
     """Answer with the error envelope from outside the WSGI app."""
     body = envelope_bytes(code, message, request_id)
     await send(
@@ -335,6 +347,7 @@ async def send_error(send: Send, status: int, code: str, message: str, request_i
                 (b"content-length", str(len(body)).encode()),
                 (b"x-request-id", request_id.encode("latin-1")),
                 (b"connection", b"close"),
+                *defaults,
             ],
         }
     )
@@ -351,8 +364,14 @@ class GreenletASGI:
         max_body: int,
         on_startup: Callable[[], Awaitable[None]] | None = None,
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
+        default_headers: dict[str, str] | None = None,
     ) -> None:
         self.wsgi_app = wsgi_app
+        # Headers added to every response that does not set them itself (lower-cased bytes).
+        self.default_headers = tuple(
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in (default_headers or {}).items()
+        )
         self.max_body = max_body
         self.on_startup = on_startup
         self.on_shutdown = on_shutdown
@@ -400,7 +419,14 @@ class GreenletASGI:
             try:
                 too_large = int(declared) > self.max_body
             except ValueError:
-                await send_error(send, 400, "bad_request", "Invalid Content-Length.", request_id)
+                await send_error(
+                    send,
+                    400,
+                    "bad_request",
+                    "Invalid Content-Length.",
+                    request_id,
+                    self.default_headers,
+                )
                 return
             if too_large:
                 await send_error(
@@ -409,6 +435,7 @@ class GreenletASGI:
                     "request_entity_too_large",
                     f"The request body is larger than {self.max_body} bytes.",
                     request_id,
+                    self.default_headers,
                 )
                 return
         body.complete = not expects_body(environ)
@@ -416,7 +443,7 @@ class GreenletASGI:
         task = asyncio.current_task()
         assert task is not None
         watch = DisconnectWatch(task, body, receive, DISCONNECT_WATCH_DELAY)
-        exchange = _Exchange(send, request_id)
+        exchange = _Exchange(send, request_id, self.default_headers)
         try:
             await run_in_greenlet(self._run_wsgi, environ, exchange)
         except asyncio.CancelledError:
@@ -447,6 +474,7 @@ class GreenletASGI:
                         "internal_error",
                         "An unexpected error occurred.",
                         exchange.request_id,
+                        exchange.defaults,
                     )
                 )
             # Otherwise the response is cut short; the server closes the stream.

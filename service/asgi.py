@@ -15,6 +15,7 @@ from service.adapter import GreenletASGI
 from service.app import app_resources, create_app
 from service.logs import configure_logging
 from service.settings import Settings
+from service.web import SECURITY_HEADERS
 
 
 def asgi_app(flask_app: Flask) -> GreenletASGI:
@@ -33,6 +34,7 @@ def asgi_app(flask_app: Flask) -> GreenletASGI:
         max_body=res.settings.max_content_length,
         on_startup=startup,
         on_shutdown=res.close,
+        default_headers=SECURITY_HEADERS,
     )
 
 

@@ -90,13 +90,13 @@ async def enforce_counter(which: Counter) -> None:
     Shares the cache's breaker: while Redis is known to be failing, limits are skipped at
     once instead of waiting on a dead server for every request."""
     res = db.resources()
-    assert res.redis is not None and res.cache is not None
+    assert res.cache is not None
     breaker = res.cache.breaker
     if not breaker.allows():
         return
     try:
         async with asyncio.timeout(res.settings.cache_timeout):
-            count, ttl = await res.redis.eval(_HIT, 1, which.key, str(which.window))  # type: ignore[misc]
+            count, ttl = await res.cache.redis.eval(_HIT, 1, which.key, str(which.window))  # type: ignore[misc]
     except (RedisError, OSError, TimeoutError) as exc:
         breaker.failed(exc)
         log.warning("rate limit %s not enforced, Redis unavailable: %s", which.name, exc)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from arq.connections import ArqRedis
-from redis.asyncio import ConnectionPool
+from redis.asyncio import ConnectionPool, Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from service.cache import ResponseCache
@@ -52,6 +52,20 @@ def make_redis(settings: Settings) -> ArqRedis:
     return ArqRedis(connection_pool=pool)
 
 
+def make_hot_path_redis(settings: Settings) -> Redis:
+    """A second Redis client for the cache and rate limits, the per-request hot path.
+
+    It has no socket timeout of its own: with one, redis-py wraps every send in
+    ``asyncio.wait_for`` (a task per command). Its callers bound each call with
+    ``asyncio.timeout(CACHE_TIMEOUT)`` and a breaker instead (``service.cache``)."""
+    pool = ConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        socket_connect_timeout=settings.cache_timeout,
+    )
+    return Redis(connection_pool=pool)
+
+
 @dataclass
 class Resources:
     """What a process needs to talk to its dependencies; one per ASGI app or worker."""
@@ -85,7 +99,7 @@ class Resources:
         self.read_sessionmaker = async_sessionmaker(self.read_engine, expire_on_commit=False)
         self.redis = make_redis(s)
         self.cache = ResponseCache(
-            self.redis,
+            make_hot_path_redis(s),
             timeout=s.cache_timeout,
             breaker_seconds=s.cache_breaker_seconds,
             enabled=s.cache_enabled,
@@ -93,10 +107,12 @@ class Resources:
 
     async def close(self) -> None:
         """Dispose the pools; safe to call twice."""
+        if self.cache is not None:
+            await self.cache.redis.aclose()
+            self.cache = None
         if self.redis is not None:
             await self.redis.aclose()
             self.redis = None
-            self.cache = None
         if self.read_engine is not None and self.read_engine is not self.engine:
             await self.read_engine.dispose()
         if self.engine is not None:

@@ -7,6 +7,7 @@ all three always agree on where PostgreSQL and Redis are.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Annotated, Literal
 
@@ -35,6 +36,7 @@ def _valid_rate(value: str) -> str:
     return f"{int(match.group(1))}/{match.group(2)}"
 
 
+@functools.lru_cache(maxsize=64)
 def parse_rate(value: str) -> tuple[int, int]:
     """``"10/minute"`` -> ``(10, 60)``: the count and the window in seconds."""
     count, period = _valid_rate(value).split("/")

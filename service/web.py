@@ -1,4 +1,5 @@
-"""Response hardening: security headers on every response, CORS when configured."""
+"""Response hardening: security headers on every response, ``no-store`` for authenticated
+callers, CORS when configured."""
 
 from __future__ import annotations
 
@@ -7,19 +8,23 @@ from flask_cors import CORS
 
 from service.settings import Settings
 
+# Added by the ASGI adapter to every response that does not set them (service.asgi), so
+# they also cover answers made outside Flask (413 before the body, a last-resort 500).
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+}
 
-def _security_headers(response: Response) -> Response:
-    headers = response.headers
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("Content-Security-Policy", "frame-ancestors 'none'")
-    headers.setdefault("Referrer-Policy", "no-referrer")
+
+def _no_store_when_authenticated(response: Response) -> Response:
     if g.get("caller") is not None:  # never cache what was served to an authenticated caller
-        headers["Cache-Control"] = "no-store"
+        response.headers["Cache-Control"] = "no-store"
     return response
 
 
 def init_app(app: Flask, settings: Settings) -> None:
-    app.after_request(_security_headers)
+    app.after_request(_no_store_when_authenticated)
     if settings.cors_origins:
         # flask-cors: no I/O, only headers; off unless CORS_ORIGINS is set.
         CORS(

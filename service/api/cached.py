@@ -65,14 +65,15 @@ async def cached_response(
     raw_etag, _, body = stored.partition(b"\n")
     etag = raw_etag.decode()
     tag, _weak = unquote_etag(etag)
-    if tag is not None and request.if_none_match.contains_weak(tag):
-        response = Response(status=304)
-    else:
-        response = Response(body, mimetype="application/json")
-    response.headers["ETag"] = etag
-    response.headers["X-Cache"] = outcome
-    response.headers["Cache-Control"] = f"public, max-age={res.settings.http_max_age}"
-    return response
+    headers = [
+        ("ETag", etag),
+        ("X-Cache", outcome),
+        ("Cache-Control", f"public, max-age={res.settings.http_max_age}"),
+    ]
+    conditional = tag is not None and "If-None-Match" in request.headers
+    if conditional and request.if_none_match.contains_weak(tag):
+        return Response(status=304, headers=headers)
+    return Response(body, mimetype="application/json", headers=headers)
 
 
 def invalidate_after_commit(*generation_keys: str) -> None:
