@@ -15,7 +15,7 @@ from flask import g, request
 
 from service import db
 from service.api_keys import owner_of_key
-from service.credentials import SESSION_PREFIX
+from service.credentials import SESSION_PREFIX, digest
 from service.errors import APIError
 from service.models import User
 from service.sessions import session_user
@@ -33,8 +33,6 @@ class Caller:
     @property
     def rate_key(self) -> str:
         """A stable, non-secret id of the credential (for per-credential rate limits)."""
-        from service.credentials import digest
-
         return digest(self.credential).hex()[:24]
 
 

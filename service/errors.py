@@ -22,8 +22,6 @@ from service.request_id import current_request_id
 
 log = logging.getLogger(__name__)
 
-JSON_HEADERS = [("Content-Type", "application/json")]
-
 
 class APIError(Exception):
     """An error a view raises on purpose; rendered as the envelope with ``status``."""

@@ -13,7 +13,6 @@ import os
 import re
 from contextvars import ContextVar
 
-HEADER = "X-Request-ID"
 _WELL_FORMED = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 current_request_id: ContextVar[str] = ContextVar("current_request_id", default="-")
