@@ -43,17 +43,15 @@ HIT, MISS, BYPASS = "HIT", "MISS", "BYPASS"
 
 # KEYS: the generation keys, then (optionally) a rate-limit counter; ARGV[1]: the key template
 # with {e} and {g1}, {g2}...; ARGV[2]: lock token; ARGV[3]: lock ms; ARGV[4]: the counter's
-# window in seconds, or '' for none. Returns {key, value or false, lock taken (1/0), count, ttl}:
+# window in seconds, or '' for none. Returns {key, value or false, lock taken (1/0), count}:
 # a cached read costs one round trip, its rate limit included.
 _LOOKUP = """
-local count, ttl = 0, 0
+local count = 0
 local gens = #KEYS
 if ARGV[4] ~= '' then
   gens = gens - 1
   count = redis.call('INCR', KEYS[#KEYS])
   if count == 1 then redis.call('EXPIRE', KEYS[#KEYS], ARGV[4]) end
-  ttl = redis.call('TTL', KEYS[#KEYS])
-  if ttl < 0 then redis.call('EXPIRE', KEYS[#KEYS], ARGV[4]); ttl = tonumber(ARGV[4]) end
 end
 local epoch = redis.call('GET', 'cache:epoch') or '0'
 local key = string.gsub(ARGV[1], '{e}', epoch)
@@ -61,9 +59,9 @@ for i = 1, gens do
   key = string.gsub(key, '{g' .. i .. '}', redis.call('GET', KEYS[i]) or '0')
 end
 local value = redis.call('GET', key)
-if value then return {key, value, 0, count, ttl} end
+if value then return {key, value, 0, count} end
 local locked = redis.call('SET', 'lock:' .. key, ARGV[2], 'NX', 'PX', ARGV[3])
-return {key, false, locked and 1 or 0, count, ttl}
+return {key, false, locked and 1 or 0, count}
 """
 
 _UNLOCK = """
@@ -111,7 +109,6 @@ class Lookup:
     key: str | None = None
     lock_token: str | None = None
     count: int = 0  # the rate-limit counter after this request, when one was given
-    ttl: int = 0
 
 
 @dataclass(frozen=True)
@@ -175,12 +172,12 @@ class ResponseCache:
         ttl: int,
         compute: Callable[[], Awaitable[bytes | None]],
         count: Count | None = None,
-        on_count: Callable[[int, int], None] | None = None,
+        on_count: Callable[[int], None] | None = None,
     ) -> tuple[bytes | None, str]:
         """The cached body for ``template`` (computing and storing it on a miss) and the
         outcome. ``template`` holds ``{e}`` and ``{g1}``... for the epoch and the generations
         named by ``generations``; ``compute`` returns the body, or None to store nothing.
-        ``count`` is incremented in the same round trip and ``on_count(count, ttl)`` called
+        ``count`` is incremented in the same round trip and ``on_count(count)`` called
         with the result before anything is computed (it may raise, e.g. a 429)."""
         if not self.enabled or not self.breaker.allows():
             self.stats.count(endpoint, BYPASS)
@@ -193,7 +190,7 @@ class ResponseCache:
             return await compute(), BYPASS
         if count is not None and on_count is not None:
             try:
-                on_count(lookup.count, lookup.ttl)
+                on_count(lookup.count)
             except BaseException:
                 if lookup.key is not None and lookup.lock_token is not None:
                     await self._store(lookup.key, lookup.lock_token, None, ttl)  # unlock only
@@ -229,15 +226,13 @@ class ResponseCache:
     ) -> Lookup:
         keys = [*generations] if count is None else [*generations, count.key]
         window = "" if count is None else str(count.window)
-        key, value, locked, counted, ttl = await self._call(
+        key, value, locked, counted = await self._call(
             self._eval(_LOOKUP, keys, [template, token, str(self.lock_ms), window])
         )
         key = key.decode() if isinstance(key, bytes) else key
         if value:
-            return Lookup(HIT, value=value, key=key, count=int(counted), ttl=int(ttl))
-        return Lookup(
-            MISS, key=key, lock_token=token if locked else None, count=int(counted), ttl=int(ttl)
-        )
+            return Lookup(HIT, value=value, key=key, count=int(counted))
+        return Lookup(MISS, key=key, lock_token=token if locked else None, count=int(counted))
 
     async def _wait_for_entry(
         self, generations: Sequence[str], template: str, token: str

@@ -1,8 +1,9 @@
 """Rate limits kept in Redis, so every worker and instance counts together.
 
-Fixed windows: ``rl:<name>:<identity>`` is incremented per request and expires with its
-window (one Lua call, atomic). Answers carry ``RateLimit-Limit``, ``RateLimit-Remaining`` and
-``RateLimit-Reset`` (seconds); a refused request gets 429 with ``Retry-After``.
+Fixed windows aligned to the clock: ``rl:<name>:<identity>:<window number>`` is incremented
+per request and expires with its window (one Lua call, atomic). Answers carry
+``RateLimit-Limit``, ``RateLimit-Remaining`` and ``RateLimit-Reset`` (seconds); a refused
+request gets 429 with ``Retry-After``.
 
 While Redis is unreachable, limits fail open: requests are served uncounted and a warning is
 logged, so a Redis outage does not take the API down with it. Each call is bounded by
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,9 +32,7 @@ log = logging.getLogger(__name__)
 _HIT = """
 local count = redis.call('INCR', KEYS[1])
 if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-local ttl = redis.call('TTL', KEYS[1])
-if ttl < 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1]) end
-return {count, ttl}
+return count
 """
 
 
@@ -72,11 +72,17 @@ class Counter:
     limit: int
     window: int
     rate: str
+    reset: int  # seconds until the current window ends
 
 
 def counter(name: str, identity: str, rate: str) -> Counter:
+    """The counter of the current window: windows are aligned to the clock, so the key names
+    its window and the time to reset needs no extra Redis call."""
     limit, window = parse_rate(rate)
-    return Counter(name, f"rl:{name}:{identity}", limit, window, rate)
+    now = time.time()
+    index = int(now // window)
+    reset = max(1, int((index + 1) * window - now))
+    return Counter(name, f"rl:{name}:{identity}:{index}", limit, window, rate, reset)
 
 
 async def enforce(name: str, identity: str, rate: str) -> None:
@@ -96,20 +102,20 @@ async def enforce_counter(which: Counter) -> None:
         return
     try:
         async with asyncio.timeout(res.settings.cache_timeout):
-            count, ttl = await res.cache.redis.eval(_HIT, 1, which.key, str(which.window))  # type: ignore[misc]
+            count = await res.cache.redis.eval(_HIT, 1, which.key, str(which.window))  # type: ignore[misc]
     except (RedisError, OSError, TimeoutError) as exc:
         breaker.failed(exc)
         log.warning("rate limit %s not enforced, Redis unavailable: %s", which.name, exc)
         return
-    apply_count(which, int(count), int(ttl))
+    apply_count(which, int(count))
 
 
-def apply_count(which: Counter, count: int, ttl: int) -> None:
+def apply_count(which: Counter, count: int) -> None:
     """Record the RateLimit headers for ``which`` at ``count``; 429 when over the limit.
 
     (Split from ``enforce`` for callers that counted in a Redis call of their own: the cache
     counts reads in the same round trip as its lookup.)"""
-    limit, rate = which.limit, which.rate
+    limit, rate, ttl = which.limit, which.rate, which.reset
     remaining = max(0, limit - int(count))
     headers = {
         "RateLimit-Limit": str(limit),

@@ -58,7 +58,7 @@ async def cached_response(
         ttl=ttl,
         compute=compute,
         count=count,
-        on_count=(lambda n, left: apply_count(rate_limit, n, left)) if rate_limit else None,
+        on_count=(lambda n: apply_count(rate_limit, n)) if rate_limit else None,
     )
     if stored is None:
         return None
