@@ -1,6 +1,6 @@
 # One image for the API, the arq worker and migrations:
 #   API (default):  docker run IMAGE
-#   worker:         docker run IMAGE arq worker.WorkerSettings
+#   worker:         docker run IMAGE python -m service worker
 #   migrations:     docker run IMAGE alembic upgrade head
 
 # --- build: compilers live only in this stage -------------------------------------------

@@ -201,6 +201,12 @@ def write_report(result: dict[str, object], json_path: Path) -> None:
         "(epoch bump), so nearly every request misses (the lookup, a read of the primary and "
         "the store).",
         "",
+        "A hit on one article or on the ranking is answered before Flask "
+        "(`service/fastpath.py`): one Lua call that reads the generation, the entry and counts "
+        "the read rate limit, then the stored bytes. The Quart handler does one plain Redis GET "
+        "and no rate limiting, inside Quart's own request handling. List pages go through "
+        "Flask on a hit too.",
+        "",
     ]
     REPORT.write_text("\n".join(lines))
 

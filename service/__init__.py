@@ -13,6 +13,10 @@ Package map (one idea per module):
 - ``models``: tables; data functions without HTTP: ``users``, ``api_keys``, ``articles``;
 - ``credentials``, ``passwords``, ``sessions``, ``auth``: who is calling;
 - ``ratelimit``: Redis-backed limits and client IPs; ``web``: security headers and CORS;
+- ``cache``: the generation-versioned response cache; ``fastpath``: cache hits before Flask;
+- ``queue``: enqueueing jobs and the job wrapper; ``jobs``: the arq job functions;
+  ``supervisor``: a worker that survives Redis restarts; ``views``: buffered view counts;
+  ``processing``: summaries and keywords; ``password_reset`` and ``mail``: reset e-mails;
 - ``jsonio``: orjson for Flask; ``seed``: bulk fake articles;
 - ``embedded``: local PostgreSQL and Redis servers; ``cli``: ``python -m service ...``.
 

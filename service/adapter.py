@@ -16,6 +16,8 @@
 * any exception that escapes the WSGI app is logged with its traceback and answered with
   the 500 envelope (or, if headers are already sent, the response is cut short).
 
+A ``fast_path`` may answer a request before any of this (``service.fastpath``).
+
 Lifespan events call ``on_startup``/``on_shutdown`` on the serving loop.
 """
 
@@ -365,8 +367,12 @@ class GreenletASGI:
         on_startup: Callable[[], Awaitable[None]] | None = None,
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
         default_headers: dict[str, str] | None = None,
+        fast_path: Callable[[Scope, Send], Awaitable[bool]] | None = None,
     ) -> None:
         self.wsgi_app = wsgi_app
+        # Tried first for every HTTP request: answers it and returns True, or sends nothing
+        # and returns False (e.g. cache hits served without Flask, ``service.fastpath``).
+        self.fast_path = fast_path
         # Headers added to every response that does not set them itself (lower-cased bytes).
         self.default_headers = tuple(
             (name.lower().encode("latin-1"), value.encode("latin-1"))
@@ -408,6 +414,8 @@ class GreenletASGI:
                 return
 
     async def handle_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.fast_path is not None and await self.fast_path(scope, send):
+            return
         body = RequestBody(receive, self.max_body, expected=True)
         environ = build_environ(scope, body)
         request_id = choose_request_id(environ.get("HTTP_X_REQUEST_ID"))

@@ -28,6 +28,15 @@ from service.errors import APIError
 from service.models import Article, User
 from service.schemas import ArticlePublic, ArticleSummary, Author
 
+# Cache generations (service.cache): one per article, one for every list and the ranking.
+# Whatever changes an article moves its generation and the lists' on after committing.
+LISTS_GENERATION = "gen:articles"
+
+
+def article_generation(article_id: int) -> str:
+    return f"gen:article:{article_id}"
+
+
 EXACT_COUNT_LIMIT = 1_000
 MAX_OFFSET = 10_000
 POPULAR_SIZE = 10
@@ -39,6 +48,7 @@ _SUMMARY_COLUMNS = (
     Article.keywords,
     Article.tags,
     Article.status,
+    Article.processing_error,
     Article.views,
     Article.published_at,
     Article.updated_at,
@@ -62,6 +72,7 @@ _FIELDS = (
     "keywords",
     "tags",
     "status",
+    "processing_error",
     "views",
     "published_at",
     "updated_at",

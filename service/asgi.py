@@ -13,6 +13,7 @@ from flask import Flask
 
 from service.adapter import GreenletASGI
 from service.app import app_resources, create_app
+from service.fastpath import CachedReads
 from service.logs import configure_logging
 from service.settings import Settings
 from service.web import SECURITY_HEADERS
@@ -35,6 +36,7 @@ def asgi_app(flask_app: Flask) -> GreenletASGI:
         on_startup=startup,
         on_shutdown=res.close,
         default_headers=SECURITY_HEADERS,
+        fast_path=CachedReads(res),
     )
 
 

@@ -41,25 +41,36 @@ log = logging.getLogger(__name__)
 
 HIT, MISS, BYPASS = "HIT", "MISS", "BYPASS"
 
-# KEYS: the generation keys, then (optionally) a rate-limit counter; ARGV[1]: the key template
-# with {e} and {g1}, {g2}...; ARGV[2]: lock token; ARGV[3]: lock ms; ARGV[4]: the counter's
-# window in seconds, or '' for none. Returns {key, value or false, lock taken (1/0), count}:
-# a cached read costs one round trip, its rate limit included.
+# KEYS: the generation keys, then (optionally) a rate-limit counter, then (optionally) a hash
+# for ``HitCount``; ARGV[1]: the key template with {e} and {g1}, {g2}...; ARGV[2]: lock token;
+# ARGV[3]: lock ms; ARGV[4]: the counter's window in seconds, or '' for none; ARGV[5]: '1' to
+# peek (on a miss: no lock, no count); ARGV[6]: the hash field to increment on a hit, or '';
+# ARGV[7]: the rate limit, past which the hit is refused and not counted in the hash.
+# Returns {key, value or false, lock taken (1/0), count}: a cached read costs one round trip,
+# its rate limit (and its view, service.views) included.
 _LOOKUP = """
-local count = 0
 local gens = #KEYS
-if ARGV[4] ~= '' then
-  gens = gens - 1
-  count = redis.call('INCR', KEYS[#KEYS])
-  if count == 1 then redis.call('EXPIRE', KEYS[#KEYS], ARGV[4]) end
-end
+local counter, hits
+if ARGV[6] ~= '' then hits = KEYS[gens]; gens = gens - 1 end
+if ARGV[4] ~= '' then counter = KEYS[gens]; gens = gens - 1 end
 local epoch = redis.call('GET', 'cache:epoch') or '0'
 local key = string.gsub(ARGV[1], '{e}', epoch)
 for i = 1, gens do
   key = string.gsub(key, '{g' .. i .. '}', redis.call('GET', KEYS[i]) or '0')
 end
 local value = redis.call('GET', key)
-if value then return {key, value, 0, count} end
+if not value and ARGV[5] == '1' then return {key, false, 0, 0} end
+local count = 0
+if counter then
+  count = redis.call('INCR', counter)
+  if count == 1 then redis.call('EXPIRE', counter, ARGV[4]) end
+end
+if value then
+  if hits and (not counter or count <= tonumber(ARGV[7])) then
+    redis.call('HINCRBY', hits, ARGV[6], 1)
+  end
+  return {key, value, 0, count}
+end
 local locked = redis.call('SET', 'lock:' .. key, ARGV[2], 'NX', 'PX', ARGV[3])
 return {key, false, locked and 1 or 0, count}
 """
@@ -113,10 +124,20 @@ class Lookup:
 
 @dataclass(frozen=True)
 class Count:
-    """A counter to increment in the lookup's round trip: its key and window (seconds)."""
+    """A counter to increment in the lookup's round trip: its key, window (seconds) and limit
+    (a hit past the limit increments no ``HitCount``)."""
 
     key: str
     window: int
+    limit: int = 2**62
+
+
+@dataclass(frozen=True)
+class HitCount:
+    """A hash field to increment by one when the lookup hits (a view, ``service.views``)."""
+
+    key: str
+    field: str
 
 
 class ResponseCache:
@@ -222,17 +243,51 @@ class ResponseCache:
         return cast(Awaitable[Any], runner(keys=keys, args=args))
 
     async def _lookup(
-        self, generations: Sequence[str], template: str, token: str, count: Count | None = None
+        self,
+        generations: Sequence[str],
+        template: str,
+        token: str,
+        count: Count | None = None,
+        *,
+        peek: bool = False,
+        on_hit: HitCount | None = None,
     ) -> Lookup:
-        keys = [*generations] if count is None else [*generations, count.key]
-        window = "" if count is None else str(count.window)
-        key, value, locked, counted = await self._call(
-            self._eval(_LOOKUP, keys, [template, token, str(self.lock_ms), window])
-        )
+        keys = [*generations]
+        window = field = limit = ""
+        if count is not None:
+            keys.append(count.key)
+            window, limit = str(count.window), str(count.limit)
+        if on_hit is not None:
+            keys.append(on_hit.key)
+            field = on_hit.field
+        args = [template, token, str(self.lock_ms), window, "1" if peek else "", field, limit]
+        key, value, locked, counted = await self._call(self._eval(_LOOKUP, keys, args))
         key = key.decode() if isinstance(key, bytes) else key
         if value:
             return Lookup(HIT, value=value, key=key, count=int(counted))
         return Lookup(MISS, key=key, lock_token=token if locked else None, count=int(counted))
+
+    async def peek(
+        self,
+        endpoint: str,
+        *,
+        generations: Sequence[str],
+        template: str,
+        count: Count | None,
+        on_hit: HitCount | None = None,
+    ) -> tuple[bytes, int] | None:
+        """The cached body and the counter after this request, on a hit; None otherwise.
+
+        A miss takes no lock and counts nothing, so the caller can hand the request to the
+        full path (``fetch``) as if this call had not happened; ``on_hit`` is incremented
+        only on a hit. Redis errors open the breaker and propagate."""
+        if not self.enabled or not self.breaker.allows():
+            return None
+        lookup = await self._lookup(generations, template, "", count, peek=True, on_hit=on_hit)
+        if lookup.value is None:
+            return None
+        self.stats.count(endpoint, HIT)
+        return lookup.value, lookup.count
 
     async def _wait_for_entry(
         self, generations: Sequence[str], template: str, token: str

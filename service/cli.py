@@ -1,4 +1,4 @@
-"""Command line: ``python -m service run | serve | migrate``.
+"""Command line: ``python -m service run | serve | migrate | worker``.
 
 - ``run``: the local stack in the foreground (``make run``). Starts embedded PostgreSQL and
   Redis in ``.data/`` unless ``DATABASE_URL`` / ``REDIS_URL`` are set, migrates, then serves
@@ -7,6 +7,8 @@
 - ``serve``: Hypercorn with ``hypercorn.toml``, bind and worker count from the environment
   (``BIND``, or ``HOST``/``PORT``; ``WEB_CONCURRENCY``, default the CPU count).
 - ``migrate``: ``alembic upgrade head``.
+- ``worker [--settings module:Class]``: the arq worker, supervised (``worker.main``): it
+  survives Redis restarts and lets running jobs finish on SIGTERM.
 - ``create-user --email E --name N``: a user; the password comes from ``NEWSDESK_PASSWORD``,
   else a prompt (or the first line of a piped stdin). Prints the new user's id.
 - ``create-api-key --email E --name N``: an API key for that user, printed once with its
@@ -108,7 +110,7 @@ def run_stack(data_dir: Path) -> int:
         migrate(env)
         for command in (
             [sys.executable, "-m", "service", "serve"],
-            [str(BIN / "arq"), "worker.WorkerSettings"],
+            [sys.executable, "-m", "service", "worker"],
         ):
             children.append(
                 subprocess.Popen(
@@ -161,6 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--data-dir", type=Path, default=Path(".data"))
     commands.add_parser("serve", help="Hypercorn with hypercorn.toml")
     commands.add_parser("migrate", help="alembic upgrade head")
+    worker_parser = commands.add_parser("worker", help="the arq worker, supervised")
+    worker_parser.add_argument(
+        "--settings",
+        default="worker:WorkerSettings",
+        help="the arq WorkerSettings class, as module:Class (default worker:WorkerSettings)",
+    )
     user_parser = commands.add_parser(
         "create-user", help="create a user (password from NEWSDESK_PASSWORD or a prompt)"
     )
@@ -184,5 +192,12 @@ def main(argv: list[str] | None = None) -> int:
         return run_stack(args.data_dir)
     if args.command == "serve":
         return serve()
+    if args.command == "worker":
+        import importlib
+
+        import worker  # the top-level worker.py: its settings are read at import
+
+        module, _, name = args.settings.partition(":")
+        return worker.main(getattr(importlib.import_module(module), name or "WorkerSettings"))
     migrate()
     return 0

@@ -75,6 +75,12 @@ class Article(Base):
         Index("ix_articles_popular", text("views DESC"), text("id DESC")),
         Index("ix_articles_tags", "tags", postgresql_using="gin"),
         Index("ix_articles_title_search", "title_search", postgresql_using="gin"),
+        # The processing sweeper's query: pending articles by age (a small partial index).
+        Index(
+            "ix_articles_pending",
+            "updated_at",
+            postgresql_where=text("status = 'pending'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -91,7 +97,21 @@ class Article(Base):
     )
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    # Why processing failed, when ``status`` is ``failed``.
+    processing_error: Mapped[str | None] = mapped_column(Text)
     # Words of the title for case-insensitive search ('simple': no stemming, no stop words).
     title_search: Mapped[str] = mapped_column(
         TSVECTOR, Computed("to_tsvector('simple', title)", persisted=True)
+    )
+
+
+class ViewBatch(Base):
+    """A chunk of view counts already added to ``articles.views`` (``service.views``): its id
+    is committed with the increments, so a replayed chunk is recognised and skipped."""
+
+    __tablename__ = "view_batches"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    applied_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), index=True
     )

@@ -17,10 +17,12 @@ import asyncio
 import ipaddress
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, Response, current_app, g, request
+from pydantic import IPvAnyNetwork
 from redis.exceptions import RedisError
 
 from service import db
@@ -38,10 +40,18 @@ return count
 
 def client_ip() -> str:
     """The client's address: ``REMOTE_ADDR``, or from ``X-Forwarded-For`` when the direct peer
-    is a trusted proxy (the right-most address that is not itself a trusted proxy)."""
+    is a trusted proxy (see ``resolve_client_ip``)."""
     settings: Settings = current_app.extensions["newsdesk.settings"]
-    remote = str(request.environ.get("REMOTE_ADDR", ""))
-    trusted = settings.trusted_proxies
+    return resolve_client_ip(
+        str(request.environ.get("REMOTE_ADDR", "")),
+        request.headers.get("X-Forwarded-For", ""),
+        settings.trusted_proxies,
+    )
+
+
+def resolve_client_ip(remote: str, forwarded_for: str, trusted: Sequence[IPvAnyNetwork]) -> str:
+    """``remote``, or when it is a trusted proxy the right-most ``forwarded_for`` hop that is
+    not itself a trusted proxy (hops left of a malformed one are not trusted)."""
 
     def is_trusted(address: str) -> bool:
         try:
@@ -52,7 +62,7 @@ def client_ip() -> str:
 
     if not trusted or not is_trusted(remote):
         return remote
-    hops = [hop.strip() for hop in request.headers.get("X-Forwarded-For", "").split(",")]
+    hops = [hop.strip() for hop in forwarded_for.split(",")]
     for hop in reversed([h for h in hops if h]):
         try:
             ipaddress.ip_address(hop)

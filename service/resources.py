@@ -7,6 +7,7 @@ SQLAlchemy's async pool and redis.asyncio connections belong to the loop that ma
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from arq.connections import ArqRedis
@@ -76,6 +77,9 @@ class Resources:
     read_engine: AsyncEngine | None = None
     redis: ArqRedis | None = None
     cache: ResponseCache | None = None
+    # How a view of an article is recorded; None: the Redis counter of ``service.views``
+    # (the benchmarks plug in the one-job-per-view design here to compare the two).
+    record_view: Callable[[int], Awaitable[None]] | None = field(default=None, repr=False)
     sessionmaker: async_sessionmaker | None = field(default=None, repr=False)  # type: ignore[type-arg]
     read_sessionmaker: async_sessionmaker | None = field(default=None, repr=False)  # type: ignore[type-arg]
 
@@ -108,10 +112,10 @@ class Resources:
     async def close(self) -> None:
         """Dispose the pools; safe to call twice."""
         if self.cache is not None:
-            await self.cache.redis.aclose()
+            await self.cache.redis.aclose(close_connection_pool=True)
             self.cache = None
         if self.redis is not None:
-            await self.redis.aclose()
+            await self.redis.aclose(close_connection_pool=True)
             self.redis = None
         if self.read_engine is not None and self.read_engine is not self.engine:
             await self.read_engine.dispose()

@@ -165,6 +165,7 @@ class ArticleSummary(Output):
     keywords: list[str]
     tags: list[str]
     status: Literal["pending", "processed", "failed"]
+    processing_error: str | None = None  # why processing failed, when status is failed
     views: int
     author: Author
     published_at: datetime
@@ -208,3 +209,24 @@ class ArticleCursorPage(Output):
 
 class PopularArticles(Output):
     articles: list[ArticleSummary]
+
+
+# --- password reset ----------------------------------------------------------------------
+
+
+class PasswordResetRequest(Input):
+    email: Email
+
+
+class PasswordResetAccepted(Output):
+    """The same answer whether or not the e-mail has an account."""
+
+    status: Literal["accepted"] = "accepted"
+    message: str = "If an account has this e-mail, a message with a reset link is on its way."
+
+
+class PasswordResetConfirm(Input):
+    token: Annotated[str, StringConstraints(min_length=1, max_length=512)] = Field(
+        description="The token from the reset e-mail."
+    )
+    new_password: Password

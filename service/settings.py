@@ -102,6 +102,33 @@ class Settings(BaseSettings):
     # Origins allowed by CORS (comma-separated, or "*"); empty: CORS off.
     cors_origins: Annotated[list[str], NoDecode] = []
 
+    # Background jobs (arq). Views are counted in Redis and flushed to PostgreSQL every
+    # VIEW_FLUSH_SECONDS (a divisor of 60); articles pending longer than PROCESS_STALE_SECONDS
+    # are enqueued again by a sweeper that runs every PROCESS_SWEEP_SECONDS (a divisor of 60).
+    view_flush_seconds: int = Field(5, ge=1, le=60)
+    view_flush_batch: int = Field(1000, ge=1)
+    process_sweep_seconds: int = Field(30, ge=1, le=60)
+    process_stale_seconds: int = Field(60, ge=1)
+    process_max_tries: int = Field(5, ge=1)
+    worker_max_jobs: int = Field(10, ge=1)
+    job_timeout_seconds: int = Field(300, ge=1)
+    job_keep_result_seconds: int = Field(3600, ge=0)
+    worker_shutdown_wait_seconds: int = Field(20, ge=0)  # in-flight jobs may finish on SIGTERM
+
+    # Mail: through SMTP when SMTP_HOST is set, else written as .eml files to MAIL_OUTBOX.
+    smtp_host: str | None = None
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_timeout: float = Field(10.0, gt=0)
+    mail_from: str = "Newsdesk <no-reply@newsdesk.invalid>"
+    mail_outbox: str = ".data/outbox"
+    password_reset_ttl_seconds: int = Field(3600, ge=60)
+    # Where the reset link points; {token} is replaced by the token.
+    password_reset_url: str = "http://127.0.0.1:8000/reset-password?token={token}"
+    rate_limit_reset: RateLimit = "5/hour"  # reset requests per e-mail address
+
     @field_validator("database_url")
     @classmethod
     def _asyncpg_primary(cls, value: str) -> str:
@@ -117,6 +144,20 @@ class Settings(BaseSettings):
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("view_flush_seconds", "process_sweep_seconds")
+    @classmethod
+    def _divides_a_minute(cls, value: int) -> int:
+        if 60 % value:
+            raise ValueError("must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 or 60)")
+        return value
+
+    @field_validator("password_reset_url")
+    @classmethod
+    def _has_token(cls, value: str) -> str:
+        if "{token}" not in value:
+            raise ValueError("must contain {token}")
         return value
 
     @field_validator("redis_url")

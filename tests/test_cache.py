@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
+from service.cache import Count, ResponseCache
 from service.embedded import EmbeddedRedis
 from tests.conftest import server_env
 from tests.support.api import account, publish
@@ -26,12 +29,12 @@ async def test_a_second_read_is_a_hit_and_an_edit_is_seen_at_once(
     first, second = await client.get(url), await client.get(url)
     assert (first.headers["x-cache"], second.headers["x-cache"]) == ("MISS", "HIT")
     assert first.content == second.content
-    assert second.headers["etag"] == '"1"'
+    assert second.headers["etag"] == '"1-0-pending"'
     edited = await client.patch(url, json={"title": "Edited"}, headers=ann.api_key)
     assert edited.status_code == 200
     after = await client.get(url)
     assert after.headers["x-cache"] == "MISS"
-    assert after.json()["title"] == "Edited" and after.headers["etag"] == '"2"'
+    assert after.json()["title"] == "Edited" and after.headers["etag"] == '"2-0-pending"'
     # Lists and the ranking move on with every write too.
     listed = await client.get("/api/v1/articles", params={"author_id": ann.id})
     assert listed.json()["articles"][0]["title"] == "Edited"
@@ -209,3 +212,31 @@ async def test_a_hanging_redis_costs_one_short_wait_not_one_per_request(
         assert accepted[0] <= 3
     finally:
         await asyncio.to_thread(server.stop)
+
+
+async def test_a_peek_that_misses_takes_no_lock_and_counts_nothing(stack: ServerStack) -> None:
+    """The fast path's peek: a miss leaves Redis as it was, so the full path can follow."""
+    redis = Redis.from_url(stack.redis_url)
+    try:
+        cache = ResponseCache(redis)
+        name = uuid.uuid4().hex
+        template = f"cache:{{e}}:peek:{name}:{{g1}}"
+        count = Count(f"rl:peek:{name}:1", 60)
+
+        async def peek() -> tuple[bytes, int] | None:
+            return await cache.peek("peek", generations=[f"gen:{name}"], template=template,
+                                    count=count)  # fmt: skip
+
+        assert await peek() is None
+        assert await redis.exists(count.key) == 0
+        assert await redis.keys(f"lock:*{name}*") == []
+        epoch = int(await redis.get("cache:epoch") or 0)
+        await redis.set(f"cache:{epoch}:peek:{name}:0", b'"1"\nbody')
+        assert await peek() == (b'"1"\nbody', 1)
+        assert await peek() == (b'"1"\nbody', 2)
+        await redis.incr(f"gen:{name}")  # a write moved the generation on
+        assert await peek() is None
+        assert int(await redis.get(count.key) or 0) == 2
+        assert cache.stats.snapshot()["peek"]["HIT"] == 2
+    finally:
+        await redis.aclose()

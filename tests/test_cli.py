@@ -44,7 +44,7 @@ def test_run_starts_everything_answers_readyz_and_leaves_nothing_behind(tmp_path
         family = psutil.Process(proc.pid).children(recursive=True)
         names = " ".join(" ".join(p.cmdline()) for p in family)
         assert "postgres" in names and "redis-server" in names
-        assert "service serve" in names and "worker.WorkerSettings" in names
+        assert "service serve" in names and "service worker" in names
         # The banner tells a new user where things are.
         for _ in range(50):
             if "readiness:" in log.read_text():
@@ -61,3 +61,4 @@ def test_run_starts_everything_answers_readyz_and_leaves_nothing_behind(tmp_path
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait(10)

@@ -31,6 +31,8 @@ async def test_the_document_is_openapi_3_1_with_every_route(client: httpx.AsyncC
         "/api/v1/users/me",
         "/api/v1/auth/login",
         "/api/v1/auth/logout",
+        "/api/v1/auth/reset-password",
+        "/api/v1/auth/reset-password/confirm",
         "/api/v1/api-keys",
         "/api/v1/api-keys/{key_id}",
         "/api/v1/articles",

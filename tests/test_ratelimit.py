@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import server_env
-from tests.support.api import PASSWORD, unique_email
+from tests.support.api import PASSWORD, account, publish, unique_email
 from tests.support.databases import ServerStack
 from tests.support.live import LiveServer
 
@@ -136,3 +136,23 @@ async def test_cors_when_configured(http: httpx.AsyncClient, client: httpx.Async
 
 def test_log_has_no_secrets(strict: LiveServer) -> None:
     assert PASSWORD not in Path(strict.log_path).read_text()
+
+
+async def test_cached_article_reads_are_counted_and_refused_like_any_read(
+    http: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    """Hits answered before Flask (service.fastpath) count against the read limit too, per
+    client behind the trusted proxy, and the read past the limit gets the 429 envelope."""
+    ann = await account(client)
+    article = await publish(client, ann)
+    url = f"/api/v1/articles/{article['id']}"
+    reader = {"X-Forwarded-For": "198.51.100.9, 127.0.0.1"}
+    answers = [await http.get(url, headers=reader) for _ in range(6)]
+    assert [a.status_code for a in answers] == [200] * 5 + [429]
+    assert [a.headers["x-cache"] for a in answers[:5]] == ["MISS"] + ["HIT"] * 4
+    assert [a.headers["ratelimit-remaining"] for a in answers[:5]] == ["4", "3", "2", "1", "0"]
+    assert answers[5].json()["error"]["code"] == "rate_limited"
+    assert "retry-after" in answers[5].headers
+    other = await http.get(url, headers={"X-Forwarded-For": "198.51.100.10, 127.0.0.1"})
+    assert other.status_code == 200 and other.headers["x-cache"] == "HIT"
+    assert other.headers["ratelimit-remaining"] == "4"

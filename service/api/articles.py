@@ -7,7 +7,7 @@ import hashlib
 from flask import Blueprint, Response, request
 
 from service import articles as data
-from service import db, ratelimit
+from service import db, processing, queue, ratelimit
 from service.api.cached import body_etag, cached_response, invalidate_after_commit
 from service.auth import authenticate
 from service.errors import APIError
@@ -22,19 +22,26 @@ from service.schemas import (
     ArticleUpdate,
     PopularArticles,
 )
+from service.views import count_view
 
 bp = Blueprint("articles", __name__, url_prefix="/api/v1/articles")
 
-# Cache generations (service.cache): one per article, one for every list and the ranking.
-LISTS = "gen:articles"
+LISTS = data.LISTS_GENERATION
+_generation = data.article_generation
 
 
-def _generation(article_id: int) -> str:
-    return f"gen:article:{article_id}"
+def article_entry(article_id: int) -> tuple[list[str], str]:
+    """The generations and key template of one article's cache entry."""
+    return [_generation(article_id)], f"cache:{{e}}:article:{article_id}:{{g1}}"
+
+
+POPULAR_ENTRY = ([LISTS], "cache:{e}:popular:{g1}")
 
 
 def _etag(article: ArticlePublic) -> str:
-    return f'"{article.version}"'
+    """Names the representation: the version (edits), the view count and the processing
+    status (both change without an edit). ``If-Match`` compares the version part only."""
+    return f'"{article.version}-{article.views}-{article.status}"'
 
 
 def _with_etag(article: ArticlePublic, status: int = 200) -> Response:
@@ -51,9 +58,24 @@ def _if_match() -> int | None:
     if condition.star_tag:
         return None
     for tag in condition.as_set():
-        if tag.isdigit():
-            return int(tag)
+        version = tag.split("-", 1)[0]
+        if version.isdigit():
+            return int(version)
     raise APIError(412, "precondition_failed", "If-Match names no version of this article.")
+
+
+def process_after_commit(article: ArticlePublic) -> None:
+    """Once the write commits, enqueue processing of a pending article (``service.processing``;
+    if Redis cannot take the job, the sweeper finds the article later)."""
+    if article.status != "pending":
+        return
+    res = db.resources()
+    job_id = processing.job_id(article.id, article.version)
+
+    async def enqueue() -> None:
+        await queue.enqueue(res, "process_article", article.id, article.version, job_id=job_id)
+
+    db.after_commit(enqueue)
 
 
 def _read_limit() -> ratelimit.Counter:
@@ -78,6 +100,7 @@ async def create(body: ArticleCreate) -> Response:
         db.session(), author=caller.user, title=body.title, content=body.content, tags=body.tags
     )
     invalidate_after_commit(LISTS)
+    process_after_commit(article)
     response = _with_etag(article, 201)
     response.headers["Location"] = f"/api/v1/articles/{article.id}"
     return response
@@ -160,10 +183,11 @@ async def popular() -> Response:
         body = ranking.model_dump_json().encode()
         return body, body_etag(body)
 
+    generations, template = POPULAR_ENTRY
     response = await cached_response(
         "popular",
-        generations=[LISTS],
-        template="cache:{e}:popular:{g1}",
+        generations=generations,
+        template=template,
         ttl=db.resources().settings.cache_ttl_popular,
         build=build,
         rate_limit=_read_limit(),
@@ -183,16 +207,19 @@ async def read(article_id: int) -> Response:
             return None
         return article.model_dump_json().encode(), _etag(article)
 
+    generations, template = article_entry(article_id)
     response = await cached_response(
         "article",
-        generations=[_generation(article_id)],
-        template=f"cache:{{e}}:article:{article_id}:{{g1}}",
+        generations=generations,
+        template=template,
         ttl=db.resources().settings.cache_ttl_article,
         build=build,
         rate_limit=_read_limit(),
     )
     if response is None:
         raise APIError(404, "not_found", f"Article {article_id} does not exist.")
+    if response.status_code == 200:
+        await count_view(article_id)
     return response
 
 
@@ -220,6 +247,7 @@ async def edit(article_id: int, body: ArticleUpdate) -> Response:
         if_match=_if_match(),
     )
     invalidate_after_commit(_generation(article_id), LISTS)
+    process_after_commit(article)
     return _with_etag(article)
 
 

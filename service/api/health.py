@@ -1,12 +1,14 @@
-"""Liveness and readiness probes."""
+"""Liveness and readiness probes, and metrics."""
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
+from redis.exceptions import RedisError
 
 from service.db import resources
 from service.errors import error_response
 from service.health import check_dependencies
+from service.queue import job_stats
 
 bp = Blueprint("health", __name__)
 
@@ -32,3 +34,17 @@ async def readyz() -> Response:
         response.headers["Retry-After"] = "5"
         return response
     return jsonify(status="ready", checks=checks)
+
+
+@bp.get("/metrics")
+async def metrics() -> Response:
+    """Counters for a metrics scraper (JSON): this process's cache hits, misses and bypasses
+    per endpoint; job outcomes per function (all workers) and the queue depth, or an error
+    note while Redis is unreachable."""
+    res = resources()
+    assert res.cache is not None
+    try:
+        jobs: dict[str, object] = await job_stats(res)
+    except (RedisError, OSError, TimeoutError) as exc:
+        jobs = {"error": f"Redis unavailable: {type(exc).__name__}"}
+    return jsonify(cache=res.cache.stats.snapshot(), jobs=jobs)

@@ -25,7 +25,7 @@ async def test_publish_answers_201_with_location_etag_and_pending_status(
     assert response.status_code == 201
     article = response.json()
     assert response.headers["location"] == f"/api/v1/articles/{article['id']}"
-    assert response.headers["etag"] == '"1"'
+    assert response.headers["etag"] == '"1-0-pending"'
     assert article["title"] == "Scaling Flask"
     assert article["tags"] == ["python", "web"]
     assert article["status"] == "pending"
@@ -83,7 +83,7 @@ async def test_read_one_article(client: httpx.AsyncClient) -> None:
     created = await publish(client, ann, title="Readable", content="Full text", tags=["a"])
     response = await client.get(f"/api/v1/articles/{created['id']}")
     assert response.status_code == 200
-    assert response.headers["etag"] == '"1"'
+    assert response.headers["etag"] == '"1-0-pending"'
     assert set(response.json()) == {
         "id",
         "title",
@@ -97,6 +97,7 @@ async def test_read_one_article(client: httpx.AsyncClient) -> None:
         "published_at",
         "updated_at",
         "version",
+        "processing_error",
     }
     assert response.json()["content"] == "Full text"
 
@@ -119,7 +120,14 @@ async def test_the_author_edits_and_the_version_and_etag_move(client: httpx.Asyn
     assert response.json()["title"] == "New title"
     assert response.json()["content"] == "Some content."
     assert response.json()["version"] == 2
-    assert response.headers["etag"] == '"2"'
+    assert response.headers["etag"] == '"2-0-pending"'
+    # The ETag just read works as If-Match: only its version part is compared.
+    again = await client.patch(
+        f"/api/v1/articles/{created['id']}",
+        json={"tags": ["x"]},
+        headers={**ann.api_key, "If-Match": response.headers["etag"]},
+    )
+    assert again.status_code == 200 and again.headers["etag"] == '"3-0-pending"'
 
 
 async def test_a_stale_if_match_is_412_and_changes_nothing(client: httpx.AsyncClient) -> None:

@@ -159,6 +159,20 @@ def article_reads(article_id: int) -> Response:
     return jsonify(reads=_article_reads[article_id])
 
 
+_flask_requests = 0
+
+
+def _count_flask_request() -> None:
+    global _flask_requests
+    _flask_requests += 1
+
+
+@probes.get("/flask-requests")
+def flask_requests() -> Response:
+    """How many requests reached Flask (the fast path answers some without it)."""
+    return jsonify(requests=_flask_requests)
+
+
 @probes.get("/cache-stats")
 def cache_stats() -> Response:
     return jsonify(current_app.extensions["newsdesk.resources"].cache.stats.snapshot())
@@ -169,6 +183,7 @@ def build() -> Any:
     configure_logging(settings.log_level)
     flask_app = create_app(settings)
     flask_app.register_blueprint(probes)
+    flask_app.before_request(_count_flask_request)
     res = app_resources(flask_app)
     start = res.start
 

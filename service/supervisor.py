@@ -1,0 +1,97 @@
+"""Keeps an arq worker alive across Redis restarts, and stops it gently on SIGTERM.
+
+arq's worker exits when its Redis connection drops. ``supervise`` runs it, and when it ends
+with a connection error, closes what is left and starts a new one after a back-off (0.5 s
+doubling to 10 s, with jitter): a Redis restart costs a pause, not the worker. Jobs that were
+running keep their in-progress marker until it expires and then run again (arq delivers at
+least once; every job here is idempotent).
+
+SIGTERM or SIGINT: the worker stops taking jobs, lets the running ones finish for up to
+``WORKER_SHUTDOWN_WAIT_SECONDS``, then cancels what is left (arq puts cancelled jobs back on
+the queue) and closes its connections; the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+import time
+from typing import Any
+
+from arq.worker import Worker, create_worker
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+# A worker that ran this long before failing had been healthy: start over from the shortest
+# back-off.
+HEALTHY_AFTER = 30.0
+
+
+async def _gentle_stop(worker: Worker, run: asyncio.Task[None], wait: float) -> None:
+    """Stop taking jobs, give running ones ``wait`` seconds, then cancel and close."""
+    worker.allow_pick_jobs = False
+    running = [task for task in worker.tasks.values() if not task.done()]
+    if running:
+        log.info("stopping: waiting up to %.0fs for %d running job(s)", wait, len(running))
+        await asyncio.wait(running, timeout=wait)
+    run.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await run
+    await _close(worker)
+
+
+async def _close(worker: Worker) -> None:
+    """``Worker.close`` (cancels leftover jobs, runs on_shutdown), bounded and never raising."""
+    try:
+        async with asyncio.timeout(30):
+            await worker.close()
+    except (RedisError, OSError, TimeoutError) as exc:
+        log.warning("worker closed with errors: %s", exc)
+        if worker.on_shutdown is not None:  # close() stopped before it; resources still open
+            with contextlib.suppress(Exception):
+                await worker.on_shutdown(worker.ctx)
+
+
+async def supervise(settings_cls: Any, *, shutdown_wait: float) -> int:
+    """Run workers of ``settings_cls`` until SIGTERM/SIGINT; see the module docstring."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    delay = 0.5
+    try:
+        while not stopping.is_set():
+            # Signals are ours: arq's own handler would cancel running jobs at once.
+            worker = create_worker(settings_cls, handle_signals=False)
+            started = time.monotonic()
+            run = asyncio.create_task(worker.async_run())
+            stop_wait = asyncio.create_task(stopping.wait())
+            await asyncio.wait({run, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+            stop_wait.cancel()
+            if stopping.is_set():
+                await _gentle_stop(worker, run, shutdown_wait)
+                break
+            error = run.exception()
+            await _close(worker)
+            if error is None:
+                return 0  # a burst worker that ran out of jobs
+            if not isinstance(error, RedisError | OSError):
+                log.error("worker failed", exc_info=error)
+                return 1
+            if time.monotonic() - started > HEALTHY_AFTER:
+                delay = 0.5
+            pause = delay * random.uniform(0.8, 1.2)
+            log.warning("worker lost Redis (%s); starting again in %.1fs", error, pause)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(pause):
+                    await stopping.wait()
+            delay = min(delay * 2, 10.0)
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    log.info("worker stopped")
+    return 0

@@ -1,0 +1,81 @@
+"""A real arq worker process for tests, configured from the environment like production."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import IO
+
+from tests.support.databases import ROOT, ServerStack
+
+# The supervised worker (service.supervisor): what `make run` and the image start.
+COMMAND = [sys.executable, "-m", "service", "worker"]
+
+
+class WorkerProcess:
+    """``python -m service worker`` against ``stack`` with ``env`` on top; log in ``log_path``;
+    ``settings`` names another WorkerSettings class (``module:Class``)."""
+
+    def __init__(
+        self, stack: ServerStack, log_path: Path, *, settings: str | None = None, **env: str
+    ) -> None:
+        self.command = COMMAND + (["--settings", settings] if settings else [])
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": stack.database_url,
+            "REDIS_URL": stack.redis_url,
+            "LOG_LEVEL": "INFO",
+            **env,
+        }
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            self.command, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    async def wait_for_log(self, text: str, seconds: float = 60) -> None:
+        """Until ``text`` appears in the log (bounded; fails with the log)."""
+        for _ in range(int(seconds * 10)):
+            if text in self.log():
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{text!r} not in the worker log:\n{self.log()}")
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up of any kind."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+    def terminate(self, timeout: float = 60) -> int:
+        """SIGTERM and wait for the exit; returns the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        code = self.proc.wait(timeout)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return code
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.terminate(60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
