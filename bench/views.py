@@ -83,8 +83,10 @@ class Worker:
 
 
 def main() -> int:
-    if shutil.which("h2load") is None:
-        print("h2load is not installed: apt-get install nghttp2-client", file=sys.stderr)
+    if shutil.which("wrk") is None:
+        print(
+            "wrk is not installed: apt-get install wrk (make bench-deps does it)", file=sys.stderr
+        )
         return 2
     duration = int(os.environ.get("BENCH_DURATION", "10"))
     rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
