@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint bench bench-pagination bench-cache bench-deps clean
+.PHONY: install run test lint bench bench-quick bench-serving bench-pagination bench-cache bench-views bench-deps clean
 
 # Create the virtual environment and install the project (again when pyproject.toml changes).
 $(STAMP): pyproject.toml
@@ -38,11 +38,21 @@ lint: $(STAMP)
 
 bench-deps: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
-	@command -v wrk >/dev/null || { echo "installing wrk (Debian package)"; \
-		apt-get update -qq && apt-get install -y -qq wrk; }
+	@command -v wrk >/dev/null && command -v nginx >/dev/null || { \
+		echo "installing wrk and nginx (Debian packages)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx; }
 
-# Serving-model benchmark (loopback only, bounded): writes bench/results/ and docs/BENCHMARKS.md.
+# The advice lab: every scaling claim of the Flask guides measured side by side (loopback only,
+# bounded, about 20 minutes on 2 cores): bench/results/<timestamp>.json and docs/ADVICE.md.
 bench: bench-deps
+	$(BIN)/python -m bench.lab
+
+# The same claims, reduced (fewer articles, one concurrency, 1 s runs): about 3 minutes.
+bench-quick: bench-deps
+	$(BIN)/python -m bench.lab --quick
+
+# Newsdesk vs Flask's default path vs Quart, 10 s runs: docs/BENCHMARKS.md.
+bench-serving: bench-deps
 	$(BIN)/python -m bench.serving
 
 # Page 1 and a deep cursor page at 1,000 vs 1,000,000 seeded articles: docs/PAGINATION.md.
@@ -52,6 +62,10 @@ bench-pagination: bench-deps
 # Cache hit vs miss, the hit path vs a bare Quart Redis GET, lists cached vs not: docs/CACHE.md.
 bench-cache: bench-deps
 	$(BIN)/python -m bench.cache
+
+# View counts: buffered counters vs one job per view: docs/VIEWS.md.
+bench-views: bench-deps
+	$(BIN)/python -m bench.views
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

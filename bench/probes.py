@@ -1,14 +1,28 @@
-"""What every benchmarked app serves: the same two probes, the same query, the same table.
+"""What every benchmarked app serves: the same probes, the same queries, the same table.
 
 - ``GET /bench/hello``: a small JSON body, no I/O.
-- ``GET /bench/items/<id>``: one primary-key lookup through SQLAlchemy asyncio + asyncpg.
+- ``GET /bench/items/<id>``: one primary-key lookup.
+- ``GET /bench/slow``: one query that waits 50 ms in PostgreSQL (``pg_sleep``): I/O wait.
+- ``GET /bench/fanout/seq`` and ``/bench/fanout/gather``: three independent queries of 20 ms
+  each (``FANOUT``), one after another, or at once on three connections (``asyncio.gather``;
+  the sync app uses a thread pool, its only way to overlap them).
+- ``GET /bench/cached/<id>``: the item from Redis (``item:<id>``, filled by the lab before the
+  run), read from PostgreSQL and stored on a miss.
+
+The async apps share ``AsyncProbes``; the sync app has its own twin in
+``bench.baselines.gunicorn_sync``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+from typing import Any
 
-from sqlalchemy import Column, Integer, MetaData, Table, Text, bindparam, select
+import orjson
+from redis.asyncio import Redis
+from sqlalchemy import Column, Integer, MetaData, Table, Text, bindparam, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 metadata = MetaData()
 items = Table(
@@ -19,8 +33,12 @@ items = Table(
     Column("body", Text, nullable=False),
 )
 ROWS = 10_000
+FANOUT_IDS = (11, 22, 33)
+CACHE_TTL = 3600
 
 item_by_id = select(items.c.id, items.c.name).where(items.c.id == bindparam("id"))
+SLOW = text("SELECT pg_sleep(0.05)")
+FANOUT = text("SELECT id, name, pg_sleep(0.02) AS waited FROM bench_items WHERE id = :id")
 
 
 def database_url() -> str:
@@ -29,3 +47,51 @@ def database_url() -> str:
 
 def pool_size() -> int:
     return int(os.environ.get("DB_POOL_SIZE", "10"))
+
+
+def cache_key(item_id: int) -> str:
+    return f"item:{item_id}"
+
+
+def item_json(item_id: int, name: str) -> bytes:
+    return orjson.dumps({"id": item_id, "name": name})
+
+
+class AsyncProbes:
+    """The I/O of every probe, for apps that await: an engine and a Redis client per call
+    site, so each app decides how they are pooled."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def item(self, item_id: int) -> dict[str, Any] | None:
+        async with AsyncSession(self.engine) as session:  # the work of a request session
+            row = (await session.execute(item_by_id, {"id": item_id})).first()
+        return None if row is None else {"id": row.id, "name": row.name}
+
+    async def slow(self) -> dict[str, Any]:
+        async with self.engine.connect() as conn:
+            await conn.execute(SLOW)
+        return {"slept_ms": 50}
+
+    async def _fanout_one(self, item_id: int) -> str:
+        async with self.engine.connect() as conn:
+            return str((await conn.execute(FANOUT, {"id": item_id})).one().name)
+
+    async def fanout_seq(self) -> dict[str, Any]:
+        return {"names": [await self._fanout_one(i) for i in FANOUT_IDS]}
+
+    async def fanout_gather(self) -> dict[str, Any]:
+        names = await asyncio.gather(*(self._fanout_one(i) for i in FANOUT_IDS))
+        return {"names": list(names)}
+
+    async def cached(self, redis: Redis, item_id: int) -> bytes | None:
+        body: bytes | None = await redis.get(cache_key(item_id))
+        if body is not None:
+            return body
+        found = await self.item(item_id)
+        if found is None:
+            return None
+        body = item_json(found["id"], found["name"])
+        await redis.set(cache_key(item_id), body, ex=CACHE_TTL)
+        return body

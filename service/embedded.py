@@ -106,6 +106,7 @@ class EmbeddedPostgres(_ChildServer):
 
     stop_signal = signal.SIGINT  # PostgreSQL's fast shutdown
     _user: str | None = None
+    max_connections = 200
 
     @property
     def bin_dir(self) -> Path:
@@ -178,7 +179,7 @@ class EmbeddedPostgres(_ChildServer):
             "-c",
             "unix_socket_directories=",
             "-c",
-            "max_connections=200",
+            f"max_connections={self.max_connections}",
             "-c",
             "logging_collector=off",
         ]

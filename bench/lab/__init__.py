@@ -1,0 +1,19 @@
+"""The advice lab: ``python -m bench.lab [--quick]`` (``make bench`` / ``make bench-quick``).
+
+Each claim of the Flask scaling guides is a module here with ``plan(lab)`` (how many load
+runs it will make, for the progress bar), ``run(lab)`` (the measurements, JSON-ready) and
+``section(data, chart)`` (its part of ``docs/ADVICE.md``, and its PNG chart):
+
+- ``serving``: async views and concurrency: five ways to serve the same probes;
+- ``pooling``: pool size vs throughput;
+- ``caching``: Redis cache hit vs miss;
+- ``queues``: one job per view vs buffered counters;
+- ``indexes``: lists and search with and without indexes;
+- ``pages``: offset vs cursor on deep pages, and the cost of ``COUNT(*)``;
+- ``replica``: a streaming replica for reads, and the lag a reader sees;
+- ``scaling``: 1, 2 and 3 Hypercorn instances behind nginx.
+
+Everything runs on loopback against servers the lab starts itself (embedded PostgreSQL and
+Redis, a replica made with ``pg_basebackup``, nginx), bounded in time; each figure is the
+median of ``rounds`` runs (at least 3) with its min and max.
+"""

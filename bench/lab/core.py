@@ -1,0 +1,384 @@
+"""What every claim uses: the lab's servers and settings, load runs with wrk, medians with
+their spread, peak RSS of the server under load, and the progress bar."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from bench.common import ROOT, parse_wrk, wrk
+from service.embedded import EmbeddedPostgres, EmbeddedRedis, die_with_parent, free_port
+
+
+@dataclass
+class Mode:
+    """How much the lab does: ``make bench`` (full) or ``make bench-quick``."""
+
+    name: str
+    duration: int  # seconds per load run
+    rounds: int  # runs per figure (the median is reported)
+    articles: int  # seeded articles for the data claims
+    concurrency: tuple[int, ...]  # client connections in the serving comparison
+
+    @property
+    def quick(self) -> bool:
+        return self.name == "quick"
+
+
+FULL = Mode("full", duration=2, rounds=3, articles=1_000_000, concurrency=(1, 16, 64, 256))
+QUICK = Mode("quick", duration=1, rounds=3, articles=100_000, concurrency=(64,))
+
+
+@dataclass
+class Lab:
+    mode: Mode
+    work: Path
+    postgres: EmbeddedPostgres
+    redis: EmbeddedRedis
+    database_url: str = ""
+    bar: Any = None
+    notes: list[str] = field(default_factory=list)
+    seed_seconds: float = 0.0
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment of a Newsdesk server or worker in the lab."""
+        return {
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": self.redis.url(),
+            "ENV": "test",
+            "LOG_LEVEL": "WARNING",
+            "RATE_LIMIT_READ": "100000000/minute",
+            **extra,
+        }
+
+    def status(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(text[:60])
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+class RssSampler:
+    """Peak resident memory of each worker process of a server (its children, or the server
+    itself when it has none), sampled every 100 ms while a load run lasts."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _workers(self) -> list[psutil.Process]:
+        found: list[psutil.Process] = []
+        for pid in self.pids:
+            with contextlib.suppress(psutil.Error):
+                root = psutil.Process(pid)
+                children = root.children(recursive=True)
+                found += children or [root]
+        return found
+
+    def _sample(self) -> None:
+        workers = self._workers()
+        while not self._stop.is_set():
+            for proc in workers:
+                with contextlib.suppress(psutil.Error):
+                    self.peak = max(self.peak, proc.memory_info().rss)
+            self._stop.wait(0.1)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def load(
+    lab: Lab,
+    url: str,
+    connections: int,
+    *,
+    script: Path | None = None,
+    pids: list[int] | None = None,
+    duration: int | None = None,
+) -> dict[str, float]:
+    """One wrk run against ``url``: req/s, p50 and p99 ms, errors, requests, peak RSS MiB."""
+    with RssSampler(pids or []) as sampler:
+        out = wrk(url, duration or lab.mode.duration, connections, script)
+    rps, p50, p99, errors, requests = parse_wrk(out)
+    if lab.bar is not None:
+        lab.bar.update(1)
+    return {
+        "rps": rps,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "errors": errors,
+        "requests": requests,
+        "rss_mib": sampler.peak / 2**20,
+    }
+
+
+def warmups(lab: Lab) -> int:
+    """Warm-up runs before each measured series: one, none in the quick pass."""
+    return 0 if lab.mode.quick else 1
+
+
+def warm_up(lab: Lab, url: str, connections: int, *, script: Path | None = None) -> None:
+    """A 1 s run whose figures are thrown away (connections, caches, code paths); skipped in
+    the quick pass."""
+    if warmups(lab):
+        load(lab, url, connections, script=script, duration=1)
+
+
+def summarise(runs: list[dict[str, float]]) -> dict[str, Any]:
+    """The median of each figure over runs, with the spread of req/s; errors summed."""
+    return {
+        "rps": stats([r["rps"] for r in runs]),
+        "p50_ms": statistics.median(r["p50_ms"] for r in runs),
+        "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+        "errors": int(sum(r["errors"] for r in runs)),
+        "rss_mib": max(r["rss_mib"] for r in runs),
+        "runs": len(runs),
+    }
+
+
+def random_ids_script(
+    lab: Lab, path: str, low: int, high: int, name: str, *, seed: int = 1
+) -> Path:
+    """A wrk script requesting ``path`` + a random id in [low, high]; the same ids in the same
+    order for the same ``seed``."""
+    script = lab.work / f"{name}.lua"
+    script.write_text(
+        f"math.randomseed({seed})\n"
+        "request = function()\n"
+        f'  return wrk.format("GET", "{path}" .. math.random({low}, {high}))\n'
+        "end\n"
+    )
+    return script
+
+
+class Process:
+    """A server process of the lab's, on a free loopback port, ready when ``ready_path``
+    answers 200; stopped with SIGTERM (then SIGKILL)."""
+
+    def __init__(
+        self, command: list[str], env: dict[str, str], log: Path, *, port: int, ready_path: str
+    ) -> None:
+        self.port = port
+        self.log = log
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(
+                command,
+                env={**os.environ, **env},
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,
+            )
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + ready_path, timeout=5).status_code == 200:
+                    return
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(0.2)
+        self.stop()
+        raise RuntimeError(f"{command} did not start: {log.read_text()[-2000:]}")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def hypercorn(
+    lab: Lab,
+    app: str,
+    env: dict[str, str],
+    name: str,
+    *,
+    ready_path: str = "/healthz",
+    options: tuple[str, ...] = (),
+    port: int | None = None,
+) -> Process:
+    """One Hypercorn worker (uvloop, as in production) serving ``app``."""
+    port = port or free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "hypercorn",
+        "--worker-class",
+        "uvloop",
+        "--keep-alive",
+        "75",
+        "--backlog",
+        "2048",
+        "--workers",
+        "1",
+        "--bind",
+        f"127.0.0.1:{port}",
+        *options,
+        app,
+    ]
+    return Process(command, env, lab.work / f"{name}.log", port=port, ready_path=ready_path)
+
+
+def gunicorn(lab: Lab, app: str, env: dict[str, str], name: str, *, ready_path: str) -> Process:
+    """gunicorn with one gthread worker of 32 threads serving ``app`` (the guides' stack)."""
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--worker-class",
+        "gthread",
+        "--threads",
+        "32",
+        "--workers",
+        "1",
+        "--keep-alive",
+        "75",
+        "--backlog",
+        "2048",
+        "--bind",
+        f"127.0.0.1:{port}",
+        app,
+    ]
+    return Process(command, env, lab.work / f"{name}.log", port=port, ready_path=ready_path)
+
+
+class Worker:
+    """``python -m service worker`` with the given arq settings class."""
+
+    def __init__(self, lab: Lab, settings: str, env: dict[str, str], name: str) -> None:
+        with open(lab.work / f"{name}.log", "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "service", "worker", "--settings", settings],
+                env={**os.environ, **env},
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,
+            )
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@contextlib.contextmanager
+def running(*servers: Process | Worker) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def need(*commands: str) -> list[str]:
+    """The commands among ``commands`` that are not installed."""
+    return [c for c in commands if shutil.which(c) is None]
+
+
+def seeded(lab: Lab) -> int:
+    """Migrate the lab's database and seed ``lab.mode.articles`` articles (once)."""
+    if "seeded" in lab.notes:
+        return lab.mode.articles
+    lab.status(f"seeding {lab.mode.articles:,} articles")
+    env = {**os.environ, "DATABASE_URL": lab.database_url}
+    subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    started = time.monotonic()
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "seed",
+            "--count",
+            str(lab.mode.articles),
+            "--no-progress",
+        ],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    lab.notes.append("seeded")
+    lab.seed_seconds = time.monotonic() - started
+    return lab.mode.articles
+
+
+def sql(lab: Lab, statement: str, url: str | None = None) -> list[Any]:
+    """Rows of one statement (asyncpg, a connection of its own)."""
+    import asyncio
+
+    import asyncpg
+
+    async def fetch() -> list[Any]:
+        conn = await asyncpg.connect(url or lab.database_url)
+        try:
+            return list(await conn.fetch(statement))
+        finally:
+            await conn.close()
+
+    return asyncio.run(fetch())
+
+
+def table(rows: list[dict[str, Any]], label: str, key: str) -> list[str]:
+    """A markdown table of summarised load runs, one row per ``rows`` item named by
+    ``row[key]``."""
+    lines = [
+        f"| {label} | req/s median (min to max) | p50 ms | p99 ms | errors |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        rps = r["rps"]
+        lines.append(
+            f"| {r[key]} | {rps['median']:,.0f} ({rps['min']:,.0f} to {rps['max']:,.0f}) | "
+            f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} |"
+        )
+    return lines
+
+
+def spread(row: dict[str, Any]) -> tuple[float, float, float]:
+    rps = row["rps"]
+    return rps["median"], rps["min"], rps["max"]

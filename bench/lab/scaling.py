@@ -1,0 +1,204 @@
+"""Claim: scale horizontally: run more instances behind a load balancer.
+
+Three Newsdesk instances (``bench.newsdesk_app``, one Hypercorn worker each) behind nginx
+on loopback (``upstream`` with keep-alive connections, round robin); nginx restarted with 1,
+2 and 3 of them as upstreams, and one instance without nginx for the balancer's own cost. A
+JSON hello (CPU in the app only) and a primary-key read, 64 connections.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.lab import chart
+from bench.lab.core import (
+    Lab,
+    Process,
+    hypercorn,
+    load,
+    random_ids_script,
+    running,
+    spread,
+    summarise,
+    warm_up,
+    warmups,
+)
+from bench.probes import ROWS
+from service.embedded import free_port
+
+TITLE = "Horizontal scaling: 1, 2 and 3 instances behind nginx"
+CLAIM = "Run several app instances behind a load balancer (nginx) to scale out."
+CONNECTIONS = 64
+PROBES = {"hello": "/bench/hello", "pk-read": "/bench/items/"}
+NGINX = """
+worker_processes 1;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  upstream newsdesk {{
+{servers}
+    keepalive 128;
+  }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://newsdesk;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
+"""
+
+
+class Nginx:
+    def __init__(self, lab: Lab, upstreams: list[Process]) -> None:
+        self.port = free_port()
+        work = lab.work / f"nginx-{len(upstreams)}"
+        work.mkdir(exist_ok=True)
+        conf = work / "nginx.conf"
+        conf.write_text(
+            NGINX.format(
+                work=work,
+                port=self.port,
+                servers="\n".join(f"    server 127.0.0.1:{u.port};" for u in upstreams),
+            )
+        )
+        self.proc = subprocess.Popen(
+            ["nginx", "-p", str(work), "-c", str(conf), "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(100):
+            try:
+                if httpx.get(self.url + "/bench/hello", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None:
+                break
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(0.1)
+        self.stop()
+        raise RuntimeError(f"nginx did not start: {(work / 'nginx-error.log').read_text()}")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(30)
+
+
+def probes(lab: Lab) -> dict[str, str]:
+    return {"pk-read": PROBES["pk-read"]} if lab.mode.quick else PROBES
+
+
+def setups(lab: Lab) -> list[tuple[str, int]]:
+    """(label, instances); the direct run (no nginx) is left out of the quick pass."""
+    balanced = [(f"nginx + {n}", n) for n in (1, 2, 3)]
+    return balanced if lab.mode.quick else [("1 instance, no nginx", 1), *balanced]
+
+
+def plan(lab: Lab) -> int:
+    return len(setups(lab)) * len(probes(lab)) * (lab.mode.rounds + warmups(lab))
+
+
+def run(lab: Lab) -> dict[str, Any]:
+    script = random_ids_script(lab, PROBES["pk-read"], 1, ROWS, "scale-ids")
+    present = lab.postgres.psql("SELECT to_regclass('bench_items') IS NOT NULL", "lab")
+    if present != "t":
+        from bench.lab import serving
+
+        serving._prepare(lab)
+    instances = [
+        hypercorn(
+            lab, "bench.newsdesk_app:app", lab.env(), f"instance-{n}", ready_path="/bench/hello"
+        )
+        for n in range(3)
+    ]
+    rows = []
+    with running(*instances):
+        for label, n in setups(lab):
+            balancer = Nginx(lab, instances[:n]) if label.startswith("nginx") else None
+            target = balancer.url if balancer else instances[0].url
+            pids = [i.pid for i in instances[:n]]
+            try:
+                for probe, path in probes(lab).items():
+                    lab.status(f"scaling: {label} {probe}")
+                    lua = script if probe == "pk-read" else None
+                    url = target + ("/" if lua else path)
+                    warm_up(lab, url, CONNECTIONS, script=lua)
+                    runs = [
+                        load(lab, url, CONNECTIONS, script=lua, pids=pids)
+                        for _ in range(lab.mode.rounds)
+                    ]
+                    rows.append({"setup": label, "instances": n, "probe": probe, **summarise(runs)})
+            finally:
+                if balancer:
+                    balancer.stop()
+    return {"rows": rows}
+
+
+def section(data: dict[str, Any], chart_path: Path) -> tuple[list[str], str]:
+    rows = data["rows"]
+    chart.bars(
+        chart_path,
+        groups={
+            probe: {r["setup"]: spread(r) for r in rows if r["probe"] == probe}
+            for probe in {r["probe"]: None for r in rows}
+        },
+        ylabel="req/s",
+    )
+    lines = [
+        "| probe | setup | req/s median (min to max) | p50 ms | p99 ms | errors |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['probe']} | {r['setup']} | {r['rps']['median']:,.0f} "
+            f"({r['rps']['min']:,.0f} to {r['rps']['max']:,.0f}) | {r['p50_ms']:.1f} | "
+            f"{r['p99_ms']:.1f} | {r['errors']} |"
+        )
+
+    def rps(setup: str, probe: str) -> float:
+        return float(
+            next(r["rps"]["median"] for r in rows if r["setup"] == setup and r["probe"] == probe)
+        )
+
+    one, two, three = (rps(f"nginx + {n}", "pk-read") for n in (1, 2, 3))
+    balancer_cost = ""
+    if any(r["setup"] == "1 instance, no nginx" for r in rows):
+        direct = rps("1 instance, no nginx", "pk-read")
+        balancer_cost = f"; nginx + 1 / no nginx = {one / direct:.2f}x"
+    lines += [
+        "",
+        f"Primary-key read: nginx + 2 / nginx + 1 = **{two / one:.2f}x**, nginx + 3 / nginx + 1 "
+        f"= **{three / one:.2f}x**{balancer_cost}. On 2 cores the "
+        "instances, nginx, wrk, PostgreSQL and Redis all share the same CPUs: this shows how "
+        "much a second process per core gains and what the balancer costs, not how a cluster "
+        "of machines scales.",
+    ]
+    third = (
+        "a third, with no core of its own, added nothing"
+        if three <= two * 1.05
+        else f"a third still added {three / two:.2f}x"
+    )
+    verdict = (
+        f"Scaling out works up to the cores there are: behind nginx on 2 cores a second "
+        f"instance gave {two / one:.2f}x the requests of one, and {third}."
+    )
+    return lines, verdict
