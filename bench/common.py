@@ -19,6 +19,40 @@ from service.embedded import free_port
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Whether ``url`` answered 200 within ``timeout`` seconds while ``proc`` kept running."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=5).status_code == 200:
+                return True
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(0.2)
+    return False
+
+
+class Worker:
+    """``python -m service worker --settings <settings>``, its output appended to ``log``."""
+
+    def __init__(self, settings: str, env: dict[str, str], log: Path) -> None:
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "service", "worker", "--settings", settings],
+                env={**os.environ, **env},
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
 class HypercornServer:
     """One Hypercorn worker serving ``app_path`` on a free loopback port, ready when
     ``ready_path`` answers 200."""
@@ -53,13 +87,8 @@ class HypercornServer:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + ready_path, timeout=2).status_code == 200:
-                    return
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(0.2)
+        if wait_ready(self.url + ready_path, self.proc, 60):
+            return
         self.stop()
         raise RuntimeError(f"{app_path} did not start: {log.read_text()[-2000:]}")
 

@@ -24,14 +24,13 @@ import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.common import ROOT, HypercornServer, machine, parse_wrk, wrk
+from bench.common import ROOT, HypercornServer, Worker, machine, parse_wrk, wrk
 from bench.pagination import prepare
 from service.embedded import EmbeddedPostgres, EmbeddedRedis
 
@@ -60,26 +59,6 @@ def answered_views(access_log: Path) -> int:
     if not access_log.exists():
         return 0
     return sum(1 for line in access_log.open() if ARTICLE_200.search(line))
-
-
-class Worker:
-    def __init__(self, settings: str, env: dict[str, str], log: Path) -> None:
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "service", "worker", "--settings", settings],
-                env={**os.environ, **env},
-                cwd=ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def main() -> int:

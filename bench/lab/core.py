@@ -13,14 +13,14 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
 
-from bench.common import ROOT, parse_wrk, wrk
+from bench.common import ROOT, Worker, parse_wrk, wait_ready, wrk
 from service.embedded import EmbeddedPostgres, EmbeddedRedis, die_with_parent, free_port
 
 
@@ -51,8 +51,8 @@ class Lab:
     redis: EmbeddedRedis
     database_url: str = ""
     bar: Any = None
-    notes: list[str] = field(default_factory=list)
-    seed_seconds: float = 0.0
+    seed_seconds: float | None = None  # set once the articles are seeded
+    probes_ready: bool = False  # the probe table and its cache entries exist
 
     def env(self, **extra: str) -> dict[str, str]:
         """The environment of a Newsdesk server or worker in the lab."""
@@ -118,14 +118,27 @@ def load(
     script: Path | None = None,
     pids: list[int] | None = None,
     duration: int | None = None,
+    settle: str | None = None,
 ) -> dict[str, float]:
-    """One wrk run against ``url``: req/s, p50 and p99 ms, errors, requests, peak RSS MiB."""
+    """One wrk run against ``url``: req/s, p50 and p99 ms, errors, requests, peak RSS MiB.
+
+    ``settle``: a URL requested once after the run, to wait until the server has worked off
+    the requests wrk left behind (a server that serves one request at a time goes on with
+    them after wrk has gone, and the next run would measure that backlog); ``backlog_s`` is
+    how long that took."""
     with RssSampler(pids or []) as sampler:
         out = wrk(url, duration or lab.mode.duration, connections, script)
+    backlog = 0.0
+    if settle is not None:
+        started = time.monotonic()
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.get(settle, timeout=300)
+        backlog = time.monotonic() - started
     rps, p50, p99, errors, requests = parse_wrk(out)
     if lab.bar is not None:
         lab.bar.update(1)
     return {
+        "backlog_s": backlog,
         "rps": rps,
         "p50_ms": p50,
         "p99_ms": p99,
@@ -155,6 +168,7 @@ def summarise(runs: list[dict[str, float]]) -> dict[str, Any]:
         "p99_ms": statistics.median(r["p99_ms"] for r in runs),
         "errors": int(sum(r["errors"] for r in runs)),
         "rss_mib": max(r["rss_mib"] for r in runs),
+        "backlog_s": max(r.get("backlog_s", 0.0) for r in runs),
         "runs": len(runs),
     }
 
@@ -192,13 +206,8 @@ class Process:
                 stderr=subprocess.STDOUT,
                 preexec_fn=die_with_parent,
             )
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + ready_path, timeout=5).status_code == 200:
-                    return
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(0.2)
+        if wait_ready(self.url + ready_path, self.proc, 90):
+            return
         self.stop()
         raise RuntimeError(f"{command} did not start: {log.read_text()[-2000:]}")
 
@@ -276,29 +285,6 @@ def gunicorn(lab: Lab, app: str, env: dict[str, str], name: str, *, ready_path: 
     return Process(command, env, lab.work / f"{name}.log", port=port, ready_path=ready_path)
 
 
-class Worker:
-    """``python -m service worker`` with the given arq settings class."""
-
-    def __init__(self, lab: Lab, settings: str, env: dict[str, str], name: str) -> None:
-        with open(lab.work / f"{name}.log", "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "service", "worker", "--settings", settings],
-                env={**os.environ, **env},
-                cwd=ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                preexec_fn=die_with_parent,
-            )
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
 @contextlib.contextmanager
 def running(*servers: Process | Worker) -> Iterator[None]:
     try:
@@ -315,7 +301,7 @@ def need(*commands: str) -> list[str]:
 
 def seeded(lab: Lab) -> int:
     """Migrate the lab's database and seed ``lab.mode.articles`` articles (once)."""
-    if "seeded" in lab.notes:
+    if lab.seed_seconds is not None:
         return lab.mode.articles
     lab.status(f"seeding {lab.mode.articles:,} articles")
     env = {**os.environ, "DATABASE_URL": lab.database_url}
@@ -342,7 +328,6 @@ def seeded(lab: Lab) -> int:
         check=True,
         capture_output=True,
     )
-    lab.notes.append("seeded")
     lab.seed_seconds = time.monotonic() - started
     return lab.mode.articles
 

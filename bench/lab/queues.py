@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.common import Worker
 from bench.lab import chart
 from bench.lab.core import (
     Lab,
-    Worker,
     hypercorn,
     load,
     random_ids_script,
@@ -62,7 +62,7 @@ def run(lab: Lab) -> dict[str, Any]:
         access = lab.work / f"{slug}.access"
         lab.status(f"queues: starting {name}")
         server = hypercorn(lab, app, env, slug, options=("--access-logfile", str(access)))
-        worker = Worker(lab, settings, env, f"{slug}-worker")
+        worker = Worker(settings, env, lab.work / f"{slug}-worker.log")
         with running(server, worker):
             time.sleep(2)  # the worker is up
             for round_no in range(lab.mode.rounds):

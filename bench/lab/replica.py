@@ -27,7 +27,6 @@ from bench.lab.core import (
     random_ids_script,
     running,
     spread,
-    sql,
     summarise,
     table,
     warm_up,
@@ -105,9 +104,7 @@ async def _lag(primary_url: str, replica_url: str, samples: int) -> dict[str, An
 
 
 def run(lab: Lab) -> dict[str, Any]:
-    present = sql(lab, "SELECT to_regclass('bench_items') IS NOT NULL AS there")[0]["there"]
-    if not present:
-        serving._prepare(lab)
+    serving.prepare_probes(lab)  # before the base backup: the replica must have the table
     lab.status("replica: pg_basebackup")
     started = time.monotonic()
     replica = make_replica(lab)

@@ -8,14 +8,10 @@ JSON hello (CPU in the app only) and a primary-key read, 64 connections.
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from bench.lab import chart
+from bench.lab import chart, serving
 from bench.lab.core import (
     Lab,
     Process,
@@ -58,49 +54,16 @@ http {{
 """
 
 
-class Nginx:
-    def __init__(self, lab: Lab, upstreams: list[Process]) -> None:
-        self.port = free_port()
-        work = lab.work / f"nginx-{len(upstreams)}"
-        work.mkdir(exist_ok=True)
-        conf = work / "nginx.conf"
-        conf.write_text(
-            NGINX.format(
-                work=work,
-                port=self.port,
-                servers="\n".join(f"    server 127.0.0.1:{u.port};" for u in upstreams),
-            )
-        )
-        self.proc = subprocess.Popen(
-            ["nginx", "-p", str(work), "-c", str(conf), "-g", "daemon off;"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )
-        for _ in range(100):
-            try:
-                if httpx.get(self.url + "/bench/hello", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None:
-                break
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(0.1)
-        self.stop()
-        raise RuntimeError(f"nginx did not start: {(work / 'nginx-error.log').read_text()}")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(30)
+def nginx(lab: Lab, upstreams: list[Process]) -> Process:
+    """nginx on a free loopback port balancing over ``upstreams``."""
+    port = free_port()
+    work = lab.work / f"nginx-{len(upstreams)}"
+    work.mkdir(exist_ok=True)
+    conf = work / "nginx.conf"
+    servers = "\n".join(f"    server 127.0.0.1:{u.port};" for u in upstreams)
+    conf.write_text(NGINX.format(work=work, port=port, servers=servers))
+    command = ["nginx", "-p", str(work), "-c", str(conf), "-g", "daemon off;"]
+    return Process(command, {}, work / "nginx.log", port=port, ready_path="/bench/hello")
 
 
 def probes(lab: Lab) -> dict[str, str]:
@@ -119,11 +82,7 @@ def plan(lab: Lab) -> int:
 
 def run(lab: Lab) -> dict[str, Any]:
     script = random_ids_script(lab, PROBES["pk-read"], 1, ROWS, "scale-ids")
-    present = lab.postgres.psql("SELECT to_regclass('bench_items') IS NOT NULL", "lab")
-    if present != "t":
-        from bench.lab import serving
-
-        serving._prepare(lab)
+    serving.prepare_probes(lab)
     instances = [
         hypercorn(
             lab, "bench.newsdesk_app:app", lab.env(), f"instance-{n}", ready_path="/bench/hello"
@@ -133,7 +92,7 @@ def run(lab: Lab) -> dict[str, Any]:
     rows = []
     with running(*instances):
         for label, n in setups(lab):
-            balancer = Nginx(lab, instances[:n]) if label.startswith("nginx") else None
+            balancer = nginx(lab, instances[:n]) if label.startswith("nginx") else None
             target = balancer.url if balancer else instances[0].url
             pids = [i.pid for i in instances[:n]]
             try:

@@ -6,7 +6,9 @@ pool does not cap the 50 ms query): Newsdesk's loop-native Flask; Flask's defaul
 async path (Hypercorn serving WSGI); asgiref's ``WsgiToAsgi``; sync Flask on gunicorn
 gthread with psycopg (the guides' stack); Quart. Every endpoint at every concurrency, apps
 taking turns in an order that rotates each round; every run lasts 1 s (360 of them in the full
-pass).
+pass), and the next starts once the server has answered a request sent after it, so requests
+wrk left queued (a server serving one request at a time goes on with them) never leak into the
+next run.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 
 from bench.lab import chart
 from bench.lab.core import (
@@ -69,8 +72,10 @@ def plan(lab: Lab) -> int:
     return len(APPS) * (runs + warmups(lab) * len(endpoints(lab)))
 
 
-def _prepare(lab: Lab) -> None:
-    """The probes' table and, in Redis, every item under its cache key."""
+def prepare_probes(lab: Lab) -> None:
+    """The probes' table and, in Redis, every item under its cache key (once)."""
+    if lab.probes_ready:
+        return
 
     async def fill() -> list[tuple[int, str]]:
         conn = await asyncpg.connect(lab.database_url)
@@ -97,6 +102,7 @@ def _prepare(lab: Lab) -> None:
             pipe.set(cache_key(item_id), item_json(item_id, name), ex=3600)
         pipe.execute()
     client.close()
+    lab.probes_ready = True
 
 
 def _start(lab: Lab, name: str) -> Process:
@@ -116,7 +122,7 @@ def _start(lab: Lab, name: str) -> Process:
 
 def run(lab: Lab) -> dict[str, Any]:
     lab.status("serving: seeding the probe table")
-    _prepare(lab)
+    prepare_probes(lab)
     scripts: dict[str, Path | None] = {
         endpoint: random_ids_script(lab, path, 1, ROWS, endpoint) if endpoint in RANDOM_ID else None
         for endpoint, path in ENDPOINTS.items()
@@ -130,6 +136,7 @@ def run(lab: Lab) -> dict[str, Any]:
                 lab.status(f"serving: warm-up {endpoint} {name}")
                 url = servers[name].url + ("/" if scripts[endpoint] else path)
                 warm_up(lab, url, 16, script=scripts[endpoint])
+                httpx.get(servers[name].url + "/bench/hello", timeout=300)  # leftovers served
             for round_no in range(lab.mode.rounds):
                 shift = round_no % len(names)
                 order = names[shift:] + names[:shift]
@@ -145,6 +152,7 @@ def run(lab: Lab) -> dict[str, Any]:
                             script=scripts[endpoint],
                             pids=[server.pid],
                             duration=RUN_SECONDS,
+                            settle=server.url + "/bench/hello",
                         )
                         runs.setdefault((endpoint, name, connections), []).append(figures)
     rows = [
