@@ -40,7 +40,7 @@ class Mode:
 
 
 FULL = Mode("full", duration=2, rounds=3, articles=1_000_000, concurrency=(1, 16, 64, 256))
-QUICK = Mode("quick", duration=1, rounds=3, articles=100_000, concurrency=(64,))
+QUICK = Mode("quick", duration=1, rounds=3, articles=50_000, concurrency=(32,))
 
 
 @dataclass

@@ -64,7 +64,7 @@ def run(lab: Lab) -> dict[str, Any]:
         server = hypercorn(lab, app, env, slug, options=("--access-logfile", str(access)))
         worker = Worker(settings, env, lab.work / f"{slug}-worker.log")
         with running(server, worker):
-            time.sleep(2)  # the worker is up
+            time.sleep(settle * 2)  # the worker is up
             for round_no in range(lab.mode.rounds):
                 lab.status(f"queues: {name}")
                 before, logged = _total(lab), answered_views(access)
