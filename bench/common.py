@@ -54,8 +54,8 @@ class Worker:
 
 
 class HypercornServer:
-    """One Hypercorn worker serving ``app_path`` on a free loopback port, ready when
-    ``ready_path`` answers 200."""
+    """Hypercorn (``workers`` processes, one by default) serving ``app_path`` on a free
+    loopback port, ready when ``ready_path`` answers 200."""
 
     def __init__(
         self,
@@ -65,6 +65,7 @@ class HypercornServer:
         *,
         ready_path: str,
         options: list[str],
+        workers: int = 1,
     ) -> None:
         self.port = free_port()
         self.log = log
@@ -74,7 +75,7 @@ class HypercornServer:
             "hypercorn",
             *options,
             "--workers",
-            "1",
+            str(workers),
             "--bind",
             f"127.0.0.1:{self.port}",
             app_path,

@@ -13,6 +13,7 @@ is counted twice. Reported per design: views per second through the API (request
 answered / wrk's duration), views recorded per second end to end (answered / time until the
 last one is in PostgreSQL) and views lost (answered minus recorded; negative would be
 double counting). ``BENCH_ROUNDS`` rounds, designs alternating; medians.
+``BENCH_API_WORKERS`` (default 1) sets the Hypercorn worker processes of both servers.
 
 Writes ``bench/results/views-<timestamp>.json`` and ``docs/VIEWS.md``.
 """
@@ -70,6 +71,7 @@ def main() -> int:
     duration = int(os.environ.get("BENCH_DURATION", "10"))
     rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
     drain_limit = float(os.environ.get("BENCH_DRAIN", "180"))
+    api_workers = int(os.environ.get("BENCH_API_WORKERS", "1"))
     started = datetime.now(UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
     work = Path(tempfile.mkdtemp(prefix="newsdesk-bench-views-"))
     # A durable PostgreSQL (fsync on, as in production): every commit waits for its WAL.
@@ -105,6 +107,7 @@ def main() -> int:
                     "--access-logfile",
                     str(access[name]),
                 ],
+                workers=api_workers,
             )
         script = work / "hot.lua"
         script.write_text(HOT_IDS)
@@ -188,6 +191,7 @@ def main() -> int:
         result = {
             "started": started,
             "duration": duration,
+            "api_workers": api_workers,
             "rounds": rounds,
             "machine": machine(("flask", "hypercorn", "arq", "redis")),
             "runs": runs,
@@ -212,6 +216,9 @@ def write_report(result: dict[str, object], json_path: Path) -> None:
     summary: dict[str, dict[str, float]] = result["summary"]  # type: ignore[assignment]
     ratios: dict[str, float] = result["ratios"]  # type: ignore[assignment]
     mach: dict[str, str] = result["machine"]  # type: ignore[assignment]
+    count = int(result.get("api_workers", 1))  # type: ignore[call-overload]
+    workers = "one Hypercorn worker" if count == 1 else f"{count} Hypercorn worker processes"
+    report = REPORT if count == 1 else REPORT.with_name(f"VIEWS-{count}-workers.md")
     lines = [
         "# View counts: buffered counters vs one job per view",
         "",
@@ -219,7 +226,7 @@ def write_report(result: dict[str, object], json_path: Path) -> None:
         f"figures in `{json_path.relative_to(ROOT)}`.",
         "",
         f"{mach['cpus']} cores, Python {mach['python']}, arq {mach['arq']}, Flask "
-        f"{mach['flask']}; each design one Hypercorn worker (uvloop) and one arq worker "
+        f"{mach['flask']}; each design {workers} (uvloop) and one arq worker "
         "(the default 10 concurrent jobs), embedded PostgreSQL with fsync on and Redis, "
         f"{ARTICLES:,} articles. Each run "
         f"reads {HOT} cached articles at random for {result['duration']} s (`wrk -c32`), "
@@ -253,7 +260,7 @@ def write_report(result: dict[str, object], json_path: Path) -> None:
         "is unreachable (neither can count without Redis).",
         "",
     ]
-    REPORT.write_text("\n".join(lines))
+    report.write_text("\n".join(lines))
 
 
 if __name__ == "__main__":
