@@ -61,7 +61,7 @@ QUICK_ENDPOINTS = ("pk-read", "slow-50ms")
 
 
 def endpoints(lab: Lab) -> dict[str, str]:
-    """Every endpoint, or (quick) the three that tell the models apart."""
+    """Every endpoint, or (quick) the two that tell the models apart most."""
     if lab.mode.quick:
         return {e: p for e, p in ENDPOINTS.items() if e in QUICK_ENDPOINTS}
     return ENDPOINTS
