@@ -6,8 +6,8 @@ design (the same app, but every view enqueues a ``record_view`` arq job that add
 own transaction, ``bench/baselines/job_per_view.py``). One Hypercorn worker and one arq
 worker each; 50 hot cached articles read by 32 connections. Views answered 200 are counted
 in the server's access log; a run ends when every answered view is in ``articles.views``
-(or after a bounded wait), and two seconds later the total is checked again for double
-counting.
+(or after a bounded wait), and 2 s later (0.5 s in the quick pass) the total is checked
+again for double counting.
 """
 
 from __future__ import annotations
