@@ -259,6 +259,9 @@ def write_report(result: dict[str, object], json_path: Path) -> None:
         "design loses views whenever Redis refuses the enqueue, the buffered one while Redis "
         "is unreachable (neither can count without Redis).",
         "",
+        "`BENCH_API_WORKERS=2 make bench-views` runs both servers with two Hypercorn workers "
+        "(`WEB_CONCURRENCY`'s default on 2 cores) and writes `docs/VIEWS-2-workers.md`.",
+        "",
     ]
     report.write_text("\n".join(lines))
 
