@@ -27,8 +27,7 @@ from pathlib import Path
 
 import redis
 
-from bench.common import ROOT, HypercornServer, machine, parse_wrk, wrk
-from bench.pagination import prepare
+from bench.common import ROOT, HypercornServer, machine, parse_wrk, prepare, wrk, wrk_missing
 from service.embedded import EmbeddedPostgres, EmbeddedRedis
 
 ARTICLES = 100_000
@@ -52,10 +51,7 @@ def _server(app: str, env: dict[str, str], log: Path) -> HypercornServer:
 
 
 def main() -> int:
-    if shutil.which("wrk") is None:
-        print(
-            "wrk is not installed: apt-get install wrk (make bench-deps does it)", file=sys.stderr
-        )
+    if wrk_missing():
         return 2
     duration = int(os.environ.get("BENCH_DURATION", "10"))
     rounds = int(os.environ.get("BENCH_ROUNDS", "3"))

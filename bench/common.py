@@ -6,6 +6,7 @@ import contextlib
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -143,3 +144,31 @@ def machine(packages: tuple[str, ...]) -> dict[str, str]:
         **{pkg: version(pkg) for pkg in packages},
         "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split()[1],
     }
+
+
+def wrk_missing() -> bool:
+    """True, with a hint on stderr, when wrk is not installed."""
+    if shutil.which("wrk") is not None:
+        return False
+    print("wrk is not installed: apt-get install wrk (make bench-deps does it)", file=sys.stderr)
+    return True
+
+
+def prepare(url: str, count: int, *, progress: bool | None = None) -> float:
+    """Migrate and seed ``count`` articles with the CLI; the seed's wall time in seconds.
+
+    The seed's progress bar shows on stderr from 100,000 articles unless ``progress`` says."""
+    env = {**os.environ, "DATABASE_URL": url}
+    subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    started = time.perf_counter()
+    command = [sys.executable, "-m", "service", "seed", "--count", str(count)]
+    if not (count >= 100_000 if progress is None else progress):
+        command.append("--no-progress")
+    subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=progress is False)
+    return time.perf_counter() - started

@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +38,7 @@ import httpx
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
-from bench.common import HypercornServer, parse_wrk, wrk
+from bench.common import HypercornServer, parse_wrk, prepare, wrk, wrk_missing
 from bench.common import machine as common_machine
 from service import articles as data
 from service.embedded import EmbeddedPostgres, EmbeddedRedis
@@ -85,24 +84,6 @@ def ApiServer(env: dict[str, str], log: Path) -> HypercornServer:
         ready_path="/readyz",
         options=["--config", "hypercorn.toml"],
     )
-
-
-def prepare(url: str, count: int) -> float:
-    """Migrate and seed with the CLI; the seed's wall time in seconds."""
-    env = {**os.environ, "DATABASE_URL": url}
-    subprocess.run(
-        [sys.executable, "-m", "alembic", "upgrade", "head"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    started = time.perf_counter()
-    command = [sys.executable, "-m", "service", "seed", "--count", str(count)]
-    if count < 100_000:
-        command.append("--no-progress")
-    subprocess.run(command, cwd=ROOT, env=env, check=True)  # the progress bar shows on stderr
-    return time.perf_counter() - started
 
 
 def deep_cursor(url: str, count: int) -> tuple[str, int]:
@@ -342,10 +323,7 @@ def write_report(result: dict[str, object], json_path: Path) -> None:
 
 
 def main() -> int:
-    if shutil.which("wrk") is None:
-        print(
-            "wrk is not installed: apt-get install wrk (make bench-deps does it)", file=sys.stderr
-        )
+    if wrk_missing():
         return 2
     duration = int(os.environ.get("BENCH_DURATION", "10"))
     rounds = int(os.environ.get("BENCH_ROUNDS", "3"))

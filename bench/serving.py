@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.common import HypercornServer, parse_wrk, wrk
+from bench.common import HypercornServer, parse_wrk, wrk, wrk_missing
 from bench.common import machine as common_machine
 from service.embedded import EmbeddedPostgres, EmbeddedRedis
 
@@ -201,10 +201,7 @@ def write_report(result: dict[str, object], json_path: Path) -> None:
 
 
 def main() -> int:
-    if shutil.which("wrk") is None:
-        print(
-            "wrk is not installed: apt-get install wrk (make bench-deps does it)", file=sys.stderr
-        )
+    if wrk_missing():
         return 2
     duration = int(os.environ.get("BENCH_DURATION", "10"))
     rounds = int(os.environ.get("BENCH_ROUNDS", "3"))

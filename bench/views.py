@@ -31,8 +31,16 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.common import ROOT, HypercornServer, Worker, machine, parse_wrk, wrk
-from bench.pagination import prepare
+from bench.common import (
+    ROOT,
+    HypercornServer,
+    Worker,
+    machine,
+    parse_wrk,
+    prepare,
+    wrk,
+    wrk_missing,
+)
 from service.embedded import EmbeddedPostgres, EmbeddedRedis
 
 ARTICLES = 1_000
@@ -63,10 +71,7 @@ def answered_views(access_log: Path) -> int:
 
 
 def main() -> int:
-    if shutil.which("wrk") is None:
-        print(
-            "wrk is not installed: apt-get install wrk (make bench-deps does it)", file=sys.stderr
-        )
+    if wrk_missing():
         return 2
     duration = int(os.environ.get("BENCH_DURATION", "10"))
     rounds = int(os.environ.get("BENCH_ROUNDS", "3"))

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import psutil
 
-from bench.common import ROOT, Worker, parse_wrk, wait_ready, wrk
+from bench.common import ROOT, Worker, parse_wrk, prepare, wait_ready, wrk
 from service.embedded import EmbeddedPostgres, EmbeddedRedis, die_with_parent, free_port
 
 
@@ -301,34 +301,9 @@ def need(*commands: str) -> list[str]:
 
 def seeded(lab: Lab) -> int:
     """Migrate the lab's database and seed ``lab.mode.articles`` articles (once)."""
-    if lab.seed_seconds is not None:
-        return lab.mode.articles
-    lab.status(f"seeding {lab.mode.articles:,} articles")
-    env = {**os.environ, "DATABASE_URL": lab.database_url}
-    subprocess.run(
-        [sys.executable, "-m", "alembic", "upgrade", "head"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    started = time.monotonic()
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "service",
-            "seed",
-            "--count",
-            str(lab.mode.articles),
-            "--no-progress",
-        ],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    lab.seed_seconds = time.monotonic() - started
+    if lab.seed_seconds is None:
+        lab.status(f"seeding {lab.mode.articles:,} articles")
+        lab.seed_seconds = prepare(lab.database_url, lab.mode.articles, progress=False)
     return lab.mode.articles
 
 
