@@ -1,4 +1,4 @@
-"""Alembic environment: async (asyncpg), URL from ``service.settings``, one migrator at a time.
+"""Alembic environment: async (asyncpg), URL from ``service.core.settings``, one migrator at a time.
 
 ``alembic upgrade head`` takes a PostgreSQL advisory lock before looking at the schema, so
 several replicas starting together run the migrations once: the others wait, then find the
@@ -15,8 +15,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from alembic import context
-from service.models import metadata
-from service.settings import Settings
+from service.core.settings import Settings
+from service.domain.models import metadata
 
 # Any fixed 64-bit number shared by every migrator of this schema ("newsdesk" in ASCII).
 MIGRATION_LOCK_ID = 0x6E657773_6465736B

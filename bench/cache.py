@@ -28,7 +28,7 @@ from pathlib import Path
 import redis
 
 from bench.common import ROOT, HypercornServer, machine, parse_wrk, prepare, wrk, wrk_missing
-from service.embedded import EmbeddedPostgres, EmbeddedRedis
+from service.cli.embedded import EmbeddedPostgres, EmbeddedRedis
 
 ARTICLES = 100_000
 REPORT = ROOT / "docs" / "CACHE.md"

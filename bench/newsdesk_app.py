@@ -10,17 +10,17 @@ from __future__ import annotations
 from flask import Blueprint, Response, abort, jsonify
 
 from bench.probes import AsyncProbes, item_by_id
-from service import db
-from service.app import create_app
 from service.asgi import asgi_app
-from service.logs import configure_logging
-from service.settings import Settings
+from service.core.logs import configure_logging
+from service.core.settings import Settings
+from service.web import context
+from service.web.app import create_app
 
 probes = Blueprint("bench", __name__, url_prefix="/bench")
 
 
 def _probes() -> AsyncProbes:
-    engine = db.resources().engine
+    engine = context.resources().engine
     assert engine is not None
     return AsyncProbes(engine)
 
@@ -32,7 +32,7 @@ async def hello() -> Response:
 
 @probes.get("/items/<int:item_id>")
 async def item(item_id: int) -> Response:
-    row = (await db.read_session().execute(item_by_id, {"id": item_id})).first()
+    row = (await context.read_db_session().execute(item_by_id, {"id": item_id})).first()
     if row is None:
         abort(404)
     return jsonify(id=row.id, name=row.name)
@@ -55,7 +55,7 @@ async def fanout_gather() -> Response:
 
 @probes.get("/cached/<int:item_id>")
 async def cached(item_id: int) -> Response:
-    redis = db.resources().redis
+    redis = context.resources().redis
     assert redis is not None
     body = await _probes().cached(redis, item_id)
     if body is None:

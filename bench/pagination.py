@@ -8,7 +8,7 @@ An embedded PostgreSQL (no fsync) and Redis in a temporary directory; two databa
 migrated (``alembic upgrade head``) and seeded with ``python -m service seed --count N``; one
 Hypercorn worker per database (``hypercorn.toml``, uvloop), read rate limit out of the way.
 The deep cursor points 90% of the way down the newest-first list (built with
-``service.articles.encode_cursor`` from the row at that offset). Load: ``wrk -t1 -c4`` on
+``service.domain.articles.encode_cursor`` from the row at that offset). Load: ``wrk -t1 -c4`` on
 loopback, each run preceded by a 2 s warm-up; the two servers take turns, round after round,
 each round starting with the other one; each figure is the median of the rounds. Results go to
 ``bench/results/pagination-<timestamp>.json`` and ``docs/PAGINATION.md``.
@@ -40,10 +40,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from bench.common import HypercornServer, parse_wrk, prepare, wrk, wrk_missing
 from bench.common import machine as common_machine
-from service import articles as data
-from service.embedded import EmbeddedPostgres, EmbeddedRedis
-from service.seed import plain_url
-from service.settings import normalise_database_url
+from service.cli.embedded import EmbeddedPostgres, EmbeddedRedis
+from service.cli.seed import plain_url
+from service.core.settings import normalise_database_url
+from service.domain import articles as data
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -117,7 +117,7 @@ def _kind(sql: str) -> str:
 
 
 async def _statement_times(url: str, cursor: str) -> dict[str, list[dict[str, object]]]:
-    """The statements each endpoint sends (captured from ``service.articles``), each timed
+    """The statements each endpoint sends (captured from ``service.domain.articles``), each timed
     on its own: median of 200 sequential executions from asyncpg, without load."""
     engine = create_async_engine(normalise_database_url(url))
     sent: list[tuple[str, tuple[object, ...]]] = []
@@ -276,8 +276,8 @@ def write_report(result: dict[str, object], json_path: Path) -> None:
     lines += [
         "",
         "Where the time goes in PostgreSQL: the statements each request sends (captured from "
-        "`service.articles`), each timed alone from asyncpg without load, median of 200 round "
-        "trips in ms:",
+        "`service.domain.articles`), each timed alone from asyncpg without load, median of 200 "
+        "round trips in ms:",
         "",
         f"| endpoint | statement | {small} | {large} |",
         "| --- | --- | --- | --- |",

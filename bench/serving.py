@@ -31,7 +31,7 @@ from pathlib import Path
 
 from bench.common import HypercornServer, parse_wrk, wrk, wrk_missing
 from bench.common import machine as common_machine
-from service.embedded import EmbeddedPostgres, EmbeddedRedis
+from service.cli.embedded import EmbeddedPostgres, EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"

@@ -1,9 +1,9 @@
 """View-count benchmark: ``python -m bench.views`` (``make bench-views``).
 
 Newsdesk's buffered counters (one Redis increment per view, flushed every second in
-batches, ``service.views``) against the guides' design (one ``record_view`` job per view,
-``bench/baselines/job_per_view.py``): the same app otherwise, one Hypercorn worker each, one
-arq worker beside the server under test, embedded PostgreSQL and Redis, 1,000 articles.
+batches, ``service.domain.view_counts``) against the guides' design (one ``record_view`` job
+per view, ``bench/baselines/job_per_view.py``): the same app otherwise, one Hypercorn worker
+each, one arq worker beside the server under test, embedded PostgreSQL and Redis, 1,000 articles.
 
 Each run reads 50 cached articles at random for ``BENCH_DURATION`` seconds (``wrk -c32``);
 the views answered 200 are counted in the server's access log (which also catches requests
@@ -41,7 +41,7 @@ from bench.common import (
     wrk,
     wrk_missing,
 )
-from service.embedded import EmbeddedPostgres, EmbeddedRedis
+from service.cli.embedded import EmbeddedPostgres, EmbeddedRedis
 
 ARTICLES = 1_000
 ARTICLE_200 = re.compile(r'"GET /api/v1/articles/\d+ [^"]*" 200 ')

@@ -22,6 +22,6 @@ Package map (one idea per module):
 
 Contracts: every error is ``{"error": {"code", "message", "details"?, "request_id"}}``;
 credentials are ``API-Key: <key>`` or ``Authorization: Bearer <key or session token>``;
-lists page by ``page``/``per_page`` or by ``cursor``. Settings: see ``service.settings`` and
+lists page by ``page``/``per_page`` or by ``cursor``. Settings: see ``service.core.settings`` and
 the README's configuration table.
 """

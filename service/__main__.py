@@ -1,7 +1,7 @@
-"""``python -m service``: see ``service.cli``."""
+"""``python -m service``: see ``service.cli.commands``."""
 
 import sys
 
-from service.cli import main
+from service.cli.commands import main
 
 sys.exit(main())

@@ -11,17 +11,20 @@ import gc
 
 from flask import Flask
 
-from service.adapter import GreenletASGI
-from service.app import app_resources, create_app
-from service.fastpath import CachedReads
-from service.logs import configure_logging
-from service.settings import Settings
-from service.web import SECURITY_HEADERS
+from service.core.logs import configure_logging
+from service.core.settings import Settings
+from service.core.types import SECURITY_HEADERS, ASGIApp
+from service.serving.adapter import GreenletASGI
+from service.serving.fastpath import CachedReads
+from service.web import context
+from service.web.app import create_app
 
 
-def asgi_app(flask_app: Flask) -> GreenletASGI:
-    """Wrap ``flask_app`` for an ASGI server, its resources tied to the lifespan."""
-    res = app_resources(flask_app)
+def asgi_app(flask_app: Flask) -> ASGIApp:
+    """Wrap ``flask_app`` for an ASGI server, its resources tied to the lifespan: the cache
+    fast path (``CachedReads``) in front of the loop-native adapter (``GreenletASGI``)."""
+    state = context.app_state(flask_app)
+    res = state.resources
 
     async def startup() -> None:
         await res.start()
@@ -30,17 +33,17 @@ def asgi_app(flask_app: Flask) -> GreenletASGI:
         gc.collect()
         gc.freeze()
 
-    return GreenletASGI(
+    adapter = GreenletASGI(
         flask_app.wsgi_app,
         max_body=res.settings.max_content_length,
         on_startup=startup,
         on_shutdown=res.close,
         default_headers=SECURITY_HEADERS,
-        fast_path=CachedReads(res),
     )
+    return CachedReads(adapter, res, state.views)
 
 
-def build(settings: Settings | None = None) -> GreenletASGI:
+def build(settings: Settings | None = None) -> ASGIApp:
     """Settings from the environment, logging, the Flask app and its ASGI wrapper."""
     settings = settings or Settings()
     configure_logging(settings.log_level)

@@ -1,9 +1,9 @@
 """The guides' design for view counts: one ``record_view`` job per view (bench only).
 
-``app``: Newsdesk's own ASGI app with one thing changed, how a view is recorded
-(``Resources.record_view``): instead of one Redis increment, every article read that answers
-200 enqueues a ``record_view`` job, and ``WorkerSettings`` (Newsdesk's worker plus that job)
-adds one to ``articles.views`` per job. Run it with
+``app``: Newsdesk's own ASGI app with one thing changed, how a view is recorded (the
+``ViewCounter`` given to ``create_app``): instead of one Redis increment, every article read
+that answers 200 enqueues a ``record_view`` job, and ``WorkerSettings`` (Newsdesk's worker
+plus that job) adds one to ``articles.views`` per job. Run it with
 ``python -m service worker --settings bench.baselines.job_per_view:WorkerSettings``.
 """
 
@@ -13,11 +13,14 @@ from typing import Any
 
 from sqlalchemy import text
 
-from service.app import app_resources, create_app
 from service.asgi import asgi_app
-from service.logs import configure_logging
-from service.queue import job
-from service.settings import Settings
+from service.core.logs import configure_logging
+from service.core.settings import Settings
+from service.domain.view_counts import ViewCounter
+from service.infra.cache import HitCount
+from service.infra.resources import Resources
+from service.jobs.runner import job
+from service.web.app import create_app
 from worker import WorkerSettings as NewsdeskWorkerSettings
 
 
@@ -31,18 +34,21 @@ async def record_view(ctx: dict[str, Any], article_id: int) -> None:
         )
 
 
-def build() -> Any:
-    settings = Settings()
-    configure_logging(settings.log_level)
-    flask_app = create_app(settings)
-    res = app_resources(flask_app)
+class JobPerView(ViewCounter):
+    """Every view enqueues a ``record_view`` job (it cannot be counted in a cache lookup)."""
 
-    async def enqueue_view(article_id: int) -> None:
+    def on_hit(self, article_id: int) -> HitCount | None:
+        return None
+
+    async def record(self, res: Resources, article_id: int) -> None:
         assert res.redis is not None
         await res.redis.enqueue_job("record_view", article_id)
 
-    res.record_view = enqueue_view
-    return asgi_app(flask_app)
+
+def build() -> Any:
+    settings = Settings()
+    configure_logging(settings.log_level)
+    return asgi_app(create_app(settings, views=JobPerView()))
 
 
 app = build()

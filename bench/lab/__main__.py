@@ -22,7 +22,7 @@ from bench.common import ROOT, machine
 from bench.lab import caching, indexes, pages, pooling, queues, replica, scaling, serving
 from bench.lab.core import FULL, QUICK, Lab, need
 from bench.lab.report import write_report
-from service.embedded import EmbeddedPostgres, EmbeddedRedis
+from service.cli.embedded import EmbeddedPostgres, EmbeddedRedis
 
 CLAIMS: dict[str, ModuleType] = {
     "serving": serving,

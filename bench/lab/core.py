@@ -21,7 +21,7 @@ import httpx
 import psutil
 
 from bench.common import ROOT, Worker, parse_wrk, prepare, wait_ready, wrk
-from service.embedded import EmbeddedPostgres, EmbeddedRedis, die_with_parent, free_port
+from service.cli.embedded import EmbeddedPostgres, EmbeddedRedis, die_with_parent, free_port
 
 
 @dataclass

@@ -21,7 +21,7 @@ import asyncpg
 
 from bench.lab import chart
 from bench.lab.core import Lab, hypercorn, load, running, seeded, summarise, table, warm_up, warmups
-from service.articles import MAX_OFFSET, encode_cursor
+from service.domain.articles import MAX_OFFSET, encode_cursor
 
 TITLE = "Pagination: offset vs cursor on deep pages, and what COUNT(*) costs"
 CLAIM = "Paginate with page numbers and a total count (`paginate()`: offset, limit, COUNT)."

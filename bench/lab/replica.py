@@ -1,7 +1,7 @@
 """Claim: send reads to a read replica to scale the database.
 
 A real streaming replica of the lab's PostgreSQL, made with ``pg_basebackup -R`` on loopback
-and started beside it. Newsdesk's request read session (``db.read_session()``, routed by
+and started beside it. Newsdesk's request read session (``context.read_db_session()``, routed by
 ``DATABASE_READ_URL``) serves a primary-key read (random ids, 64 connections) from two
 servers side by side: reads split to the replica, and every read on the primary. Then the lag
 a reader sees: a row is updated on the primary and read on the replica at once, then again
@@ -33,7 +33,7 @@ from bench.lab.core import (
     warmups,
 )
 from bench.probes import ROWS
-from service.embedded import EmbeddedPostgres
+from service.cli.embedded import EmbeddedPostgres
 
 TITLE = "Read replica: reads split vs all on the primary, and replication lag"
 CLAIM = "Add read replicas and send reads to them to scale the database."

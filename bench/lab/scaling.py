@@ -25,7 +25,7 @@ from bench.lab.core import (
     warmups,
 )
 from bench.probes import ROWS
-from service.embedded import free_port
+from service.cli.embedded import free_port
 
 TITLE = "Horizontal scaling: 1, 2 and 3 instances behind nginx"
 CLAIM = "Run several app instances behind a load balancer (nginx) to scale out."

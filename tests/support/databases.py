@@ -1,6 +1,6 @@
 """Throwaway PostgreSQL databases and Redis servers for the test session.
 
-Embedded servers (``service.embedded``) by default; ``TEST_DATABASE_URL`` / ``TEST_REDIS_URL``
+Embedded servers (``service.cli.embedded``) by default; ``TEST_DATABASE_URL`` / ``TEST_REDIS_URL``
 point the tests at external ones instead. On an external PostgreSQL the session creates its
 own database (``newsdesk_test_<random>``) and drops it at the end.
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import asyncpg
 
-from service.embedded import EmbeddedPostgres, EmbeddedRedis
-from service.settings import normalise_database_url
+from service.cli.embedded import EmbeddedPostgres, EmbeddedRedis
+from service.core.settings import normalise_database_url
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from service.queue import job
+from service.jobs.runner import job
 from worker import WorkerSettings as NewsdeskWorkerSettings
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from service.embedded import free_port
+from service.cli.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -17,13 +17,13 @@ from flask import Blueprint, Response, current_app, g, jsonify, request, stream_
 from pydantic import BaseModel
 from sqlalchemy import event, text
 
-from service import db
-from service.app import app_resources, create_app
 from service.asgi import asgi_app
-from service.bridge import await_
-from service.logs import configure_logging
-from service.request_id import current_request_id
-from service.settings import Settings
+from service.core.logs import configure_logging
+from service.core.request_id import current_request_id
+from service.core.settings import Settings
+from service.serving.bridge import await_
+from service.web import context
+from service.web.app import app_resources, create_app
 
 probes = Blueprint("probes", __name__, url_prefix="/_test")
 _gates: dict[str, asyncio.Event] = {}
@@ -48,20 +48,20 @@ async def echo() -> Response:
 
 @probes.get("/query")
 async def query() -> Response:
-    pid = (await db.session().execute(text("SELECT pg_backend_pid()"))).scalar_one()
+    pid = (await context.db_session().execute(text("SELECT pg_backend_pid()"))).scalar_one()
     return jsonify(pid=pid)
 
 
 @probes.get("/sleep")
 async def sleep_in_database() -> Response:
     seconds = float(request.args.get("seconds", "5"))
-    await db.session().execute(text("SELECT pg_sleep(:s)"), {"s": seconds})
+    await context.db_session().execute(text("SELECT pg_sleep(:s)"), {"s": seconds})
     return jsonify(slept=seconds)
 
 
 @probes.get("/pool")
 def pool_status() -> Response:
-    engine = current_app.extensions["newsdesk.resources"].engine
+    engine = context.app_state(current_app).resources.engine
     return jsonify(checked_out=engine.pool.checkedout())
 
 
@@ -118,7 +118,7 @@ class Item(BaseModel):
 async def create_item() -> tuple[Response, int]:
     """Validates with pydantic, inserts, then fails if asked: the insert must roll back."""
     item = Item.model_validate(request.get_json())
-    await db.session().execute(
+    await context.db_session().execute(
         text("INSERT INTO probe_items (name, count) VALUES (:name, :count)"), item.model_dump()
     )
     if request.args.get("fail") == "1":
@@ -175,7 +175,7 @@ def flask_requests() -> Response:
 
 @probes.get("/cache-stats")
 def cache_stats() -> Response:
-    return jsonify(current_app.extensions["newsdesk.resources"].cache.stats.snapshot())
+    return jsonify(context.app_state(current_app).resources.cache.stats.snapshot())
 
 
 def build() -> Any:

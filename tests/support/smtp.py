@@ -14,7 +14,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-from service.embedded import free_port
+from service.cli.embedded import free_port
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import IO
 
 from tests.support.databases import ROOT, ServerStack
 
-# The supervised worker (service.supervisor): what `make run` and the image start.
+# The supervised worker (service.jobs.supervisor): what `make run` and the image start.
 COMMAND = [sys.executable, "-m", "service", "worker"]
 
 

@@ -1,0 +1,204 @@
+"""Command line: ``python -m service run | serve | migrate | worker``.
+
+- ``run``: the local stack in the foreground (``make run``). Starts embedded PostgreSQL and
+  Redis in ``.data/`` unless ``DATABASE_URL`` / ``REDIS_URL`` are set, migrates, then serves
+  the API on 127.0.0.1:``PORT`` (8000) with one arq worker beside it. Ctrl-C or SIGTERM stops
+  everything, in order, and leaves no process behind.
+- ``serve``: Hypercorn with ``hypercorn.toml``, bind and worker count from the environment
+  (``BIND``, or ``HOST``/``PORT``; ``WEB_CONCURRENCY``, default the CPU count).
+- ``migrate``: ``alembic upgrade head``.
+- ``worker [--settings module:Class]``: the arq worker, supervised
+  (``service.jobs.worker.main``): it survives Redis restarts and lets running jobs finish on
+  SIGTERM.
+- ``create-user --email E --name N``: a user; the password comes from ``NEWSDESK_PASSWORD``,
+  else a prompt (or the first line of a piped stdin). Prints the new user's id.
+- ``create-api-key --email E --name N``: an API key for that user, printed once with its
+  prefix.
+- ``seed --count N [--authors A]``: N fake articles by A seed authors (``service.cli.seed``).
+
+The last three use ``DATABASE_URL``; their errors (e-mail taken, unknown e-mail, invalid input,
+database unreachable) are one line on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from types import FrameType
+
+from service.cli.admin import count_arg, data_command, positive_arg
+from service.cli.embedded import EmbeddedPostgres, EmbeddedRedis, die_with_parent
+from service.core.logs import configure_logging
+
+log = logging.getLogger("service.cli.commands")
+BIN = Path(sys.executable).parent
+
+
+def serve() -> int:
+    """Run Hypercorn with ``hypercorn.toml`` plus the environment's bind and worker count."""
+    from hypercorn.config import Config
+    from hypercorn.run import run
+
+    config = Config.from_toml(os.environ.get("HYPERCORN_CONFIG", "hypercorn.toml"))
+    config.application_path = "service.asgi:app"
+    if os.environ.get("BIND"):
+        config.bind = [os.environ["BIND"]]
+    elif os.environ.get("HOST") or os.environ.get("PORT"):
+        host = os.environ.get("HOST", "0.0.0.0")
+        config.bind = [f"{host}:{os.environ.get('PORT', '8000')}"]
+    config.workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 1)
+    return int(run(config) or 0)
+
+
+def migrate(env: dict[str, str] | None = None) -> None:
+    """``alembic upgrade head`` in a child process (it runs its own event loop)."""
+    subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], check=True, env=env)
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(0.25)  # a pause that also notices the server dying
+    return False
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+def run_stack(data_dir: Path) -> int:
+    """Embedded servers (when needed), migrations, API and worker; stop all on a signal."""
+    configure_logging("INFO")
+    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGINT, _raise_stop)
+    env = dict(os.environ)
+    port = env.get("PORT", "8000")
+    env["BIND"] = f"127.0.0.1:{port}"
+    postgres: EmbeddedPostgres | None = None
+    redis: EmbeddedRedis | None = None
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        if not env.get("DATABASE_URL"):
+            postgres = EmbeddedPostgres(data_dir / "postgres").start()
+            env["DATABASE_URL"] = postgres.ensure_database("newsdesk")
+            log.info(
+                "embedded PostgreSQL on 127.0.0.1:%s (data in %s)", postgres.port, postgres.data_dir
+            )
+        if not env.get("REDIS_URL"):
+            redis = EmbeddedRedis(data_dir / "redis").start()
+            env["REDIS_URL"] = redis.url()
+            log.info("embedded Redis on 127.0.0.1:%s (data in %s)", redis.port, redis.data_dir)
+        migrate(env)
+        for command in (
+            [sys.executable, "-m", "service", "serve"],
+            [sys.executable, "-m", "service", "worker"],
+        ):
+            children.append(
+                subprocess.Popen(
+                    command, env=env, start_new_session=True, preexec_fn=die_with_parent
+                )
+            )
+        base = f"http://127.0.0.1:{port}"
+        if _wait_ready(base + "/readyz", children[0], 60):
+            print(
+                f"\nNewsdesk is up.\n  API:        {base}/api/v1\n"
+                f"  API docs:   {base}/docs (OpenAPI: {base}/api/v1/openapi.json)\n"
+                f"  liveness:   {base}/healthz\n  readiness:  {base}/readyz\n"
+                "Ctrl-C stops the API, the worker and the embedded servers.\n",
+                flush=True,
+            )
+        idle = threading.Event()  # never set: wait() is an interruptible pause
+        while all(child.poll() is None for child in children):
+            idle.wait(0.5)
+        log.error("a child process exited; stopping everything")
+        return 1
+    except _Stop as stop:
+        log.info("%s received; stopping", stop)
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        if redis is not None:
+            redis.stop()
+        if postgres is not None:
+            postgres.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m service",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser("run", help="the local stack in the foreground")
+    run_parser.add_argument("--data-dir", type=Path, default=Path(".data"))
+    commands.add_parser("serve", help="Hypercorn with hypercorn.toml")
+    commands.add_parser("migrate", help="alembic upgrade head")
+    worker_parser = commands.add_parser("worker", help="the arq worker, supervised")
+    worker_parser.add_argument(
+        "--settings",
+        default="worker:WorkerSettings",
+        help="the arq WorkerSettings class, as module:Class (default worker:WorkerSettings)",
+    )
+    user_parser = commands.add_parser(
+        "create-user", help="create a user (password from NEWSDESK_PASSWORD or a prompt)"
+    )
+    user_parser.add_argument("--email", required=True)
+    user_parser.add_argument("--name", required=True)
+    key_parser = commands.add_parser(
+        "create-api-key", help="issue an API key for a user; printed once"
+    )
+    key_parser.add_argument("--email", required=True, help="the user's e-mail")
+    key_parser.add_argument("--name", required=True, help="a label for the key")
+    seed_parser = commands.add_parser("seed", help="insert fake articles (bulk COPY)")
+    seed_parser.add_argument("--count", type=count_arg, required=True, help="articles to insert")
+    seed_parser.add_argument("--authors", type=positive_arg, default=100, help="seed authors")
+    seed_parser.add_argument("--batch", type=positive_arg, default=50_000, help="rows per COPY")
+    seed_parser.add_argument("--random-seed", type=int, default=1, help="for repeatable data")
+    seed_parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.command in ("create-user", "create-api-key", "seed"):
+        return data_command(args)
+    if args.command == "run":
+        return run_stack(args.data_dir)
+    if args.command == "serve":
+        return serve()
+    if args.command == "worker":
+        import importlib
+
+        from service.jobs import worker  # its settings are read at import
+
+        module, _, name = args.settings.partition(":")
+        return worker.main(getattr(importlib.import_module(module), name or "WorkerSettings"))
+    migrate()
+    return 0

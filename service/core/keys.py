@@ -1,0 +1,80 @@
+"""Every Redis key and stored format, in one place (as arq keeps its own in ``constants.py``).
+
+Keys are namespaced by their first segment; a new kind of key gets its template here, never
+as a string literal where it is used. The Lua scripts that touch keys receive them as
+arguments, except ``CACHE_EPOCH`` and ``LOCK_PREFIX``, which ``service.infra.cache`` formats
+into its script from these constants.
+"""
+
+from __future__ import annotations
+
+# --- response cache (service.infra.cache) ---------------------------------------------------
+# Entries are versioned by a cache-wide epoch ({e}) and by generations ({g1}, {g2}...), which
+# writers move on after a commit. See the cache module for why this cannot serve stale data.
+CACHE_EPOCH = "cache:epoch"
+LOCK_PREFIX = "lock:"  # + the entry's key: the one request recomputing it
+ARTICLES_GENERATION = "gen:articles"  # every list page and the popular ranking
+
+
+def article_generation(article_id: int) -> str:
+    """The generation of one article's cached representation."""
+    return f"gen:article:{article_id}"
+
+
+def article_entry(article_id: int) -> tuple[list[str], str]:
+    """The generations and key template of one article's cache entry."""
+    return [article_generation(article_id)], f"cache:{{e}}:article:{article_id}:{{g1}}"
+
+
+POPULAR_ENTRY: tuple[list[str], str] = ([ARTICLES_GENERATION], "cache:{e}:popular:{g1}")
+
+
+def list_entry(query_digest: str) -> tuple[list[str], str]:
+    """The generations and key template of one list page (``query_digest`` names the query)."""
+    return [ARTICLES_GENERATION], f"cache:{{e}}:list:{{g1}}:{query_digest}"
+
+
+def pack_entry(etag: str, body: bytes) -> bytes:
+    """A cached response as stored: its ETag, a newline, its body."""
+    return etag.encode("latin-1") + b"\n" + body
+
+
+def unpack_entry(stored: bytes) -> tuple[bytes, bytes]:
+    """``(raw ETag, body)`` of a stored entry (the ETag as latin-1 bytes, as sent)."""
+    raw_etag, _, body = stored.partition(b"\n")
+    return raw_etag, body
+
+
+# --- rate limits (service.domain.rate_limits) --------------------------------------------
+
+
+def rate_limit(name: str, identity: str, window_index: int) -> str:
+    """The counter of one clock-aligned window of limit ``name`` for ``identity``."""
+    return f"rl:{name}:{identity}:{window_index}"
+
+
+# --- login sessions (service.domain.login_sessions) -----------------------------------------
+
+
+def login_session(token_hash: str) -> str:
+    """Holds the user id of a live session token (by its SHA-256, hex)."""
+    return f"session:{token_hash}"
+
+
+def user_sessions(user_id: int) -> str:
+    """The set of a user's live session hashes (to revoke them all at once)."""
+    return f"user-sessions:{user_id}"
+
+
+# --- view counts (service.domain.view_counts) ----------------------------------------------
+VIEWS_PENDING = "views:pending"  # hash: article id -> views not yet in PostgreSQL
+VIEWS_FLUSHING = "views:flushing"  # the batch being flushed
+VIEWS_FLUSHING_ID = "views:flushing:id"  # its batch id
+
+# --- jobs (service.infra.queue, service.jobs) -----------------------------------------------
+JOB_STATS = "jobs:stats"  # hash: "<function>:<outcome>" -> count, shared by all workers
+
+
+def process_job_id(article_id: int, version: int) -> str:
+    """The arq job id of ``process_article(article_id, version)``: duplicates collapse."""
+    return f"process:{article_id}:{version}"

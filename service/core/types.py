@@ -1,0 +1,33 @@
+"""Shared types and constants: the ASGI aliases, the id range, article statuses, and the
+security headers every response carries (whoever builds it: Flask, the ASGI adapter or the
+cache fast path)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from typing import Any
+
+# ASGI 3, as starlette.types spells them.
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+MAX_ID = 2**63 - 1  # PostgreSQL bigint: the largest id any table hands out
+
+
+class ArticleStatus(StrEnum):
+    """Where an article's processing stands (summary and keywords)."""
+
+    PENDING = "pending"
+    PROCESSED = "processed"
+    FAILED = "failed"
+
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+}

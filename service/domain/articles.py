@@ -1,0 +1,308 @@
+"""Article data functions (no HTTP): create, read, update, delete, list and rank.
+
+Lists are newest first, ``(published_at, id)`` descending, which the index
+``ix_articles_newest`` (and ``ix_articles_author_newest`` per author) serves directly:
+
+- offset pages (``page``/``per_page``) for the guide's shape, limited to the first
+  ``MAX_OFFSET`` rows, with a ``total`` that is exact up to ``EXACT_COUNT_LIMIT`` articles and
+  PostgreSQL's estimate beyond (``total_is_estimate``), so no request counts a big table;
+- keyset pages (``cursor``): ``WHERE (published_at, id) < (cursor)``, the same cost at any
+  depth.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import ClauseElement, Executable, Select, func, select, text, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
+
+from service.core.errors import Forbidden, InvalidInput, NotFound, StaleVersion
+from service.core.types import MAX_ID, ArticleStatus
+from service.domain.models import Article, User
+from service.domain.schemas import ArticlePublic, ArticleSummary, Author
+
+EXACT_COUNT_LIMIT = 1_000
+MAX_OFFSET = 10_000
+POPULAR_SIZE = 10
+
+_SUMMARY_COLUMNS = (
+    Article.id,
+    Article.title,
+    Article.summary,
+    Article.keywords,
+    Article.tags,
+    Article.status,
+    Article.processing_error,
+    Article.views,
+    Article.published_at,
+    Article.updated_at,
+    Article.version,
+    Article.author_id,
+    User.name.label("author_name"),
+)
+
+
+@dataclass(frozen=True)
+class Filters:
+    author_id: int | None = None
+    tag: str | None = None
+    q: str | None = None
+
+
+_FIELDS = (
+    "id",
+    "title",
+    "summary",
+    "keywords",
+    "tags",
+    "status",
+    "processing_error",
+    "views",
+    "published_at",
+    "updated_at",
+    "version",
+)
+
+
+def _fields(source: Any) -> dict[str, Any]:
+    """The shared fields of a result row or an ``Article``, by attribute name."""
+    return {name: getattr(source, name) for name in _FIELDS}
+
+
+def _summary(row: Any) -> ArticleSummary:
+    return ArticleSummary(**_fields(row), author=Author(id=row.author_id, name=row.author_name))
+
+
+def _public(row: Any) -> ArticlePublic:
+    author = Author(id=row.author_id, name=row.author_name)
+    return ArticlePublic(**_fields(row), content=row.content, author=author)
+
+
+def search_query(q: str) -> str:
+    """``"Flask scal"`` -> ``"flask:* & scal:*"``: every word, as a prefix, any case."""
+    words = re.findall(r"\w+", q.lower())
+    if not words:
+        raise InvalidInput.at(
+            ["query", "q"], "q must contain at least one word.", why="no word to search for"
+        )
+    return " & ".join(f"{word}:*" for word in words[:10])
+
+
+def _filtered(stmt: Any, filters: Filters) -> Any:
+    if filters.author_id is not None:
+        stmt = stmt.where(Article.author_id == filters.author_id)
+    if filters.tag is not None:
+        stmt = stmt.where(Article.tags.contains([filters.tag]))
+    if filters.q is not None:
+        stmt = stmt.where(
+            Article.title_search.op("@@")(func.to_tsquery("simple", search_query(filters.q)))
+        )
+    return stmt
+
+
+def _newest(filters: Filters) -> Select[Any]:
+    stmt = select(*_SUMMARY_COLUMNS).join(User, User.id == Article.author_id)
+    newest: Select[Any] = _filtered(stmt, filters).order_by(
+        Article.published_at.desc(), Article.id.desc()
+    )
+    return newest
+
+
+# --- cursors ------------------------------------------------------------------------------
+
+
+def encode_cursor(published_at: datetime, article_id: int) -> str:
+    raw = orjson.dumps({"t": published_at.isoformat(), "i": article_id})
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int]:
+    """The position a cursor points after; 422 for anything that is not one of ours."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        data = orjson.loads(raw)
+        published_at = datetime.fromisoformat(data["t"])
+        article_id = data["i"]
+        if (
+            type(article_id) is not int
+            or not 0 < article_id <= MAX_ID
+            or published_at.tzinfo is None
+        ):
+            raise ValueError(article_id)
+    except (ValueError, TypeError, KeyError, binascii.Error, orjson.JSONDecodeError):
+        raise InvalidInput.at(
+            ["query", "cursor"],
+            "The cursor is not valid; start again without it.",
+            code="invalid_cursor",
+            why="not a cursor",
+        ) from None
+    return published_at, article_id
+
+
+# --- writes -----------------------------------------------------------------------------
+
+
+async def create_article(
+    session: AsyncSession, *, author: User, title: str, content: str, tags: list[str]
+) -> ArticlePublic:
+    article = Article(author_id=author.id, title=title, content=content, tags=tags)
+    session.add(article)
+    await session.flush()
+    await session.refresh(article)
+    return _public_from(article, author.name)
+
+
+def _public_from(article: Article, author_name: str) -> ArticlePublic:
+    author = Author(id=article.author_id, name=author_name)
+    return ArticlePublic(**_fields(article), content=article.content, author=author)
+
+
+async def _owned_for_update(
+    session: AsyncSession, *, article_id: int, caller_id: int, if_match: int | None
+) -> Article:
+    article = await session.get(Article, article_id, with_for_update=True)
+    if article is None:
+        raise NotFound(f"Article {article_id} does not exist.")
+    if article.author_id != caller_id:
+        raise Forbidden("Only the author may change this article.")
+    if if_match is not None and article.version != if_match:
+        raise StaleVersion(
+            f"The article is at version {article.version}, not {if_match}; fetch it again."
+        )
+    return article
+
+
+async def update_article(
+    session: AsyncSession,
+    *,
+    article_id: int,
+    caller: User,
+    changes: dict[str, Any],
+    if_match: int | None,
+) -> ArticlePublic:
+    """Apply ``changes`` as the author; bumps ``version``; new text goes back to pending."""
+    article = await _owned_for_update(
+        session, article_id=article_id, caller_id=caller.id, if_match=if_match
+    )
+    values: dict[str, Any] = dict(changes)
+    values["version"] = Article.version + 1
+    values["updated_at"] = func.now()
+    if "title" in changes or "content" in changes:
+        values["status"] = ArticleStatus.PENDING
+        values["summary"] = None
+        values["keywords"] = []
+    await session.execute(update(Article).where(Article.id == article.id).values(**values))
+    await session.refresh(article)
+    return _public_from(article, caller.name)
+
+
+async def delete_article(
+    session: AsyncSession, *, article_id: int, caller: User, if_match: int | None
+) -> None:
+    article = await _owned_for_update(
+        session, article_id=article_id, caller_id=caller.id, if_match=if_match
+    )
+    await session.delete(article)
+
+
+# --- reads ------------------------------------------------------------------------------
+
+
+async def get_article(session: AsyncSession, article_id: int) -> ArticlePublic | None:
+    stmt = (
+        select(*_SUMMARY_COLUMNS, Article.content)
+        .join(User, User.id == Article.author_id)
+        .where(Article.id == article_id)
+    )
+    row = (await session.execute(stmt)).first()
+    return _public(row) if row is not None else None
+
+
+async def list_page(
+    session: AsyncSession, *, filters: Filters, page: int, per_page: int
+) -> tuple[list[ArticleSummary], int, bool]:
+    """One offset page, the total and whether the total is an estimate."""
+    offset = (page - 1) * per_page
+    if offset + per_page > MAX_OFFSET:
+        raise InvalidInput.at(
+            ["query", "page"],
+            f"Offset pages stop at {MAX_OFFSET} articles; use next_cursor to go further.",
+            code="page_too_deep",
+            why="too deep",
+        )
+    rows = (await session.execute(_newest(filters).limit(per_page).offset(offset))).all()
+    total, estimated = await count_articles(session, filters)
+    return [_summary(row) for row in rows], total, estimated
+
+
+async def list_after(
+    session: AsyncSession, *, filters: Filters, cursor: str | None, per_page: int
+) -> list[ArticleSummary]:
+    """One keyset page after ``cursor`` (from the newest when None)."""
+    stmt = _newest(filters)
+    if cursor is not None:
+        published_at, article_id = decode_cursor(cursor)
+        stmt = stmt.where(tuple_(Article.published_at, Article.id) < (published_at, article_id))
+    rows = (await session.execute(stmt.limit(per_page))).all()
+    return [_summary(row) for row in rows]
+
+
+def next_cursor(articles: list[ArticleSummary], per_page: int) -> str | None:
+    if len(articles) < per_page:
+        return None
+    last = articles[-1]
+    return encode_cursor(last.published_at, last.id)
+
+
+class Explain(Executable, ClauseElement):
+    """``EXPLAIN (FORMAT JSON) <statement>``, keeping the statement's bound parameters."""
+
+    inherit_cache = False
+
+    def __init__(self, statement: Select[Any]) -> None:
+        self.statement = statement
+
+
+@compiles(Explain, "postgresql")
+def _compile_explain(element: Explain, compiler: Any, **kw: Any) -> str:
+    return "EXPLAIN (FORMAT JSON) " + str(compiler.process(element.statement, **kw))
+
+
+async def count_articles(session: AsyncSession, filters: Filters) -> tuple[int, bool]:
+    """Exact when at most ``EXACT_COUNT_LIMIT`` articles match (a count bounded by a LIMIT);
+    beyond, PostgreSQL's estimate: the table's ``reltuples`` unfiltered, the planner's row
+    estimate filtered. Either way a request never counts a big table."""
+    capped = _filtered(select(Article.id), filters).limit(EXACT_COUNT_LIMIT + 1).subquery()
+    exact = int((await session.execute(select(func.count()).select_from(capped))).scalar_one())
+    if exact <= EXACT_COUNT_LIMIT:
+        return exact, False
+    if filters == Filters():
+        estimate = (
+            await session.execute(
+                text("SELECT reltuples::bigint FROM pg_class WHERE oid = 'articles'::regclass")
+            )
+        ).scalar_one()
+    else:
+        plan = (await session.execute(Explain(_filtered(select(Article.id), filters)))).scalar_one()
+        if isinstance(plan, str):
+            plan = orjson.loads(plan)
+        estimate = plan[0]["Plan"]["Plan Rows"]
+    return max(int(estimate), exact), True
+
+
+async def most_viewed(session: AsyncSession, limit: int = POPULAR_SIZE) -> list[ArticleSummary]:
+    stmt = (
+        select(*_SUMMARY_COLUMNS)
+        .join(User, User.id == Article.author_id)
+        .order_by(Article.views.desc(), Article.id.desc())
+        .limit(limit)
+    )
+    return [_summary(row) for row in (await session.execute(stmt)).all()]

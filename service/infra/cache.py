@@ -1,0 +1,316 @@
+"""The response cache in Redis: never stale after a write, no stampede, survives an outage.
+
+Entries hold the final response bytes, served as they are (no model work on a hit).
+
+**Never stale after a write** — generation-versioned keys. A key embeds a generation number
+kept in Redis (``gen:article:<id>`` for one article, ``gen:articles`` for every list and the
+popular ranking) and a cache-wide epoch. A reader fetches the generations *before* it reads
+PostgreSQL and stores what it read under those generations; a writer commits, then increments
+the generations, before its response is sent. A reader that read the old row can therefore
+only store it under the old generation, which no later reader asks for: the stale-set race
+cannot happen, by construction. Looking up a key and its generations is one Lua call.
+
+**No stampede** — on a miss, one request takes a short lock (``SET NX PX``) and recomputes;
+the others poll the entry for a moment and serve it when it lands (or, past the wait, read
+PostgreSQL themselves).
+
+**Redis down** — every call has a short timeout, and a failure opens a breaker: for
+``CACHE_BREAKER_SECONDS`` the cache is skipped (``X-Cache: BYPASS``) without touching Redis,
+then one request probes it again. An invalidation that failed while Redis was unreachable
+leaves old entries behind, so the process that missed it bumps the epoch, invalidating
+everything, as soon as Redis answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import secrets
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from redis.asyncio import Redis
+
+from service.core import keys
+from service.core.errors import REDIS_FAILURES
+from service.infra.guard import RedisGuard
+
+log = logging.getLogger(__name__)
+
+HIT, MISS, BYPASS = "HIT", "MISS", "BYPASS"
+
+# KEYS: the generation keys, then (optionally) a rate-limit counter, then (optionally) a hash
+# for ``HitCount``; ARGV[1]: the key template with {e} and {g1}, {g2}...; ARGV[2]: lock token;
+# ARGV[3]: lock ms; ARGV[4]: the counter's window in seconds, or '' for none; ARGV[5]: '1' to
+# peek (on a miss: no lock, no count); ARGV[6]: the hash field to increment on a hit, or '';
+# ARGV[7]: the rate limit, past which the hit is refused and not counted in the hash.
+# Returns {key, value or false, lock taken (1/0), count}: a cached read costs one round trip,
+# its rate limit (and its view, service.domain.view_counts) included.
+_LOOKUP = """
+local gens = #KEYS
+local counter, hits
+if ARGV[6] ~= '' then hits = KEYS[gens]; gens = gens - 1 end
+if ARGV[4] ~= '' then counter = KEYS[gens]; gens = gens - 1 end
+local epoch = redis.call('GET', '$EPOCH') or '0'
+local key = string.gsub(ARGV[1], '{e}', epoch)
+for i = 1, gens do
+  key = string.gsub(key, '{g' .. i .. '}', redis.call('GET', KEYS[i]) or '0')
+end
+local value = redis.call('GET', key)
+if not value and ARGV[5] == '1' then return {key, false, 0, 0} end
+local count = 0
+if counter then
+  count = redis.call('INCR', counter)
+  if count == 1 then redis.call('EXPIRE', counter, ARGV[4]) end
+end
+if value then
+  if hits and (not counter or count <= tonumber(ARGV[7])) then
+    redis.call('HINCRBY', hits, ARGV[6], 1)
+  end
+  return {key, value, 0, count}
+end
+local locked = redis.call('SET', '$LOCK' .. key, ARGV[2], 'NX', 'PX', ARGV[3])
+return {key, false, locked and 1 or 0, count}
+""".replace("$EPOCH", keys.CACHE_EPOCH).replace("$LOCK", keys.LOCK_PREFIX)
+
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass
+class Stats:
+    """Hits, misses and bypasses per endpoint, in this process (for the metrics endpoint)."""
+
+    counts: dict[str, dict[str, int]] = field(
+        default_factory=lambda: defaultdict(lambda: {HIT: 0, MISS: 0, BYPASS: 0})
+    )
+
+    def count(self, endpoint: str, outcome: str) -> None:
+        self.counts[endpoint][outcome] += 1
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        return {name: dict(values) for name, values in self.counts.items()}
+
+
+@dataclass
+class Lookup:
+    outcome: str
+    value: bytes | None = None
+    key: str | None = None
+    lock_token: str | None = None
+    count: int = 0  # the rate-limit counter after this request, when one was given
+
+
+@dataclass(frozen=True)
+class Count:
+    """A counter to increment in the lookup's round trip: its key, window (seconds) and limit
+    (a hit past the limit increments no ``HitCount``)."""
+
+    key: str
+    window: int
+    limit: int = 2**62
+
+
+@dataclass(frozen=True)
+class HitCount:
+    """A hash field to increment by one when the lookup hits (a view)."""
+
+    key: str
+    field: str
+
+
+class ResponseCache:
+    """Cached response bodies under generation-versioned keys (see the module docstring)."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        guard: RedisGuard,
+        lock_ms: int = 5000,
+        wait_seconds: float = 1.0,
+        enabled: bool = True,
+    ) -> None:
+        self.redis = redis
+        self.enabled = enabled
+        self.guard = guard
+        # An invalidation failed while Redis was unreachable: bump the epoch before any read.
+        self.must_bump_epoch = False
+        self.lock_ms = lock_ms
+        self.wait_seconds = wait_seconds
+        self.stats = Stats()
+        self._scripts: dict[str, Any] = {}
+        # Lock tokens only need to differ between holders: a per-process prefix and a counter.
+        self._token_prefix = secrets.token_hex(6)
+        self._tokens = itertools.count()
+
+    async def _call(self, make: Callable[[], Awaitable[Any]]) -> Any:
+        """One guarded Redis round trip (``service.infra.guard``): failures open the breaker
+        and re-raise.
+
+        Owed an epoch bump (an invalidation was missed), it pays that first, so no entry from
+        before the outage is read again."""
+
+        async def epoch_then_call() -> Any:
+            if self.must_bump_epoch:
+                await self.redis.incr(keys.CACHE_EPOCH)
+                self.must_bump_epoch = False
+                log.info("cache: Redis is back; epoch bumped after missed invalidations")
+            return await make()
+
+        return await self.guard.call(epoch_then_call)
+
+    def usable(self) -> bool:
+        """Enabled, and Redis not known to be failing."""
+        return self.enabled and self.guard.allows()
+
+    async def fetch(
+        self,
+        endpoint: str,
+        *,
+        generations: Sequence[str],
+        template: str,
+        ttl: int,
+        compute: Callable[[], Awaitable[bytes | None]],
+        count: Count | None = None,
+        on_count: Callable[[int], None] | None = None,
+    ) -> tuple[bytes | None, str]:
+        """The cached body for ``template`` (computing and storing it on a miss) and the
+        outcome. ``template`` holds ``{e}`` and ``{g1}``... for the epoch and the generations
+        named by ``generations``; ``compute`` returns the body, or None to store nothing.
+        ``count`` is incremented in the same round trip and ``on_count(count)`` called
+        with the result before anything is computed (it may raise, e.g. a 429)."""
+        if not self.usable():
+            self.stats.count(endpoint, BYPASS)
+            return await compute(), BYPASS
+        token = f"{self._token_prefix}{next(self._tokens)}"
+        try:
+            lookup = await self._lookup(generations, template, token, count)
+        except REDIS_FAILURES:
+            self.stats.count(endpoint, BYPASS)
+            return await compute(), BYPASS
+        if count is not None and on_count is not None:
+            try:
+                on_count(lookup.count)
+            except BaseException:
+                if lookup.key is not None and lookup.lock_token is not None:
+                    await self._store(lookup.key, lookup.lock_token, None, ttl)  # unlock only
+                raise
+        try:
+            if lookup.value is None and lookup.lock_token is None:
+                lookup = await self._wait_for_entry(generations, template, token)
+        except REDIS_FAILURES:
+            self.stats.count(endpoint, BYPASS)
+            return await compute(), BYPASS
+        if lookup.value is not None:
+            self.stats.count(endpoint, HIT)
+            return lookup.value, HIT
+        self.stats.count(endpoint, MISS)
+        try:
+            body = await compute()
+        except BaseException:
+            if lookup.key is not None and lookup.lock_token is not None:
+                await self._store(lookup.key, lookup.lock_token, None, ttl)  # unlock only
+            raise
+        if lookup.key is not None and lookup.lock_token is not None:
+            await self._store(lookup.key, lookup.lock_token, body, ttl)
+        return body, MISS
+
+    def _eval(self, script: str, keys: list[str], args: list[str]) -> Awaitable[Any]:
+        runner = self._scripts.get(script)
+        if runner is None:  # EVALSHA, loading the script once
+            runner = self._scripts[script] = self.redis.register_script(script)
+        return cast(Awaitable[Any], runner(keys=keys, args=args))
+
+    async def _lookup(
+        self,
+        generations: Sequence[str],
+        template: str,
+        token: str,
+        count: Count | None = None,
+        *,
+        peek: bool = False,
+        on_hit: HitCount | None = None,
+    ) -> Lookup:
+        keys_ = [*generations]
+        window = field = limit = ""
+        if count is not None:
+            keys_.append(count.key)
+            window, limit = str(count.window), str(count.limit)
+        if on_hit is not None:
+            keys_.append(on_hit.key)
+            field = on_hit.field
+        args = [template, token, str(self.lock_ms), window, "1" if peek else "", field, limit]
+        key, value, locked, counted = await self._call(lambda: self._eval(_LOOKUP, keys_, args))
+        key = key.decode() if isinstance(key, bytes) else key
+        if value:
+            return Lookup(HIT, value=value, key=key, count=int(counted))
+        return Lookup(MISS, key=key, lock_token=token if locked else None, count=int(counted))
+
+    async def peek(
+        self,
+        endpoint: str,
+        *,
+        generations: Sequence[str],
+        template: str,
+        count: Count | None,
+        on_hit: HitCount | None = None,
+    ) -> tuple[bytes, int] | None:
+        """The cached body and the counter after this request, on a hit; None otherwise.
+
+        A miss takes no lock and counts nothing, so the caller can hand the request to the
+        full path (``fetch``) as if this call had not happened; ``on_hit`` is incremented
+        only on a hit. Redis errors open the breaker and propagate."""
+        if not self.usable():
+            return None
+        lookup = await self._lookup(generations, template, "", count, peek=True, on_hit=on_hit)
+        if lookup.value is None:
+            return None
+        self.stats.count(endpoint, HIT)
+        return lookup.value, lookup.count
+
+    async def _wait_for_entry(
+        self, generations: Sequence[str], template: str, token: str
+    ) -> Lookup:
+        """Another request is computing this entry: poll briefly for it (or for the lock)."""
+        deadline = time.monotonic() + self.wait_seconds
+        delay = 0.005
+        while time.monotonic() < deadline:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+            lookup = await self._lookup(generations, template, token)
+            if lookup.value is not None or lookup.lock_token is not None:
+                return lookup
+        return Lookup(MISS)  # waited long enough: compute without storing
+
+    async def _store(self, key: str, token: str, body: bytes | None, ttl: int) -> None:
+        try:
+            if body is not None:
+                await self._call(lambda: self.redis.set(key, body, ex=ttl))
+            await self._call(lambda: self._eval(_UNLOCK, [keys.LOCK_PREFIX + key], [token]))
+        except REDIS_FAILURES:
+            pass  # the breaker has noted it; the lock expires by itself
+
+    async def invalidate(self, generation_keys: Sequence[str]) -> None:
+        """Move the named generations on (after a commit): older entries are never read again.
+
+        If Redis cannot be reached, the epoch is bumped once it can (see the module docstring).
+        """
+
+        async def bump() -> Any:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key in generation_keys:
+                    pipe.incr(key)
+                return await pipe.execute()
+
+        try:
+            await self._call(bump)
+        except REDIS_FAILURES:
+            self.must_bump_epoch = True
+            log.warning("cache: invalidation of %s deferred until Redis is back", generation_keys)

@@ -1,0 +1,145 @@
+"""Every arq job function and cron job. arq delivers at least once, so every job is idempotent.
+
+``ctx`` is arq's per-worker context: ``ctx["resources"]`` holds the engines and the Redis
+client that ``service.jobs.worker.startup`` created on the worker's own loop; ``ctx["job_try"]``
+counts tries from 1. Each function is wrapped by ``service.jobs.runner.job``, so its log lines
+carry its job id and the id of the request that enqueued it. The work itself is in
+``service.domain``; a job reads its arguments, calls it and says what happened.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import aiosmtplib
+from arq import Retry
+from sqlalchemy import text
+
+from service.core import keys
+from service.domain import processing, view_counts
+from service.domain.password_reset import PASSWORD_RESET, send_password_reset
+from service.domain.text_analysis import analyse
+from service.infra.queue import enqueue
+from service.infra.resources import Resources
+from service.jobs.runner import job
+
+log = logging.getLogger(__name__)
+
+
+def _resources(ctx: dict[str, Any]) -> Resources:
+    res: Resources = ctx["resources"]
+    assert res.sessionmaker is not None and res.redis is not None
+    return res
+
+
+@job
+async def ping(ctx: dict[str, Any]) -> str:
+    """Round-trip through PostgreSQL: proves a worker is up and can reach the database."""
+    res = _resources(ctx)
+    assert res.engine is not None
+    async with res.engine.connect() as conn:
+        value = (await conn.execute(text("SELECT 'pong'"))).scalar_one()
+    return str(value)
+
+
+# --- view counts ----------------------------------------------------------------------------
+
+
+@job
+async def flush_views(ctx: dict[str, Any]) -> int:
+    """Move view counts from Redis into ``articles.views`` (``service.domain.view_counts``);
+    returns the views added by this run."""
+    res = _resources(ctx)
+    assert res.redis is not None and res.sessionmaker is not None
+    batch = await view_counts.claim(res.redis)
+    if batch is None:
+        return 0
+    added = await view_counts.apply(res.sessionmaker, batch, res.settings.view_flush_batch)
+    generations = [keys.article_generation(i) for i in batch.counts]
+    await view_counts.release(res.redis, batch, [*generations, keys.ARTICLES_GENERATION])
+    if added:
+        log.info("views: %d added to %d articles (batch %s)", added, len(batch.counts), batch.id)
+    return added
+
+
+@job
+async def prune_view_batches(ctx: dict[str, Any]) -> int:
+    """Forget applied view batches older than a week (daily)."""
+    res = _resources(ctx)
+    assert res.sessionmaker is not None
+    async with res.sessionmaker() as session:
+        return await view_counts.prune(session)
+
+
+# --- article processing ---------------------------------------------------------------------
+
+
+@job
+async def process_article(ctx: dict[str, Any], article_id: int, version: int) -> str:
+    """Summary and keywords for ``article_id`` at ``version`` (``service.domain.processing``)."""
+    res = _resources(ctx)
+    assert res.sessionmaker is not None and res.redis is not None
+    try:
+        outcome = await processing.process(
+            res.sessionmaker,
+            article_id,
+            version,
+            attempt=int(ctx.get("job_try", 1)),
+            max_tries=res.settings.process_max_tries,
+            analyser=analyse,
+        )
+    except processing.RetryLater as retry:
+        raise Retry(defer=retry.delay) from retry
+    if outcome != "skipped":
+        await res.redis.incr(keys.article_generation(article_id))
+        await res.redis.incr(keys.ARTICLES_GENERATION)
+    log.info("article %s version %s: %s", article_id, version, outcome)
+    return outcome
+
+
+@job
+async def sweep_pending(ctx: dict[str, Any]) -> int:
+    """Enqueue every article pending for longer than ``PROCESS_STALE_SECONDS`` (its job was
+    lost, e.g. Redis was down when it was written); returns how many were found."""
+    res = _resources(ctx)
+    assert res.sessionmaker is not None
+    async with res.sessionmaker() as session:
+        stale = await processing.stale_pending(session, res.settings.process_stale_seconds)
+    for article_id, version in stale:
+        await enqueue(
+            res,
+            "process_article",
+            article_id,
+            version,
+            job_id=keys.process_job_id(article_id, version),
+        )
+    if stale:
+        log.info("sweeper: %d pending article(s) enqueued again", len(stale))
+    return len(stale)
+
+
+# --- mail -----------------------------------------------------------------------------------
+
+
+@job
+async def send_email(ctx: dict[str, Any], kind: str, to: str) -> str:
+    """Send the mail of ``kind`` to the address ``to`` (``service.domain.password_reset``).
+
+    Returns ``sent`` or ``skipped`` (kept by arq as the job's result: never the token)."""
+    if kind != PASSWORD_RESET:
+        log.error("send_email: unknown kind of mail %r; nothing sent", kind)
+        return "skipped"
+    res = _resources(ctx)
+    try:
+        sent = await send_password_reset(res, to, now=time.time())
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        # The mail server (or the database) is unreachable: try again later, up to arq's
+        # max_tries. (Should the server have taken the message after all, the user gets two
+        # mails, both with a working token.)
+        tries = int(ctx.get("job_try", 1))
+        delay = min(300, 10 * tries)
+        log.warning("send_email: failed on try %d (%s); retrying in %ds", tries, exc, delay)
+        raise Retry(defer=delay) from exc
+    return "sent" if sent else "skipped"

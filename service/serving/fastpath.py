@@ -1,0 +1,192 @@
+"""Cache hits answered before Flask: ``GET /api/v1/articles/<id>`` and ``/articles/popular``.
+
+A cache hit needs no routing, no view and no model work: the stored entry already holds the
+final ETag and body (``service.infra.cache``). ``CachedReads``, an ASGI middleware around
+the adapter, recognises these two routes in the ASGI scope, peeks at the cache in one Redis
+round trip (the read rate limit counted in the same call, as on the full path) and, on a
+hit, sends the stored bytes with the headers the Flask view would have sent: ``ETag``,
+``X-Cache: HIT``, ``Cache-Control``, ``RateLimit-*``, ``X-Request-ID`` and the security
+headers, or a 304 for a matching ``If-None-Match``.
+
+Everything else falls through to Flask unchanged, and a peek that misses takes no lock and
+counts nothing, so the full path then behaves as if the peek had not happened:
+
+* a miss (the view computes the entry under the stampede lock);
+* a request over its rate limit (Flask answers the 429; the refused request is counted a
+  second time there, which changes nothing for a client already over the limit);
+* the cache disabled or its breaker open (Flask answers with ``X-Cache: BYPASS``), or a Redis
+  error during the peek (which opens the breaker);
+* any query string, a method other than GET, or a CORS request when CORS is configured.
+
+A hit on an article answered 200 also counts its view in that round trip
+(``service.domain.view_counts``).
+
+The response is identical to the one Flask sends for the same hit; a test compares the two.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from werkzeug.http import parse_etags, unquote_etag
+
+from service.core import keys
+from service.core.errors import REDIS_FAILURES
+from service.core.request_id import choose_request_id, current_request_id
+from service.core.types import MAX_ID, SECURITY_HEADERS, ASGIApp, Receive, Scope, Send
+from service.domain import rate_limits
+from service.domain.view_counts import ViewCounter
+from service.infra.cache import Count, HitCount
+from service.infra.resources import Resources
+
+_ARTICLE = re.compile(r"/api/v1/articles/([1-9][0-9]{0,18})")
+_POPULAR = "/api/v1/articles/popular"
+_SECURITY = [(name.lower().encode(), value.encode()) for name, value in SECURITY_HEADERS.items()]
+
+
+@dataclass(frozen=True)
+class Route:
+    """A cacheable GET: its cache endpoint name, entry, and article id (None: the ranking)."""
+
+    endpoint: str
+    generations: list[str]
+    template: str
+    article_id: int | None
+
+
+@dataclass
+class Headers:
+    """The request headers the fast path reads; ``usable`` is False when Flask must answer."""
+
+    request_id: str | None = None
+    forwarded_for: str = ""
+    if_none_match: str | None = None
+    usable: bool = True
+
+
+def route(scope: Scope) -> Route | None:
+    """The cacheable GET ``scope`` asks for, or None."""
+    if scope["method"] != "GET" or scope.get("query_string"):
+        return None
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root:
+        if not path.startswith(root):
+            return None
+        path = path[len(root) :]
+    if path == _POPULAR:
+        return Route("popular", *keys.POPULAR_ENTRY, None)
+    match = _ARTICLE.fullmatch(path)
+    if match is None or int(match.group(1)) > MAX_ID:
+        return None
+    article_id = int(match.group(1))
+    return Route("article", *keys.article_entry(article_id), article_id)
+
+
+def read_headers(scope: Scope, *, cors: bool) -> Headers:
+    """What the fast path needs of the headers; unusable for a CORS request (when CORS is
+    on, flask-cors decides its headers) or a GET with a body (Flask reads and bounds it)."""
+    found = Headers()
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            found.request_id = value.decode("latin-1")
+        elif name == b"x-forwarded-for":
+            text = value.decode("latin-1")
+            found.forwarded_for = (
+                text if not found.forwarded_for else f"{found.forwarded_for},{text}"
+            )
+        elif name == b"if-none-match":
+            found.if_none_match = value.decode("latin-1")
+        elif (name == b"origin" and cors) or name in (b"content-length", b"transfer-encoding"):
+            found.usable = False
+    return found
+
+
+def not_modified(raw_etag: bytes, if_none_match: str | None) -> bool:
+    """Whether ``If-None-Match`` matches the stored ETag (weak comparison)."""
+    if if_none_match is None:
+        return False
+    tag, _weak = unquote_etag(raw_etag.decode("latin-1"))
+    return tag is not None and parse_etags(if_none_match).contains_weak(tag)
+
+
+class CachedReads:
+    """ASGI middleware: answers cache hits of ``route`` itself, passes everything else to
+    ``app`` (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp, resources: Resources, views: ViewCounter) -> None:
+        self.app = app
+        self.resources = resources
+        self.views = views
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not await self.answer(scope, send):
+            await self.app(scope, receive, send)
+
+    async def answer(self, scope: Scope, send: Send) -> bool:
+        """Send the cached response and return True, or return False having sent nothing."""
+        found = route(scope)
+        cache = self.resources.cache
+        if found is None or cache is None or not cache.usable():
+            return False
+        headers = read_headers(scope, cors=bool(self.resources.settings.cors_origins))
+        if not headers.usable:
+            return False
+        limit = self._read_limit(scope, headers)
+        # A view is counted in the lookup itself, unless the answer may be a 304.
+        view: HitCount | None = None
+        if found.article_id is not None and headers.if_none_match is None:
+            view = self.views.on_hit(found.article_id)
+        try:
+            hit = await cache.peek(
+                found.endpoint,
+                generations=found.generations,
+                template=found.template,
+                count=Count(limit.key, limit.window, limit.limit),
+                on_hit=view,
+            )
+        except REDIS_FAILURES:
+            return False  # the breaker is open now: Flask serves it with X-Cache: BYPASS
+        if hit is None or hit[1] > limit.limit:
+            return False  # a miss, or over the limit: Flask answers (the 429 too)
+        stored, count = hit
+        raw_etag, body = keys.unpack_entry(stored)
+        status = 304 if not_modified(raw_etag, headers.if_none_match) else 200
+        if status == 200 and found.article_id is not None and view is None:
+            await self.views.record(self.resources, found.article_id)
+        await self._send(send, status, raw_etag, body, limit.headers(count), headers.request_id)
+        return True
+
+    def _read_limit(self, scope: Scope, headers: Headers) -> rate_limits.Counter:
+        settings = self.resources.settings
+        client = scope.get("client")
+        ip = rate_limits.resolve_client_ip(
+            str(client[0]) if client else "", headers.forwarded_for, settings.trusted_proxies
+        )
+        return rate_limits.counter("read", ip, settings.rate_limit_read)
+
+    async def _send(
+        self,
+        send: Send,
+        status: int,
+        raw_etag: bytes,
+        body: bytes,
+        rate_headers: dict[str, str],
+        request_id: str | None,
+    ) -> None:
+        """The stored response, with exactly the headers the Flask view sends for a hit."""
+        rid = choose_request_id(request_id)
+        current_request_id.set(rid)
+        headers = [
+            (b"etag", raw_etag),
+            (b"x-cache", b"HIT"),
+            (b"cache-control", b"public, max-age=%d" % self.resources.settings.http_max_age),
+        ]
+        if status == 200:
+            headers.append((b"content-type", b"application/json"))
+            headers.append((b"content-length", b"%d" % len(body)))
+        headers += [(name.lower().encode(), value.encode()) for name, value in rate_headers.items()]
+        headers += [(b"x-request-id", rid.encode("latin-1")), *_SECURITY]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body if status == 200 else b""})

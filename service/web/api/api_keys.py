@@ -1,0 +1,46 @@
+"""API keys: issue (shown once), list (no secrets), revoke (effective at once)."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+from service.core.errors import NotFound
+from service.domain.api_keys import issue_key, keys_of, revoke_key
+from service.domain.callers import Caller
+from service.domain.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyList, ApiKeyPublic
+from service.web import context
+from service.web.endpoint import endpoint
+
+bp = Blueprint("api_keys", __name__, url_prefix="/api/v1/api-keys")
+
+
+@bp.post("")
+@endpoint(
+    body=ApiKeyCreate,
+    response=ApiKeyCreated,
+    status=201,
+    auth="session",
+    rate="write",
+    errors=(401, 429, 503),
+    tags=["api-keys"],
+)
+async def create_key(body: ApiKeyCreate, caller: Caller) -> ApiKeyCreated:
+    """Issue an API key (needs a session token). The key is in this response only."""
+    row, key = await issue_key(context.db_session(), user_id=caller.user.id, name=body.name)
+    return ApiKeyCreated(**ApiKeyPublic.model_validate(row).model_dump(), key=key)
+
+
+@bp.get("")
+@endpoint(response=ApiKeyList, auth="session", errors=(401, 503), tags=["api-keys"])
+async def list_keys(caller: Caller) -> ApiKeyList:
+    """The caller's live keys, without their secrets."""
+    rows = await keys_of(context.db_session(), caller.user.id)
+    return ApiKeyList(api_keys=[ApiKeyPublic.model_validate(row) for row in rows])
+
+
+@bp.delete("/<id:key_id>")
+@endpoint(status=204, auth="session", rate="write", errors=(401, 404, 429, 503), tags=["api-keys"])
+async def delete_key(key_id: int, caller: Caller) -> None:
+    """Revoke one of the caller's keys; it stops working immediately."""
+    if not await revoke_key(context.db_session(), user_id=caller.user.id, key_id=key_id):
+        raise NotFound(f"You have no live API key {key_id}.")

@@ -1,0 +1,263 @@
+"""Articles: publish, read, edit (author only, with ETag/If-Match), delete, list, rank."""
+
+from __future__ import annotations
+
+import hashlib
+
+from flask import Blueprint, Response, request
+
+from service.core import keys
+from service.core.errors import InvalidInput, NotFound
+from service.core.types import ArticleStatus
+from service.domain import articles as data
+from service.domain import rate_limits
+from service.domain.callers import Caller
+from service.domain.schemas import (
+    ArticleCreate,
+    ArticleCursorPage,
+    ArticleListQuery,
+    ArticlePage,
+    ArticlePublic,
+    ArticleUpdate,
+    PopularArticles,
+)
+from service.infra import queue
+from service.web import context
+from service.web.endpoint import endpoint, json_response
+from service.web.errors import APIError
+from service.web.http_cache import body_etag, cached_response, invalidate_after_commit
+from service.web.rate_limits import client_ip
+
+bp = Blueprint("articles", __name__, url_prefix="/api/v1/articles")
+
+LISTS = keys.ARTICLES_GENERATION
+
+
+def _etag(article: ArticlePublic) -> str:
+    """Names the representation: the version (edits), the view count and the processing
+    status (both change without an edit). ``If-Match`` compares the version part only."""
+    return f'"{article.version}-{article.views}-{article.status}"'
+
+
+def _with_etag(article: ArticlePublic, status: int = 200) -> Response:
+    response = json_response(article, status)
+    response.headers["ETag"] = _etag(article)
+    return response
+
+
+def _if_match() -> int | None:
+    """The version ``If-Match`` requires (None: no condition); 412 for a foreign ETag."""
+    if "If-Match" not in request.headers:
+        return None
+    condition = request.if_match
+    if condition.star_tag:
+        return None
+    for tag in condition.as_set():
+        version = tag.split("-", 1)[0]
+        if version.isdigit():
+            return int(version)
+    raise APIError(412, "precondition_failed", "If-Match names no version of this article.")
+
+
+def process_after_commit(article: ArticlePublic) -> None:
+    """Once the write commits, enqueue processing of a pending article
+    (``service.domain.processing``; if Redis cannot take the job, the sweeper finds the article
+    later)."""
+    if article.status != ArticleStatus.PENDING:
+        return
+    res = context.resources()
+    job_id = keys.process_job_id(article.id, article.version)
+
+    async def enqueue() -> None:
+        await queue.enqueue(res, "process_article", article.id, article.version, job_id=job_id)
+
+    context.after_commit(enqueue)
+
+
+def _read_limit() -> rate_limits.Counter:
+    """Reads per client IP, counted in the cache lookup's round trip."""
+    return rate_limits.counter("read", client_ip(), context.settings().rate_limit_read)
+
+
+@bp.post("")
+@endpoint(
+    body=ArticleCreate,
+    response=ArticlePublic,
+    status=201,
+    auth=True,
+    rate="write",
+    errors=(401, 429, 503),
+    tags=["articles"],
+)
+async def create(body: ArticleCreate, caller: Caller) -> Response:
+    """Publish an article. It starts ``pending`` until its summary and keywords are made."""
+    article = await data.create_article(
+        context.db_session(),
+        author=caller.user,
+        title=body.title,
+        content=body.content,
+        tags=body.tags,
+    )
+    invalidate_after_commit(LISTS)
+    process_after_commit(article)
+    response = _with_etag(article, 201)
+    response.headers["Location"] = f"/api/v1/articles/{article.id}"
+    return response
+
+
+@bp.get("")
+@endpoint(query=ArticleListQuery, response=ArticlePage, errors=(304, 429), tags=["articles"])
+async def list_articles(query: ArticleListQuery) -> Response:
+    """Articles, newest first: offset pages (``page``) or keyset pages (``cursor``).
+
+    Offset pages reach the first 10,000 articles; ``total`` is exact up to 1,000 matches and
+    PostgreSQL's estimate beyond (``total_is_estimate``). Every page carries ``next_cursor``,
+    which continues at constant cost however deep. Filters: ``author_id``, ``tag`` and ``q``
+    (words at the start of title words, any case). Cached (``X-Cache``), with an ``ETag``.
+    """
+    if query.cursor is not None and query.page is not None:
+        raise InvalidInput.at(
+            ["query", "cursor"], "Use either page or cursor, not both.", why="conflicts with page"
+        )
+    # Bad input is refused before the cache is consulted.
+    if query.cursor is not None:
+        data.decode_cursor(query.cursor)
+    if query.q is not None:
+        data.search_query(query.q)
+    filters = data.Filters(author_id=query.author_id, tag=query.tag, q=query.q)
+
+    async def build() -> tuple[bytes, str]:
+        page = await _list_page(query, filters)
+        body = page.model_dump_json().encode()
+        return body, body_etag(body)
+
+    key = hashlib.blake2b(query.model_dump_json().encode(), digest_size=12).hexdigest()
+    generations, template = keys.list_entry(key)
+    response = await cached_response(
+        "list",
+        generations=generations,
+        template=template,
+        ttl=context.settings().cache_ttl_list,
+        build=build,
+        rate_limit=_read_limit(),
+    )
+    assert response is not None
+    return response
+
+
+async def _list_page(
+    query: ArticleListQuery, filters: data.Filters
+) -> ArticlePage | ArticleCursorPage:
+    session = context.db_session()  # cache fills read the primary (see service.web.http_cache)
+    if query.cursor is not None:
+        items = await data.list_after(
+            session, filters=filters, cursor=query.cursor, per_page=query.per_page
+        )
+        return ArticleCursorPage(
+            articles=items, next_cursor=data.next_cursor(items, query.per_page)
+        )
+    page = query.page or 1
+    items, total, estimated = await data.list_page(
+        session, filters=filters, page=page, per_page=query.per_page
+    )
+    return ArticlePage(
+        articles=items,
+        total=total,
+        total_is_estimate=estimated,
+        pages=-(-total // query.per_page),
+        current_page=page,
+        next_cursor=data.next_cursor(items, query.per_page),
+    )
+
+
+@bp.get("/popular")
+@endpoint(response=PopularArticles, errors=(304, 429), tags=["articles"])
+async def popular() -> Response:
+    """The 10 most viewed articles. Cached (``X-Cache``), with an ``ETag``."""
+
+    async def build() -> tuple[bytes, str]:
+        ranking = PopularArticles(articles=await data.most_viewed(context.db_session()))
+        body = ranking.model_dump_json().encode()
+        return body, body_etag(body)
+
+    generations, template = keys.POPULAR_ENTRY
+    response = await cached_response(
+        "popular",
+        generations=generations,
+        template=template,
+        ttl=context.settings().cache_ttl_popular,
+        build=build,
+        rate_limit=_read_limit(),
+    )
+    assert response is not None
+    return response
+
+
+@bp.get("/<id:article_id>")
+@endpoint(response=ArticlePublic, errors=(304, 404, 429), tags=["articles"])
+async def read(article_id: int) -> Response:
+    """One article, with an ``ETag`` naming its version. Cached (``X-Cache``)."""
+
+    async def build() -> tuple[bytes, str] | None:
+        article = await data.get_article(context.db_session(), article_id)
+        if article is None:
+            return None
+        return article.model_dump_json().encode(), _etag(article)
+
+    generations, template = keys.article_entry(article_id)
+    response = await cached_response(
+        "article",
+        generations=generations,
+        template=template,
+        ttl=context.settings().cache_ttl_article,
+        build=build,
+        rate_limit=_read_limit(),
+    )
+    if response is None:
+        raise NotFound(f"Article {article_id} does not exist.")
+    if response.status_code == 200:
+        await context.views().record(context.resources(), article_id)
+    return response
+
+
+@bp.patch("/<id:article_id>")
+@endpoint(
+    body=ArticleUpdate,
+    response=ArticlePublic,
+    auth=True,
+    rate="write",
+    errors=(401, 403, 404, 412, 429, 503),
+    tags=["articles"],
+)
+async def edit(article_id: int, body: ArticleUpdate, caller: Caller) -> Response:
+    """Change some fields (author only). Send ``If-Match`` with the ETag you read to be sure
+    nobody changed the article since; a stale one gets 412."""
+    changes = body.changes()
+    if not changes:
+        raise InvalidInput("Nothing to change: send at least one field.")
+    article = await data.update_article(
+        context.db_session(),
+        article_id=article_id,
+        caller=caller.user,
+        changes=changes,
+        if_match=_if_match(),
+    )
+    invalidate_after_commit(keys.article_generation(article_id), LISTS)
+    process_after_commit(article)
+    return _with_etag(article)
+
+
+@bp.delete("/<id:article_id>")
+@endpoint(
+    status=204,
+    auth=True,
+    rate="write",
+    errors=(401, 403, 404, 412, 429, 503),
+    tags=["articles"],
+)
+async def remove(article_id: int, caller: Caller) -> None:
+    """Delete an article (author only); ``If-Match`` is honoured as for edits."""
+    await data.delete_article(
+        context.db_session(), article_id=article_id, caller=caller.user, if_match=_if_match()
+    )
+    invalidate_after_commit(keys.article_generation(article_id), LISTS)

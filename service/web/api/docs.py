@@ -1,0 +1,63 @@
+"""The API contract, machine- and human-readable: ``/api/v1/openapi.json`` and ``/docs``.
+
+The interactive docs are Swagger UI served from the ``openapi-ui-bundles`` package, so they
+work without any network access.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from flask import Blueprint, Response, current_app, send_from_directory
+from openapi_ui_bundles.swagger_ui import static_path
+
+from service.web import context
+from service.web.openapi import build_document
+
+bp = Blueprint("docs", __name__)
+
+DESCRIPTION = (
+    "Newsdesk: users, API keys, login sessions and articles. Every error answers with "
+    '`{"error": {"code", "message", "details"?, "request_id"}}`. Write endpoints take an '
+    "`API-Key` header or `Authorization: Bearer <API key or session token>`."
+)
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Newsdesk API</title>
+<link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
+<body><div id="ui"></div>
+<script src="/docs/static/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({url: "/api/v1/openapi.json", dom_id: "#ui", deepLinking: true});</script>
+</body></html>
+"""
+
+
+def document() -> dict[str, Any]:
+    state = context.app_state()
+    if state.openapi is None:
+        state.openapi = build_document(
+            current_app, title="Newsdesk API", version="1.0.0", description=DESCRIPTION
+        )
+    return state.openapi
+
+
+@bp.get("/api/v1/openapi.json")
+def openapi_json() -> Response:
+    return Response(orjson.dumps(document()), mimetype="application/json")
+
+
+@bp.get("/docs")
+def docs_page() -> Response:
+    response = Response(PAGE, mimetype="text/html")
+    # The page loads its own script and style only.
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; frame-ancestors 'none'"
+    )
+    return response
+
+
+@bp.get("/docs/static/<path:filename>")
+def docs_static(filename: str) -> Response:
+    return send_from_directory(static_path, filename, max_age=86400)

@@ -1,0 +1,133 @@
+"""What a request can get: the one module that reads ``current_app.extensions`` and ``g``.
+
+Everything else asks these functions (as ``api/deps.py`` does in full-stack-fastapi-template),
+so what lives where in Flask's globals is decided here only, and every accessor is typed and
+never returns None for something a request must have.
+
+- ``AppState`` (one per app, in ``app.extensions``): settings, the process's ``Resources``
+  (engines, Redis, cache; started by the ASGI lifespan) and how views are recorded;
+- ``RequestState`` (one per request, in ``g``): its database sessions, the callbacks to run
+  after its commit, the authenticated caller and the tightest rate limit seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from arq.connections import ArqRedis
+from flask import Flask, current_app, g
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.core.settings import Settings
+from service.domain.callers import Caller
+from service.domain.view_counts import ViewCounter
+from service.infra.cache import ResponseCache
+from service.infra.resources import Resources
+
+_APP_KEY = "newsdesk"
+_REQUEST_KEY = "_newsdesk"
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    resources: Resources
+    views: ViewCounter
+    openapi: dict[str, Any] | None = None  # the document, built on first request
+
+
+@dataclass
+class RequestState:
+    db_session: AsyncSession | None = None
+    read_session: AsyncSession | None = None
+    after_commit: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    caller: Caller | None = None
+    rate_limit_headers: dict[str, str] | None = None
+
+
+def install(app: Flask, state: AppState) -> None:
+    """Attach ``state`` to ``app`` (``create_app`` does this once)."""
+    app.extensions[_APP_KEY] = state
+
+
+def app_state(app: Flask | None = None) -> AppState:
+    """The state of ``app`` (the current app when omitted)."""
+    state: AppState = (app or current_app).extensions[_APP_KEY]
+    return state
+
+
+def settings() -> Settings:
+    return app_state().settings
+
+
+def resources() -> Resources:
+    """The current app's started ``Resources``."""
+    res = app_state().resources
+    if not res.started:
+        raise RuntimeError("resources are not started: serve the app through service.asgi")
+    return res
+
+
+def cache() -> ResponseCache:
+    cache = resources().cache
+    assert cache is not None  # set by Resources.start()
+    return cache
+
+
+def redis() -> ArqRedis:
+    redis = resources().redis
+    assert redis is not None  # set by Resources.start()
+    return redis
+
+
+def views() -> ViewCounter:
+    return app_state().views
+
+
+def request_state() -> RequestState:
+    """This request's state, created on first use."""
+    state: RequestState | None = g.get(_REQUEST_KEY)
+    if state is None:
+        state = RequestState()
+        setattr(g, _REQUEST_KEY, state)
+    return state
+
+
+def existing_request_state() -> RequestState | None:
+    """This request's state if anything made one (teardown hooks: nothing to do otherwise)."""
+    state: RequestState | None = g.get(_REQUEST_KEY)
+    return state
+
+
+def db_session() -> AsyncSession:
+    """The request's session on the primary (created lazily, no I/O until used); committed
+    or rolled back with the response (``service.web.transactions``)."""
+    state = request_state()
+    if state.db_session is None:
+        maker = resources().sessionmaker
+        assert maker is not None
+        state.db_session = maker()
+    return state.db_session
+
+
+def read_db_session() -> AsyncSession:
+    """The request's session on the read replica (the primary when none is configured)."""
+    state = request_state()
+    if state.read_session is None:
+        maker = resources().read_sessionmaker
+        assert maker is not None
+        state.read_session = maker()
+    return state.read_session
+
+
+def after_commit(callback: Callable[[], Awaitable[None]]) -> None:
+    """Run ``callback`` once the request's transaction has committed, before the response
+    is sent (cache invalidation: readers must not see the old version after the response)."""
+    request_state().after_commit.append(callback)
+
+
+def caller() -> Caller | None:
+    """The authenticated caller, when the view's ``endpoint`` declared ``auth``."""
+    return request_state().caller

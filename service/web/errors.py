@@ -1,0 +1,156 @@
+"""Every error the API answers, in the one JSON envelope (``service.core.errors``).
+
+Domain exceptions get their status here (``STATUS``); ``APIError`` is for refusals that only
+exist in HTTP (415, a malformed body, an unusable ``If-Match``). A 500 never carries a
+traceback: it is logged with the request id, which the client can quote.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response
+from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from service.core.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    InvalidInput,
+    InvalidToken,
+    NotFound,
+    RateLimited,
+    StaleVersion,
+    Unauthenticated,
+    Unavailable,
+    envelope_bytes,
+)
+from service.core.request_id import current_request_id
+
+log = logging.getLogger(__name__)
+
+
+class APIError(Exception):
+    """An error a view raises on purpose; rendered as the envelope with ``status``."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: list[Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+        self.headers = headers or {}
+
+
+def error_response(
+    status: int, code: str, message: str, details: list[Any] | None = None
+) -> Response:
+    """A Flask response carrying the envelope and the current request's id."""
+    return Response(
+        envelope_bytes(code, message, current_request_id.get(), details),
+        status=status,
+        mimetype="application/json",
+    )
+
+
+def _code_for(exc: HTTPException) -> str:
+    """``Method Not Allowed`` -> ``method_not_allowed``."""
+    name = exc.name if exc.name else "error"
+    return name.lower().replace(" ", "_").replace("'", "")
+
+
+def _handle_api_error(exc: APIError) -> Response:
+    response = error_response(exc.status, exc.code, exc.message, exc.details)
+    response.headers.update(exc.headers)
+    return response
+
+
+# The status of each domain refusal (the most specific class listed wins).
+STATUS: dict[type[DomainError], int] = {
+    InvalidToken: 400,
+    InvalidInput: 422,
+    Unauthenticated: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    StaleVersion: 412,
+    RateLimited: 429,
+    Unavailable: 503,
+}
+RETRY_AFTER_UNAVAILABLE = "5"
+# What a 401 says about how to authenticate (RFC 6750).
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="newsdesk", charset="UTF-8"'}
+
+
+def _status_of(exc: DomainError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 400
+
+
+def _handle_domain_error(exc: DomainError) -> Response:
+    response = error_response(_status_of(exc), exc.code, exc.message, exc.details)
+    if isinstance(exc, RateLimited):
+        response.headers["Retry-After"] = str(max(exc.retry_after, 1))
+    elif isinstance(exc, Unavailable):
+        response.headers["Retry-After"] = RETRY_AFTER_UNAVAILABLE
+    elif isinstance(exc, Unauthenticated):
+        response.headers.update(CHALLENGE)
+    return response
+
+
+def _handle_redis_down(exc: RedisError) -> Response:
+    log.warning("redis unavailable: %s", exc)
+    return _handle_domain_error(Unavailable())
+
+
+def _handle_http_exception(exc: HTTPException) -> Response:
+    if isinstance(exc, InternalServerError):
+        return _handle_unexpected(exc)
+    status = exc.code or 500
+    response = error_response(status, _code_for(exc), exc.description or exc.name)
+    # Keep what the exception says about itself (Allow on 405, WWW-Authenticate on 401, ...).
+    for name, value in exc.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
+
+
+def _handle_validation_error(exc: ValidationError) -> Response:
+    details = [
+        {"loc": list(err["loc"]), "message": err["msg"], "type": err["type"]}
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+    return error_response(422, "validation_error", "The request is not valid.", details)
+
+
+def _handle_unexpected(exc: Exception) -> Response:
+    # An InternalServerError wrapping an original exception comes from Flask's last-resort
+    # handler, which has logged the traceback already; anything else is logged here.
+    if not (isinstance(exc, InternalServerError) and exc.original_exception is not None):
+        log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
+    return error_response(500, "internal_error", "An unexpected error occurred.")
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Route every error through the envelope."""
+    app.register_error_handler(APIError, _handle_api_error)
+    app.register_error_handler(DomainError, _handle_domain_error)
+    app.register_error_handler(HTTPException, _handle_http_exception)
+    app.register_error_handler(ValidationError, _handle_validation_error)
+    app.register_error_handler(RedisConnectionError, _handle_redis_down)
+    app.register_error_handler(RedisTimeoutError, _handle_redis_down)
+    app.register_error_handler(Exception, _handle_unexpected)

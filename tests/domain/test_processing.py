@@ -1,0 +1,119 @@
+"""service.domain.processing and text_analysis: summaries and keywords, written only for the
+version they were made from."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+
+from service.core.settings import normalise_database_url
+from service.domain import processing, text_analysis
+from service.domain.text_analysis import analyse
+from tests.support.api import account, publish
+from tests.support.databases import ServerStack
+
+STORY = (
+    "The city council approved a new budget for cycle lanes on Tuesday. "
+    "Cycle lanes will be built along the river over the next two years. "
+    "Critics said the budget ignores bus services in the northern districts. "
+    "The mayor promised a separate review of bus services next spring. "
+    "Construction of the first cycle lanes starts in March."
+)
+
+
+@pytest.fixture
+async def sessions(stack: ServerStack) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_async_engine(normalise_database_url(stack.database_url))
+    yield async_sessionmaker(engine, expire_on_commit=False)
+    await engine.dispose()
+
+
+def test_the_summary_is_sentences_of_the_article_and_keywords_are_its_words() -> None:
+    result = text_analysis.analyse("Council backs cycle lanes", STORY)
+    picked = text_analysis.sentences(result.summary)
+    assert len(picked) == text_analysis.SUMMARY_SENTENCES
+    story = text_analysis.sentences(STORY)
+    assert all(sentence in story for sentence in picked)
+    assert [story.index(s) for s in picked] == sorted(story.index(s) for s in picked)
+    assert 1 <= len(result.keywords) <= text_analysis.KEYWORDS
+    assert any("cycle" in keyword for keyword in result.keywords)
+    assert all(keyword == keyword.lower() for keyword in result.keywords)
+
+
+def test_a_short_article_is_its_own_summary() -> None:
+    result = text_analysis.analyse("Short", "Only one sentence here.")
+    assert result.summary == "Only one sentence here."
+
+
+def test_retry_delays_grow_and_are_capped() -> None:
+    assert [processing.retry_delay(n) for n in (1, 2, 3, 10)] == [2, 4, 8, 60]
+
+
+async def test_a_job_for_an_old_version_writes_nothing(
+    client: httpx.AsyncClient,
+    sessions: async_sessionmaker[AsyncSession],
+    pg: asyncpg.Connection,
+) -> None:
+    ann = await account(client)
+    article = await publish(client, ann, content=STORY)
+    url = f"/api/v1/articles/{article['id']}"
+    final = "Final text about harbour ferries. Ferries will run every ten minutes."
+    edited = await client.patch(url, json={"content": final}, headers=ann.api_key)
+    assert edited.status_code == 200
+    old = await processing.process(
+        sessions, article["id"], 1, attempt=1, max_tries=3, analyser=analyse
+    )
+    assert old == "skipped"
+    status = await pg.fetchval("SELECT status FROM articles WHERE id = $1", article["id"])
+    assert status == "pending"
+    new = await processing.process(
+        sessions, article["id"], 2, attempt=1, max_tries=3, analyser=analyse
+    )
+    assert new == "processed"
+    row = await pg.fetchrow("SELECT summary, status FROM articles WHERE id = $1", article["id"])
+    assert row["status"] == "processed" and row["summary"] == final
+    # Run twice (arq delivers at least once): nothing changes.
+    assert (
+        await processing.process(
+            sessions, article["id"], 2, attempt=1, max_tries=3, analyser=analyse
+        )
+        == "skipped"
+    )
+    shown = (await client.get(url)).json()
+    assert shown["summary"] == final and shown["status"] == "processed"
+
+
+async def test_failures_retry_then_end_as_failed_with_a_reason(
+    client: httpx.AsyncClient,
+    sessions: async_sessionmaker[AsyncSession],
+    pg: asyncpg.Connection,
+) -> None:
+    ann = await account(client)
+    article = await publish(client, ann, content=STORY)
+
+    def broken(title: str, content: str) -> text_analysis.Analysis:
+        raise ValueError("analyser exploded")
+
+    for attempt in (1, 2):
+        with pytest.raises(processing.RetryLater) as retry:
+            await processing.process(
+                sessions, article["id"], 1, attempt=attempt, max_tries=3, analyser=broken
+            )
+        assert retry.value.delay == processing.retry_delay(attempt)
+        status = await pg.fetchval("SELECT status FROM articles WHERE id = $1", article["id"])
+        assert status == "pending"
+    outcome = await processing.process(
+        sessions, article["id"], 1, attempt=3, max_tries=3, analyser=broken
+    )
+    assert outcome == "failed"
+    row = await pg.fetchrow(
+        "SELECT status, processing_error FROM articles WHERE id = $1", article["id"]
+    )
+    assert row["status"] == "failed"
+    assert row["processing_error"] == "ValueError: analyser exploded"
+    shown = (await client.get(f"/api/v1/articles/{article['id']}")).json()
+    assert shown["status"] == "failed" and shown["processing_error"].startswith("ValueError")

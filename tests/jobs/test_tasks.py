@@ -1,0 +1,122 @@
+"""service.jobs.tasks through a real worker: processing after writes, the sweeper after a Redis
+outage, log lines that name their job and request, outcome counts for /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from service.cli.embedded import EmbeddedRedis
+from tests.conftest import server_env
+from tests.support.api import account, publish
+from tests.support.databases import ServerStack
+from tests.support.live import LiveServer
+from tests.support.worker import WorkerProcess
+
+
+async def wait_for_status(
+    pg: asyncpg.Connection, ids: list[int], status: str, seconds: float = 60
+) -> dict[int, str]:
+    found: dict[int, str] = {}
+    for _ in range(int(seconds * 5)):
+        rows = await pg.fetch("SELECT id, status FROM articles WHERE id = ANY($1::bigint[])", ids)
+        found = {row["id"]: row["status"] for row in rows}
+        if all(found.get(i) == status for i in ids):
+            break
+        await asyncio.sleep(0.2)
+    return found
+
+
+@pytest.fixture
+def worker(stack: ServerStack, tmp_path: Path) -> Iterator[WorkerProcess]:
+    process = WorkerProcess(stack, tmp_path / "worker.log").start()
+    yield process
+    process.stop()
+
+
+async def test_an_update_during_processing_ends_with_the_final_summary(
+    client: httpx.AsyncClient, worker: WorkerProcess, pg: asyncpg.Connection
+) -> None:
+    ann = await account(client)
+    article = await publish(
+        client, ann, content="First draft about trams. Trams are slow.", title="Trams"
+    )
+    url = f"/api/v1/articles/{article['id']}"
+    final = "Final text about ferries. Ferries run every ten minutes. Tickets cost less."
+    # Edited at once: the first version's job is queued or running meanwhile.
+    edited = await client.patch(
+        url, json={"content": final}, headers={**ann.api_key, "X-Request-ID": "edit-ferries-1"}
+    )
+    assert edited.status_code == 200 and edited.json()["status"] == "pending"
+    found = await wait_for_status(pg, [article["id"]], "processed")
+    assert found == {article["id"]: "processed"}, worker.log()
+    shown = (await client.get(url)).json()
+    assert shown["summary"] == final and shown["version"] == 2
+    assert "ferries" in shown["keywords"] or "ferries run" in shown["keywords"]
+    # The job's log lines carry its job id and the id of the request that enqueued it.
+    job_line = f"[rid=edit-ferries-1 job=process:{article['id']}:2]"
+    assert job_line in worker.log()
+    metrics = (await client.get("/metrics")).json()
+    assert metrics["jobs"]["by_function"]["process_article"]["completed"] >= 1
+    assert metrics["jobs"]["queued"] >= 0
+    assert "article" in metrics["cache"]
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def api_on_own_redis(
+    stack: ServerStack, own_redis: EmbeddedRedis, tmp_path: Path
+) -> Iterator[LiveServer]:
+    env = server_env(
+        stack, REDIS_URL=own_redis.url(), REDIS_SOCKET_TIMEOUT="0.5", CACHE_BREAKER_SECONDS="0.5"
+    )
+    server = LiveServer("service.asgi:app", env, tmp_path / "server.log").start()
+    yield server
+    server.stop()
+
+
+async def test_articles_written_while_redis_is_down_are_processed_when_it_returns(
+    stack: ServerStack,
+    own_redis: EmbeddedRedis,
+    api_on_own_redis: LiveServer,
+    tmp_path: Path,
+    pg: asyncpg.Connection,
+) -> None:
+    """The writes succeed without Redis; the worker rides out the outage (same process)
+    and its sweeper enqueues the articles whose jobs could not be queued."""
+    worker = WorkerProcess(
+        stack,
+        tmp_path / "worker.log",
+        REDIS_URL=own_redis.url(),
+        PROCESS_STALE_SECONDS="1",
+        PROCESS_SWEEP_SECONDS="1",
+    ).start()
+    try:
+        async with httpx.AsyncClient(base_url=api_on_own_redis.url, timeout=30) as http:
+            ann = await account(http)  # logging in needs Redis; API keys do not
+            await worker.wait_for_log("Starting worker")
+            own_redis.stop()
+            created = [await publish(http, ann, title=f"Outage {i}") for i in range(3)]
+            assert {a["status"] for a in created} == {"pending"}
+            await asyncio.sleep(2)  # the worker notices and keeps trying
+            assert worker.proc is not None and worker.proc.poll() is None
+            own_redis.start()
+            ids = [a["id"] for a in created]
+            found = await wait_for_status(pg, ids, "processed")
+            assert found == dict.fromkeys(ids, "processed"), worker.log()
+            assert worker.proc.poll() is None  # the same worker process throughout
+            assert "worker lost Redis" in worker.log()
+            assert "enqueued again" in worker.log()
+    finally:
+        worker.stop()

@@ -1,0 +1,89 @@
+"""service.web.api.health: liveness without I/O, readiness that follows Redis going and coming."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.cli.embedded import EmbeddedRedis
+from tests.conftest import server_env
+from tests.support.databases import ServerStack
+from tests.support.live import LiveServer
+
+
+async def test_healthz(client: httpx.AsyncClient) -> None:
+    response = await client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def test_readyz_when_everything_is_up(client: httpx.AsyncClient) -> None:
+    response = await client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "ready",
+        "checks": {"database": "ok", "database_read": "ok", "redis": "ok"},
+    }
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A Redis server this test may stop and start (on the same port)."""
+    server = EmbeddedRedis(tmp_path / "redis", durable=False).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def server_with_own_redis(
+    stack: ServerStack, own_redis: EmbeddedRedis, tmp_path: Path
+) -> Iterator[LiveServer]:
+    env = server_env(stack, REDIS_URL=own_redis.url(), REDIS_SOCKET_TIMEOUT="0.5")
+    server = LiveServer("service.asgi:app", env, tmp_path / "server.log").start()
+    yield server
+    server.stop()
+
+
+def test_readyz_names_redis_while_it_is_down_and_recovers_without_a_restart(
+    own_redis: EmbeddedRedis, server_with_own_redis: LiveServer
+) -> None:
+    url = server_with_own_redis.url + "/readyz"
+    assert httpx.get(url, timeout=10).status_code == 200
+
+    own_redis.stop()
+    response = httpx.get(url, timeout=10)
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error["code"] == "not_ready"
+    assert "redis" in error["message"]
+    assert {"dependency": "redis", "state": "down"} in error["details"]
+    assert {"dependency": "database", "state": "ok"} in error["details"]
+    assert response.headers["retry-after"] == "5"
+
+    own_redis.start()
+    assert httpx.get(url, timeout=10).status_code == 200
+    assert server_with_own_redis.proc is not None
+    assert server_with_own_redis.proc.poll() is None  # the same process throughout
+
+
+async def test_without_redis_sessions_fail_closed_and_rate_limits_fail_open(
+    own_redis: EmbeddedRedis, server_with_own_redis: LiveServer
+) -> None:
+    from tests.support.api import account
+
+    async with httpx.AsyncClient(base_url=server_with_own_redis.url, timeout=30) as http:
+        ann = await account(http)
+        own_redis.stop()
+        # Session tokens live in Redis: without it they cannot be checked -> 503, never 500.
+        me = await http.get("/api/v1/users/me", headers=ann.session)
+        assert me.status_code == 503
+        assert me.json()["error"]["code"] == "service_unavailable"
+        # Reads are served uncounted; API keys (in PostgreSQL) still work.
+        assert (await http.get("/api/v1/articles")).status_code == 200
+        assert (await http.get("/api/v1/users/me", headers=ann.api_key)).status_code == 200
+        own_redis.start()
+        # A restarted Redis has lost the sessions (this one keeps nothing on disk).
+        assert (await http.get("/api/v1/users/me", headers=ann.session)).status_code == 401
