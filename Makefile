@@ -22,18 +22,20 @@ install: $(STAMP)
 run: $(STAMP)
 	exec $(BIN)/python -m service run
 
-# Lint, types, then the test suite against real servers (throwaway embedded ones unless
+# Lint, types, the layer contracts (import-linter), then the test suite against real servers (throwaway embedded ones unless
 # TEST_DATABASE_URL / TEST_REDIS_URL are set).
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
 
 bench-deps: $(STAMP)

@@ -1,27 +1,28 @@
 """Newsdesk: a news API on async Flask, served loop-native by Hypercorn.
 
-Package map (one idea per module):
+Seven layers; each imports only the layers below it (an import-linter contract in
+``pyproject.toml``, checked by ``make test``; picture in docs/ARCHITECTURE.md):
 
-- ``settings``: the typed configuration read from the environment;
-- ``app``: ``create_app`` and the Flask subclass that awaits on the server's loop;
-- ``asgi``: the ASGI entry point Hypercorn serves; ``adapter``: ASGI to WSGI in greenlets;
-- ``bridge``: ``await_`` and ``run_in_greenlet``, the greenlet/event-loop seam;
-- ``resources``: engines and the Redis client of one process; ``db``: request sessions;
-- ``errors``: the JSON error envelope; ``request_id`` and ``logs``: request ids in log lines;
-- ``health``: readiness checks; ``api/``: one blueprint per resource (thin views);
-- ``schemas``: pydantic models; ``openapi``: the ``endpoint`` decorator and the document;
-- ``models``: tables; data functions without HTTP: ``users``, ``api_keys``, ``articles``;
-- ``credentials``, ``passwords``, ``sessions``, ``auth``: who is calling;
-- ``ratelimit``: Redis-backed limits and client IPs; ``web``: security headers and CORS;
-- ``cache``: the generation-versioned response cache; ``fastpath``: cache hits before Flask;
-- ``queue``: enqueueing jobs and the job wrapper; ``jobs``: the arq job functions;
-  ``supervisor``: a worker that survives Redis restarts; ``views``: buffered view counts;
-  ``processing``: summaries and keywords; ``password_reset`` and ``mail``: reset e-mails;
-- ``jsonio``: orjson for Flask; ``seed``: bulk fake articles;
-- ``embedded``: local PostgreSQL and Redis servers; ``cli``: ``python -m service ...``.
+- ``core``: ``settings`` (typed configuration), ``errors`` (domain exceptions and the JSON
+  envelope), ``keys`` (every Redis key and stored format), ``types`` (ASGI aliases, ``MAX_ID``,
+  ``ArticleStatus``, security headers), ``request_id``, ``logs``;
+- ``infra``: ``resources`` (engines and Redis clients of one process), ``guard`` (one timeout
+  and breaker for per-request Redis calls), ``cache`` (the generation-versioned response
+  cache), ``queue`` (enqueueing, queue figures), ``health``, ``mail``;
+- ``domain`` (no HTTP; raises ``core.errors``): ``models``, ``schemas``, ``users``, ``api_keys``,
+  ``credentials``, ``passwords``, ``login_sessions``, ``callers``, ``articles``, ``processing``,
+  ``text_analysis`` (YAKE, loaded by the worker only), ``view_counts``, ``rate_limits``,
+  ``password_reset``;
+- ``serving``: the ASGI adapter (``adapter``, ``http``, ``lifespan``, ``body``, ``environ``),
+  ``bridge`` (awaiting from a greenlet on the loop), ``fastpath`` (cache hits before Flask);
+- ``web``: ``app`` (``create_app``), ``context`` (what a request can get), ``endpoint``,
+  ``auth``, ``rate_limits``, ``transactions``, ``http_cache``, ``errors``, ``security``,
+  ``openapi``, ``converters``, ``jsonio``, ``api/`` (one blueprint per resource);
+- ``jobs``: ``tasks`` (every arq job), ``runner``, ``worker`` (``WorkerSettings``), ``supervisor``;
+- ``cli`` and ``asgi``: ``python -m service ...`` and the app Hypercorn serves.
 
 Contracts: every error is ``{"error": {"code", "message", "details"?, "request_id"}}``;
 credentials are ``API-Key: <key>`` or ``Authorization: Bearer <key or session token>``;
-lists page by ``page``/``per_page`` or by ``cursor``. Settings: see ``service.core.settings`` and
-the README's configuration table.
+lists page by ``page``/``per_page`` or by ``cursor``. Settings: see ``service.core.settings``
+and the README's configuration table.
 """

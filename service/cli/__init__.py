@@ -1,1 +1,1 @@
-"""cli layer."""
+"""Command line and local tooling: ``python -m service ...``, seeding, embedded servers."""

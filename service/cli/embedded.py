@@ -208,21 +208,15 @@ class EmbeddedPostgres(_ChildServer):
         self._wait_until_accepting(timeout)
         return self
 
+    def _client_args(self) -> list[str]:
+        """Where the bundled client tools connect: this server, as the superuser."""
+        return ["-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"]
+
     def _wait_until_accepting(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while True:
             probe = subprocess.run(
-                [
-                    str(self.bin_dir / "pg_isready"),
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    str(self.port),
-                    "-U",
-                    "postgres",
-                    "-q",
-                ],
-                check=False,
+                [str(self.bin_dir / "pg_isready"), *self._client_args(), "-q"], check=False
             )
             if probe.returncode == 0:
                 return
@@ -236,12 +230,7 @@ class EmbeddedPostgres(_ChildServer):
         """Run ``sql`` with the bundled psql and return its unaligned output."""
         return self._run(
             "psql",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(self.port),
-            "-U",
-            "postgres",
+            *self._client_args(),
             "-d",
             database,
             "-v",

@@ -18,7 +18,7 @@ from typing import Any
 
 from arq.connections import ArqRedis
 from flask import Flask, current_app, g
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.core.settings import Settings
 from service.domain.callers import Caller
@@ -106,9 +106,7 @@ def db_session() -> AsyncSession:
     or rolled back with the response (``service.web.transactions``)."""
     state = request_state()
     if state.db_session is None:
-        maker = resources().sessionmaker
-        assert maker is not None
-        state.db_session = maker()
+        state.db_session = _new_session(resources().sessionmaker)
     return state.db_session
 
 
@@ -116,10 +114,13 @@ def read_db_session() -> AsyncSession:
     """The request's session on the read replica (the primary when none is configured)."""
     state = request_state()
     if state.read_session is None:
-        maker = resources().read_sessionmaker
-        assert maker is not None
-        state.read_session = maker()
+        state.read_session = _new_session(resources().read_sessionmaker)
     return state.read_session
+
+
+def _new_session(maker: async_sessionmaker[AsyncSession] | None) -> AsyncSession:
+    assert maker is not None  # set by Resources.start()
+    return maker()
 
 
 def after_commit(callback: Callable[[], Awaitable[None]]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from flask import Blueprint, Response, request
+from pydantic import BaseModel
 
 from service.core import keys
 from service.core.errors import InvalidInput, NotFound
@@ -25,7 +26,7 @@ from service.infra import queue
 from service.web import context
 from service.web.endpoint import endpoint, json_response
 from service.web.errors import APIError
-from service.web.http_cache import body_etag, cached_response, invalidate_after_commit
+from service.web.http_cache import Build, body_etag, cached_response, invalidate_after_commit
 from service.web.rate_limits import client_ip
 
 bp = Blueprint("articles", __name__, url_prefix="/api/v1/articles")
@@ -79,6 +80,27 @@ def _read_limit() -> rate_limits.Counter:
     return rate_limits.counter("read", client_ip(), context.settings().rate_limit_read)
 
 
+async def _cached(
+    endpoint: str, entry: tuple[list[str], str], ttl: int, build: Build
+) -> Response | None:
+    """The cached response of ``entry`` (generations, key template), read rate limit counted."""
+    generations, template = entry
+    return await cached_response(
+        endpoint,
+        generations=generations,
+        template=template,
+        ttl=ttl,
+        build=build,
+        rate_limit=_read_limit(),
+    )
+
+
+def _body_and_etag(model: BaseModel) -> tuple[bytes, str]:
+    """A list-like body and its weak content ETag."""
+    body = model.model_dump_json().encode()
+    return body, body_etag(body)
+
+
 @bp.post("")
 @endpoint(
     body=ArticleCreate,
@@ -127,20 +149,10 @@ async def list_articles(query: ArticleListQuery) -> Response:
     filters = data.Filters(author_id=query.author_id, tag=query.tag, q=query.q)
 
     async def build() -> tuple[bytes, str]:
-        page = await _list_page(query, filters)
-        body = page.model_dump_json().encode()
-        return body, body_etag(body)
+        return _body_and_etag(await _list_page(query, filters))
 
     key = hashlib.blake2b(query.model_dump_json().encode(), digest_size=12).hexdigest()
-    generations, template = keys.list_entry(key)
-    response = await cached_response(
-        "list",
-        generations=generations,
-        template=template,
-        ttl=context.settings().cache_ttl_list,
-        build=build,
-        rate_limit=_read_limit(),
-    )
+    response = await _cached("list", keys.list_entry(key), context.settings().cache_ttl_list, build)
     assert response is not None
     return response
 
@@ -176,19 +188,12 @@ async def popular() -> Response:
     """The 10 most viewed articles. Cached (``X-Cache``), with an ``ETag``."""
 
     async def build() -> tuple[bytes, str]:
-        ranking = PopularArticles(articles=await data.most_viewed(context.db_session()))
-        body = ranking.model_dump_json().encode()
-        return body, body_etag(body)
+        return _body_and_etag(
+            PopularArticles(articles=await data.most_viewed(context.db_session()))
+        )
 
-    generations, template = keys.POPULAR_ENTRY
-    response = await cached_response(
-        "popular",
-        generations=generations,
-        template=template,
-        ttl=context.settings().cache_ttl_popular,
-        build=build,
-        rate_limit=_read_limit(),
-    )
+    ttl = context.settings().cache_ttl_popular
+    response = await _cached("popular", keys.POPULAR_ENTRY, ttl, build)
     assert response is not None
     return response
 
@@ -204,15 +209,8 @@ async def read(article_id: int) -> Response:
             return None
         return article.model_dump_json().encode(), _etag(article)
 
-    generations, template = keys.article_entry(article_id)
-    response = await cached_response(
-        "article",
-        generations=generations,
-        template=template,
-        ttl=context.settings().cache_ttl_article,
-        build=build,
-        rate_limit=_read_limit(),
-    )
+    ttl = context.settings().cache_ttl_article
+    response = await _cached("article", keys.article_entry(article_id), ttl, build)
     if response is None:
         raise NotFound(f"Article {article_id} does not exist.")
     if response.status_code == 200:
