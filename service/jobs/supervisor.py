@@ -24,6 +24,8 @@ from typing import Any
 from arq.worker import Worker, create_worker
 from redis.exceptions import RedisError
 
+from service.core.errors import REDIS_FAILURES
+
 log = logging.getLogger(__name__)
 
 # A worker that ran this long before failing had been healthy: start over from the shortest
@@ -49,7 +51,7 @@ async def _close(worker: Worker) -> None:
     try:
         async with asyncio.timeout(30):
             await worker.close()
-    except (RedisError, OSError, TimeoutError) as exc:
+    except REDIS_FAILURES as exc:
         log.warning("worker closed with errors: %s", exc)
         if worker.on_shutdown is not None:  # close() stopped before it; resources still open
             with contextlib.suppress(Exception):

@@ -58,6 +58,12 @@ def app_state(app: Flask | None = None) -> AppState:
     return state
 
 
+def app() -> Flask:
+    """The application serving the current request."""
+    current: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    return current
+
+
 def settings() -> Settings:
     return app_state().settings
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from flask import Blueprint, Response, current_app, send_from_directory
+from flask import Blueprint, Response, send_from_directory
 from openapi_ui_bundles.swagger_ui import static_path
 
 from service.web import context
@@ -37,7 +37,7 @@ def document() -> dict[str, Any]:
     state = context.app_state()
     if state.openapi is None:
         state.openapi = build_document(
-            current_app, title="Newsdesk API", version="1.0.0", description=DESCRIPTION
+            context.app(), title="Newsdesk API", version="1.0.0", description=DESCRIPTION
         )
     return state.openapi
 
