@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint bench bench-quick bench-serving bench-pagination bench-cache bench-views bench-deps clean
+.PHONY: install test-deps run test lint bench bench-quick bench-serving bench-pagination bench-cache bench-views bench-deps clean
 
 # Create the virtual environment and install the project (again when pyproject.toml changes).
 $(STAMP): pyproject.toml
@@ -22,9 +22,19 @@ install: $(STAMP)
 run: $(STAMP)
 	exec $(BIN)/python -m service run
 
+# Server binaries some tests run for real (nginx -t on the shipped config, PgBouncer in front of
+# PostgreSQL), from Debian's packages when missing.
+TEST_TOOLS := nginx pgbouncer
+test-deps:
+	@missing=""; for tool in $(TEST_TOOLS); do \
+		command -v $$tool >/dev/null || [ -x /usr/sbin/$$tool ] || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing (Debian packages)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+
 # Lint, types, the layer contracts (import-linter), then the test suite against real servers (throwaway embedded ones unless
 # TEST_DATABASE_URL / TEST_REDIS_URL are set).
-test: $(STAMP)
+test: $(STAMP) test-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
