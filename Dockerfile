@@ -2,20 +2,26 @@
 #   API (default):  docker run IMAGE
 #   worker:         docker run IMAGE python -m service worker
 #   migrations:     docker run IMAGE alembic upgrade head
+# Everything it installs is pinned, with hashes, in requirements/image.txt (pip-compile from
+# pyproject.toml; the command is at the top of that file).
 
 # --- build: compilers live only in this stage -------------------------------------------
 FROM python:3.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-# asyncpg, uvloop and hiredis ship wheels for common platforms; the compilers cover the rest.
+# Every compiled dependency ships wheels for common platforms; the compilers cover the rest.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential=12.9 \
  && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /venv
 WORKDIR /src
-# Dependencies first, so code changes do not reinstall them.
+# Dependencies first, from the lock file alone: a code change (or an edit of pyproject.toml's
+# tool sections) leaves this layer cached. --require-hashes refuses anything unpinned.
+COPY requirements/image.txt requirements/image.txt
+RUN /venv/bin/pip install --no-cache-dir --require-hashes --no-deps -r requirements/image.txt
+# Then the package itself, without dependencies, built by the pinned setuptools just installed.
 COPY pyproject.toml README.md ./
 COPY service ./service
-RUN /venv/bin/pip install --no-cache-dir .
+RUN /venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation .
 
 # --- runtime: slim base, the virtualenv, no compilers, no root --------------------------
 FROM python:3.11-slim-bookworm
@@ -32,8 +38,10 @@ COPY alembic.ini hypercorn.toml worker.py ./
 COPY alembic ./alembic
 USER 10001:10001
 EXPOSE 8000
-# Liveness only: /healthz does no I/O, so a slow database never marks the container unhealthy.
-HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('PORT', '8000') + '/healthz', timeout=2)"]
-# Hypercorn with hypercorn.toml; BIND/PORT and WEB_CONCURRENCY (default: CPU count) apply.
+# One check for every role (service/cli/healthcheck.py): the API's /healthz (no I/O, so a slow
+# database never marks it unhealthy), the worker's arq health check in Redis, nothing for a
+# migration. The role is read from the container's command; `--role` overrides it.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["python", "-m", "service", "healthcheck"]
+# Hypercorn with hypercorn.toml; BIND/PORT and WEB_CONCURRENCY (default: the CPU quota) apply.
 CMD ["python", "-m", "service", "serve"]

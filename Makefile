@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test-deps run test lint bench bench-quick bench-serving bench-pagination bench-cache bench-views bench-deps clean
+.PHONY: install test-deps run test lint bench bench-quick bench-serving bench-pagination bench-cache bench-views bench-metrics bench-deps clean
 
 # Create the virtual environment and install the project (again when pyproject.toml changes).
 $(STAMP): pyproject.toml
@@ -78,6 +78,10 @@ bench-cache: bench-deps
 # View counts: buffered counters vs one job per view: docs/VIEWS.md.
 bench-views: bench-deps
 	$(BIN)/python -m bench.views
+
+# Prometheus metrics on vs off on a cache hit, alternating rounds: docs/METRICS.md.
+bench-metrics: bench-deps
+	$(BIN)/python -m bench.metrics
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -3,6 +3,13 @@
 ``alembic upgrade head`` takes a PostgreSQL advisory lock before looking at the schema, so
 several replicas starting together run the migrations once: the others wait, then find the
 database at head and do nothing.
+
+The lock is transaction-level (``pg_advisory_xact_lock``), taken in the one transaction that
+runs every migration and released by its commit or rollback. A session-level lock would break
+behind PgBouncer in transaction pooling (``DB_PGBOUNCER``): taken on one server connection,
+"released" on another, it would stay held on the first and block the next migration for
+good. (A migration that used ``autocommit_block`` would end that transaction and the lock
+with it; none does.)
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from alembic import context
 from service.core.settings import Settings
 from service.domain.models import metadata
+from service.infra.resources import connect_args
 
 # Any fixed 64-bit number shared by every migrator of this schema ("newsdesk" in ASCII).
 MIGRATION_LOCK_ID = 0x6E657773_6465736B
@@ -39,21 +47,26 @@ def run_migrations_offline() -> None:
 
 
 def _migrate(connection: Connection) -> None:
-    connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+    # The transaction this begins is Alembic's too (it sees it as an external one): the lock
+    # is held until the commit below, the schema is read only once it is held.
+    connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+    context.configure(connection=connection, target_metadata=target_metadata)
+    with context.begin_transaction():
+        context.run_migrations()
     connection.commit()
-    try:
-        context.configure(connection=connection, target_metadata=target_metadata)
-        with context.begin_transaction():
-            context.run_migrations()
-        connection.commit()
-    finally:
-        connection.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": MIGRATION_LOCK_ID})
-        connection.commit()
 
 
 async def run_migrations_online() -> None:
-    # A migration is a one-off process: one connection, no pool to keep.
-    engine = create_async_engine(database_url(), poolclass=pool.NullPool)
+    # A migration is a one-off process: one connection, no pool to keep. Its connection
+    # arguments are the app's (DB_PGBOUNCER: no named prepared statements, see
+    # service.infra.resources.connect_args) but without the app's statement_timeout, which
+    # would cut a long migration (an index on a big table) short.
+    settings = Settings().model_copy(update={"db_statement_timeout_ms": 0})
+    engine = create_async_engine(
+        database_url(),
+        poolclass=pool.NullPool,
+        connect_args=connect_args(settings, application_name="newsdesk-migrate"),
+    )
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_migrate)

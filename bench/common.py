@@ -55,8 +55,8 @@ class Worker:
 
 
 class HypercornServer:
-    """Hypercorn (``workers`` processes, one by default) serving ``app_path`` on a free
-    loopback port, ready when ``ready_path`` answers 200."""
+    """Hypercorn (``workers`` processes, one by default) serving ``app_path`` on loopback
+    (``port``, or a free one), ready when ``ready_path`` answers 200."""
 
     def __init__(
         self,
@@ -67,8 +67,9 @@ class HypercornServer:
         ready_path: str,
         options: list[str],
         workers: int = 1,
+        port: int | None = None,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.log = log
         command = [
             sys.executable,

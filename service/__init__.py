@@ -5,20 +5,25 @@ Seven layers; each imports only the layers below it (an import-linter contract i
 
 - ``core``: ``settings`` (typed configuration), ``errors`` (domain exceptions and the JSON
   envelope), ``keys`` (every Redis key and stored format), ``types`` (ASGI aliases, ``MAX_ID``,
-  ``ArticleStatus``, security headers), ``request_id``, ``logs``;
+  ``ArticleStatus``, security headers), ``request_id``, ``logs`` (text or JSON, redacted);
 - ``infra``: ``resources`` (engines and Redis clients of one process), ``guard`` (one timeout
   and breaker for per-request Redis calls), ``cache`` (the generation-versioned response
-  cache), ``queue`` (enqueueing, queue figures), ``health``, ``mail``;
+  cache), ``queue`` (enqueueing, queue figures), ``health``, ``mail``, ``metrics`` (every
+  Prometheus metric of the API), ``exposition`` (``/metrics`` summed over the workers),
+  ``tracing`` (OpenTelemetry, off unless ``OTEL_*`` asks);
 - ``domain`` (no HTTP; raises ``core.errors``): ``models``, ``schemas``, ``users``, ``api_keys``,
   ``credentials``, ``passwords``, ``login_sessions``, ``callers``, ``articles``, ``processing``,
   ``text_analysis`` (YAKE, loaded by the worker only), ``view_counts``, ``rate_limits``,
   ``password_reset``;
 - ``serving``: the ASGI adapter (``adapter``, ``http``, ``lifespan``, ``body``, ``environ``),
-  ``bridge`` (awaiting from a greenlet on the loop), ``fastpath`` (cache hits before Flask);
+  ``bridge`` (awaiting from a greenlet on the loop), ``fastpath`` (cache hits before Flask),
+  ``metrics`` (request counts and durations, around everything);
 - ``web``: ``app`` (``create_app``), ``context`` (what a request can get), ``endpoint``,
   ``auth``, ``rate_limits``, ``transactions``, ``http_cache``, ``errors``, ``security``,
-  ``openapi``, ``converters``, ``jsonio``, ``api/`` (one blueprint per resource);
-- ``jobs``: ``tasks`` (every arq job), ``runner``, ``worker`` (``WorkerSettings``), ``supervisor``;
+  ``openapi``, ``converters``, ``jsonio``, ``access_log`` (Hypercorn's access lines),
+  ``api/`` (one blueprint per resource);
+- ``jobs``: ``tasks`` (every arq job), ``runner``, ``worker`` (``WorkerSettings``), ``supervisor``,
+  ``metrics`` (job metrics and the worker's own ``/metrics`` port);
 - ``cli`` and ``asgi``: ``python -m service ...`` and the app Hypercorn serves.
 
 Contracts: every error is ``{"error": {"code", "message", "details"?, "request_id"}}``;

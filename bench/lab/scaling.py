@@ -1,9 +1,11 @@
 """Claim: scale horizontally: run more instances behind a load balancer.
 
 Three Newsdesk instances (``bench.newsdesk_app``, one Hypercorn worker each) behind nginx
-on loopback (``upstream`` with keep-alive connections, round robin); nginx restarted with 1,
-2 and 3 of them as upstreams, and one instance without nginx for the balancer's own cost. A
-JSON hello (CPU in the app only) and a primary-key read, 64 connections.
+on loopback, configured by the file operators copy, ``deploy/nginx/newsdesk.conf`` (upstream
+keep-alive, round robin, buffering, access log; only the ports and the log path are the
+lab's, ``bench.nginx``), with one nginx worker process; nginx restarted with 1, 2 and 3 of
+them as upstreams, and one instance without nginx for the balancer's own cost. A JSON hello
+(CPU in the app only) and a primary-key read, 64 connections.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench import nginx as shipped_nginx
 from bench.lab import chart, serving
 from bench.lab.core import (
     Lab,
@@ -31,38 +34,18 @@ TITLE = "Horizontal scaling: 1, 2 and 3 instances behind nginx"
 CLAIM = "Run several app instances behind a load balancer (nginx) to scale out."
 CONNECTIONS = 64
 PROBES = {"hello": "/bench/hello", "pk-read": "/bench/items/"}
-NGINX = """
-worker_processes 1;
-pid {work}/nginx.pid;
-error_log {work}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  upstream newsdesk {{
-{servers}
-    keepalive 128;
-  }}
-  server {{
-    listen 127.0.0.1:{port};
-    location / {{
-      proxy_pass http://newsdesk;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }}
-  }}
-}}
-"""
 
 
 def nginx(lab: Lab, upstreams: list[Process]) -> Process:
-    """nginx on a free loopback port balancing over ``upstreams``."""
+    """nginx on a free loopback port balancing over ``upstreams``, configured by the shipped
+    ``deploy/nginx/newsdesk.conf`` (rendered with the lab's ports by ``bench.nginx``)."""
     port = free_port()
     work = lab.work / f"nginx-{len(upstreams)}"
-    work.mkdir(exist_ok=True)
-    conf = work / "nginx.conf"
-    servers = "\n".join(f"    server 127.0.0.1:{u.port};" for u in upstreams)
-    conf.write_text(NGINX.format(work=work, port=port, servers=servers))
-    command = ["nginx", "-p", str(work), "-c", str(conf), "-g", "daemon off;"]
+    conf = shipped_nginx.write(
+        work, [f"127.0.0.1:{u.port}" for u in upstreams], f"127.0.0.1:{port}", workers=1
+    )
+    binary = shipped_nginx.nginx_binary() or "nginx"
+    command = [binary, "-p", str(work), "-c", str(conf), "-g", "daemon off;"]
     return Process(command, {}, work / "nginx.log", port=port, ready_path="/bench/hello")
 
 
@@ -149,7 +132,8 @@ def section(data: dict[str, Any], chart_path: Path) -> tuple[list[str], str]:
         f"= **{three / one:.2f}x**{balancer_cost}. On 2 cores the "
         "instances, nginx, wrk, PostgreSQL and Redis all share the same CPUs: this shows how "
         "much a second process per core gains and what the balancer costs, not how a cluster "
-        "of machines scales.",
+        "of machines scales. nginx runs the shipped `deploy/nginx/newsdesk.conf` (one worker "
+        "process, loopback ports).",
     ]
     third = (
         "a third, with no core of its own, added nothing"

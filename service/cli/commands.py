@@ -5,7 +5,8 @@
   the API on 127.0.0.1:``PORT`` (8000) with one arq worker beside it. Ctrl-C or SIGTERM stops
   everything, in order, and leaves no process behind.
 - ``serve``: Hypercorn with ``hypercorn.toml``, bind and worker count from the environment
-  (``BIND``, or ``HOST``/``PORT``; ``WEB_CONCURRENCY``, default the CPU count).
+  (``BIND``, or ``HOST``/``PORT``; ``WEB_CONCURRENCY``, by default the container's CPU quota,
+  see ``service.cli.concurrency``).
 - ``migrate``: ``alembic upgrade head``.
 - ``worker [--settings module:Class]``: the arq worker, supervised
   (``service.jobs.worker.main``): it survives Redis restarts and lets running jobs finish on
@@ -15,6 +16,8 @@
 - ``create-api-key --email E --name N``: an API key for that user, printed once with its
   prefix.
 - ``seed --count N [--authors A]``: N fake articles by A seed authors (``service.cli.seed``).
+- ``healthcheck [--role api|worker|migrate]``: the image's HEALTHCHECK; the role defaults to
+  the container's main command (``service.cli.healthcheck``).
 
 The last three use ``DATABASE_URL``; their errors (e-mail taken, unknown e-mail, invalid input,
 database unreachable) are one line on stderr and exit status 1.
@@ -35,7 +38,9 @@ import urllib.request
 from pathlib import Path
 from types import FrameType
 
+from service.cli import healthcheck, metrics_dir
 from service.cli.admin import count_arg, data_command, positive_arg
+from service.cli.concurrency import default_workers
 from service.cli.embedded import EmbeddedPostgres, EmbeddedRedis, die_with_parent
 from service.core.logs import configure_logging
 
@@ -48,15 +53,25 @@ def serve() -> int:
     from hypercorn.config import Config
     from hypercorn.run import run
 
+    from service.web.access_log import AccessLogger
+
     config = Config.from_toml(os.environ.get("HYPERCORN_CONFIG", "hypercorn.toml"))
     config.application_path = "service.asgi:app"
+    config.logger_class = AccessLogger  # access lines in LOG_FORMAT, with route and status
     if os.environ.get("BIND"):
         config.bind = [os.environ["BIND"]]
     elif os.environ.get("HOST") or os.environ.get("PORT"):
         host = os.environ.get("HOST", "0.0.0.0")
         config.bind = [f"{host}:{os.environ.get('PORT', '8000')}"]
-    config.workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 1)
-    return int(run(config) or 0)
+    if os.environ.get("WEB_CONCURRENCY"):
+        config.workers, why = int(os.environ["WEB_CONCURRENCY"]), "WEB_CONCURRENCY"
+    else:
+        config.workers, why = default_workers()
+    configure_logging("INFO")
+    log.info("serving with %d Hypercorn worker(s): %s", config.workers, why)
+    # Every worker records its metrics in one directory, clean, that /metrics merges.
+    with metrics_dir.prepared():
+        return int(run(config) or 0)
 
 
 def migrate(env: dict[str, str] | None = None) -> None:
@@ -109,21 +124,28 @@ def run_stack(data_dir: Path) -> int:
             env["REDIS_URL"] = redis.url()
             log.info("embedded Redis on 127.0.0.1:%s (data in %s)", redis.port, redis.data_dir)
         migrate(env)
-        for command in (
-            [sys.executable, "-m", "service", "serve"],
-            [sys.executable, "-m", "service", "worker"],
+        # The API's metrics directory in the data folder (`serve` empties it at start); the
+        # worker serves its own metrics port instead (service.jobs.metrics).
+        api_env = {metrics_dir.VARIABLE: str((data_dir / "metrics").resolve()), **env}
+        worker_env = {k: v for k, v in env.items() if k != metrics_dir.VARIABLE}
+        worker_env.setdefault("WORKER_METRICS_HOST", "127.0.0.1")
+        for command, child_env in (
+            ([sys.executable, "-m", "service", "serve"], api_env),
+            ([sys.executable, "-m", "service", "worker"], worker_env),
         ):
             children.append(
                 subprocess.Popen(
-                    command, env=env, start_new_session=True, preexec_fn=die_with_parent
+                    command, env=child_env, start_new_session=True, preexec_fn=die_with_parent
                 )
             )
         base = f"http://127.0.0.1:{port}"
+        worker_metrics = f"http://127.0.0.1:{worker_env.get('WORKER_METRICS_PORT', '9101')}"
         if _wait_ready(base + "/readyz", children[0], 60):
             print(
                 f"\nNewsdesk is up.\n  API:        {base}/api/v1\n"
                 f"  API docs:   {base}/docs (OpenAPI: {base}/api/v1/openapi.json)\n"
                 f"  liveness:   {base}/healthz\n  readiness:  {base}/readyz\n"
+                f"  metrics:    {base}/metrics (worker: {worker_metrics}/metrics)\n"
                 "Ctrl-C stops the API, the worker and the embedded servers.\n",
                 flush=True,
             )
@@ -186,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     seed_parser.add_argument("--batch", type=positive_arg, default=50_000, help="rows per COPY")
     seed_parser.add_argument("--random-seed", type=int, default=1, help="for repeatable data")
     seed_parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    health_parser = commands.add_parser("healthcheck", help="the image's HEALTHCHECK, per role")
+    health_parser.add_argument("--role", choices=["auto", *healthcheck.ROLES], default="auto")
     args = parser.parse_args(argv)
     if args.command in ("create-user", "create-api-key", "seed"):
         return data_command(args)
@@ -193,9 +217,14 @@ def main(argv: list[str] | None = None) -> int:
         return run_stack(args.data_dir)
     if args.command == "serve":
         return serve()
+    if args.command == "healthcheck":
+        return healthcheck.run(args.role)
     if args.command == "worker":
         import importlib
 
+        # One process, one in-memory registry on its own port (service.jobs.metrics): no
+        # multiprocess files, whatever the environment says (before prometheus_client loads).
+        os.environ.pop(metrics_dir.VARIABLE, None)
         from service.jobs import worker  # its settings are read at import
 
         module, _, name = args.settings.partition(":")

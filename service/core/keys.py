@@ -70,9 +70,9 @@ def user_sessions(user_id: int) -> str:
 VIEWS_PENDING = "views:pending"  # hash: article id -> views not yet in PostgreSQL
 VIEWS_FLUSHING = "views:flushing"  # the batch being flushed
 VIEWS_FLUSHING_ID = "views:flushing:id"  # its batch id
+VIEWS_FLUSHED_AT = "views:flushed-at"  # Unix time of the last successful flush (view-flush lag)
 
 # --- jobs (service.infra.queue, service.jobs) -----------------------------------------------
-JOB_STATS = "jobs:stats"  # hash: "<function>:<outcome>" -> count, shared by all workers
 
 
 def process_job_id(article_id: int, version: int) -> str:

@@ -21,6 +21,9 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.core.logs import LogFormat, default_log_format
+from service.core.redis_url import is_sentinel_url, parse_sentinel_url
+
 DEFAULT_SECRET_KEY = "dev-insecure-change-me"
 MIN_SECRET_LENGTH = 32
 
@@ -77,11 +80,17 @@ class Settings(BaseSettings):
     db_pool_timeout: float = Field(5.0, gt=0)
     db_connect_timeout: float = Field(5.0, gt=0)
     db_statement_timeout_ms: int = Field(15_000, ge=0)
+    # DATABASE_URL points at PgBouncer in transaction pooling mode: no named prepared
+    # statements, no startup parameters it refuses (service.infra.resources.connect_args).
+    db_pgbouncer: bool = False
     redis_max_connections: int = Field(50, ge=1)
     redis_socket_timeout: float = Field(2.0, gt=0)
     readiness_timeout: float = Field(1.0, gt=0)
     max_content_length: int = Field(1024 * 1024, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # "json" (one object per line, schema in service.core.logs) or "text"; unset: json when
+    # ENV=production, text otherwise (resolved_log_format).
+    log_format: Literal["json", "text"] | None = None
 
     session_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
     cache_enabled: bool = True
@@ -129,6 +138,16 @@ class Settings(BaseSettings):
     password_reset_url: str = "http://127.0.0.1:8000/reset-password?token={token}"
     rate_limit_reset: RateLimit = "5/hour"  # reset requests per e-mail address
 
+    # Prometheus metrics (service.infra.metrics). Off: no /metrics, no per-request counting.
+    # The API's workers share PROMETHEUS_MULTIPROC_DIR (read by prometheus_client itself; made
+    # and cleaned by `python -m service serve`); each worker refreshes its pool, GC and process
+    # figures every METRICS_SAMPLE_SECONDS. The arq worker serves its own /metrics on
+    # WORKER_METRICS_HOST:WORKER_METRICS_PORT (0: none).
+    metrics_enabled: bool = True
+    metrics_sample_seconds: float = Field(5.0, gt=0)
+    worker_metrics_host: str = "0.0.0.0"
+    worker_metrics_port: int = Field(9101, ge=0, le=65535)
+
     @field_validator("database_url")
     @classmethod
     def _asyncpg_primary(cls, value: str) -> str:
@@ -163,8 +182,14 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str) -> str:
+        if is_sentinel_url(value):
+            parse_sentinel_url(value)  # its ValueError says what is wrong
+            return value
         if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must be a Redis URL such as redis://127.0.0.1:6379/0")
+            raise ValueError(
+                "must be a Redis URL such as redis://127.0.0.1:6379/0, or "
+                "redis+sentinel://host1:26379,host2:26379/<master name>/<db> (Sentinel)"
+            )
         return value
 
     @model_validator(mode="after")
@@ -180,6 +205,11 @@ class Settings(BaseSettings):
                 "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
             )
         return self
+
+    @property
+    def resolved_log_format(self) -> LogFormat:
+        """``LOG_FORMAT``, or the default for ``ENV``."""
+        return default_log_format(self.env, self.log_format)
 
     @property
     def read_database_url(self) -> str:

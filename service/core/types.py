@@ -17,6 +17,12 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MAX_ID = 2**63 - 1  # PostgreSQL bigint: the largest id any table hands out
 
+# The ASGI scope key where whoever answers a request writes its route template (Flask's matched
+# ``url_rule.rule``, or the cache fast path for its hits), e.g.
+# ``/api/v1/articles/<id:article_id>``: request metrics are labelled by it, never by the raw
+# path. Absent when no route matched.
+ROUTE_SCOPE_KEY = "newsdesk.route"
+
 
 class ArticleStatus(StrEnum):
     """Where an article's processing stands (summary and keywords)."""

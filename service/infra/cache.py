@@ -85,14 +85,19 @@ return 0
 
 @dataclass
 class Stats:
-    """Hits, misses and bypasses per endpoint, in this process (for the metrics endpoint)."""
+    """Hits, misses and bypasses per endpoint, in this process; each one also goes to
+    ``export`` when metrics are on (``service.infra.metrics.instrument``: the Prometheus
+    counter, summed over every worker)."""
 
     counts: dict[str, dict[str, int]] = field(
         default_factory=lambda: defaultdict(lambda: {HIT: 0, MISS: 0, BYPASS: 0})
     )
+    export: Callable[[str, str], None] | None = None
 
     def count(self, endpoint: str, outcome: str) -> None:
         self.counts[endpoint][outcome] += 1
+        if self.export is not None:
+            self.export(endpoint, outcome)
 
     def snapshot(self) -> dict[str, dict[str, int]]:
         return {name: dict(values) for name, values in self.counts.items()}

@@ -22,6 +22,7 @@ from typing import TypeVar
 from redis.exceptions import RedisError
 
 from service.core.errors import REDIS_FAILURES
+from service.infra import metrics
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,14 @@ class BreakerOpen(RedisError):
 
 @dataclass
 class Breaker:
-    """Skips Redis for ``pause`` seconds after a failure, then lets one probe through."""
+    """Skips Redis for ``pause`` seconds after a failure, then lets one probe through.
+
+    ``tripped`` stays True from a failure until a call succeeds again: the breaker state that
+    metrics report (``redis_breaker_open``)."""
 
     pause: float
     open_until: float = 0.0
+    tripped: bool = False
 
     def allows(self) -> bool:
         return time.monotonic() >= self.open_until
@@ -46,7 +51,16 @@ class Breaker:
         if self.allows():
             reason = str(exc) or type(exc).__name__
             log.warning("Redis unavailable (%s); skipping it for %.0fs", reason, self.pause)
+            metrics.REDIS_BREAKER_OPENS.inc()
         self.open_until = time.monotonic() + self.pause
+        if not self.tripped:
+            self.tripped = True
+            metrics.REDIS_BREAKER_OPEN.set(1)
+
+    def succeeded(self) -> None:
+        """A call went through after a failure: the breaker is closed again."""
+        self.tripped = False
+        metrics.REDIS_BREAKER_OPEN.set(0)
 
 
 class RedisGuard:
@@ -71,7 +85,11 @@ class RedisGuard:
         try:
             # asyncio.timeout, not wait_for: no extra task per call on the hot path.
             async with asyncio.timeout(self.timeout if within is None else within):
-                return await make()
+                result = await make()
         except REDIS_FAILURES as exc:
+            metrics.count_redis_error(exc)
             self.breaker.failed(exc)
             raise
+        if self.breaker.tripped:
+            self.breaker.succeeded()
+        return result

@@ -1,31 +1,24 @@
-"""The job queue seen from the API: enqueueing, and the queue's figures.
+"""The job queue seen from the API: enqueueing.
 
 ``enqueue`` puts a job on arq's queue without ever failing the caller: a write must succeed
 while Redis is down (work left undone is found again by a sweeper, see
 ``service.domain.processing``). Each call goes through the process's ``RedisGuard``, so a
-dead Redis costs one short wait, not one per request. The request id travels with the job.
-
-``job_stats`` reads the queue depth and the outcomes every worker counts in
-``keys.JOB_STATS`` (``service.jobs.runner``), for ``GET /metrics``.
+dead Redis costs one short wait, not one per request. The request id travels with the job,
+and so, when tracing is on, does the W3C ``traceparent`` of the current span
+(``service.infra.tracing``), so the job's spans join the request's trace.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
-from arq.constants import default_queue_name
-
-from service.core import keys
 from service.core.errors import REDIS_FAILURES
 from service.core.request_id import current_request_id
+from service.infra import tracing
 from service.infra.resources import Resources
 
 log = logging.getLogger(__name__)
-
-STATS_KEY = keys.JOB_STATS
-OUTCOMES = ("completed", "retried", "failed")
 
 
 async def enqueue(
@@ -37,6 +30,9 @@ async def enqueue(
     queued, running or with its result still kept."""
     redis = res.redis
     assert redis is not None
+    parent = tracing.traceparent()  # None when tracing is off: the job's keywords stay as is
+    if parent is not None:
+        kwargs[tracing.TRACEPARENT] = parent
     try:
         await res.guard.call(
             lambda: redis.enqueue_job(
@@ -48,21 +44,3 @@ async def enqueue(
         log.warning("job %s not enqueued: Redis is unavailable (%s)", function, exc)
         return False
     return True
-
-
-async def job_stats(res: Resources) -> dict[str, Any]:
-    """``{"queued": n, "completed": n, "retried": n, "failed": n, "by_function": {...}}``."""
-    assert res.redis is not None
-    async with asyncio.timeout(res.settings.readiness_timeout):
-        async with res.redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(default_queue_name)
-            pipe.hgetall(STATS_KEY)
-            queued, raw = await pipe.execute()
-    totals = dict.fromkeys(OUTCOMES, 0)
-    by_function: dict[str, dict[str, int]] = {}
-    for key, value in raw.items():
-        function, _, outcome = key.decode().rpartition(":")
-        if outcome in totals:
-            totals[outcome] += int(value)
-            by_function.setdefault(function, dict.fromkeys(OUTCOMES, 0))[outcome] = int(value)
-    return {"queued": int(queued), **totals, "by_function": by_function}

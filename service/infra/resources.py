@@ -7,33 +7,119 @@ SQLAlchemy's async pool and redis.asyncio connections belong to the loop that ma
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
+from service.core.redis_url import is_sentinel_url, parse_sentinel_url
 from service.core.settings import Settings
 from service.infra.cache import ResponseCache
 from service.infra.guard import RedisGuard
 
+log = logging.getLogger(__name__)
+
+R = TypeVar("R", bound=Redis)
+
+
+def _unnamed_statement() -> str:
+    return ""
+
+
+def connect_args(settings: Settings, *, application_name: str) -> dict[str, Any]:
+    """asyncpg's connection arguments: timeouts, start-up parameters and, with
+    ``DB_PGBOUNCER``, what PgBouncer's transaction pooling needs (also used by alembic/env.py).
+
+    Behind PgBouncer in transaction mode, consecutive transactions of one client connection
+    run on different server connections, so a prepared statement kept from one transaction is
+    missing (or, by name, already taken) in the next. Hence: no statement cache in asyncpg
+    (``statement_cache_size=0``) nor in SQLAlchemy's dialect
+    (``prepared_statement_cache_size=0``), and SQLAlchemy's statements prepared unnamed
+    (``prepared_statement_name_func`` returning ``""``). Unnamed rather than the uuid names
+    SQLAlchemy's documentation suggests: asyncpg then parses the statement again in the same
+    message batch as its execution (its own PgBouncer path), and nothing is left behind on
+    the server, whereas a named statement is closed only with the client's next transaction,
+    on whichever server connection that gets: after the load of tests/infra/test_pgbouncer.py
+    (200 requests), uuid names had left 257 statements on PgBouncer's 8 server connections,
+    unnamed ones none.
+
+    PgBouncer 1.18 refuses the connection when a start-up parameter other than a few it
+    tracks is sent (``unsupported startup parameter: statement_timeout``), and
+    ``ignore_startup_parameters`` would only drop it silently. So ``statement_timeout`` is
+    not sent: set it on the server (``ALTER ROLE ... SET statement_timeout``, deploy/README.md)
+    and ``DB_STATEMENT_TIMEOUT_MS=0``; until then a warning says so. ``application_name`` is
+    one PgBouncer tracks, so it is kept."""
+    server_settings = {"application_name": application_name}
+    args: dict[str, Any] = {"timeout": settings.db_connect_timeout}
+    if settings.db_pgbouncer:
+        if settings.db_statement_timeout_ms:
+            log.warning(
+                "DB_STATEMENT_TIMEOUT_MS=%d is not applied through PgBouncer (it refuses the "
+                "start-up parameter): set statement_timeout on the server (ALTER ROLE ... SET "
+                "statement_timeout = %d), then DB_STATEMENT_TIMEOUT_MS=0",
+                settings.db_statement_timeout_ms,
+                settings.db_statement_timeout_ms,
+            )
+        args.update(
+            statement_cache_size=0,
+            prepared_statement_cache_size=0,
+            prepared_statement_name_func=_unnamed_statement,
+        )
+    elif settings.db_statement_timeout_ms:
+        server_settings["statement_timeout"] = str(settings.db_statement_timeout_ms)
+    args["server_settings"] = server_settings
+    return args
+
 
 def make_engine(url: str, settings: Settings, *, application_name: str) -> AsyncEngine:
     """An asyncpg engine with the pool limits and timeouts from ``settings``."""
-    server_settings = {"application_name": application_name}
-    if settings.db_statement_timeout_ms:
-        server_settings["statement_timeout"] = str(settings.db_statement_timeout_ms)
     return create_async_engine(
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
         pool_pre_ping=True,
-        connect_args={
-            "timeout": settings.db_connect_timeout,
-            "server_settings": server_settings,
-        },
+        connect_args=connect_args(settings, application_name=application_name),
     )
+
+
+def _redis_client(settings: Settings, redis_class: type[R], **options: Any) -> R:
+    """A ``redis_class`` client of ``REDIS_URL`` with connection ``options``.
+
+    A ``redis+sentinel://`` URL gives a client of the master the Sentinels name: each new
+    connection asks them where the master is, so after a failover the next connection goes
+    to the new one (and a connection still on a demoted master is dropped when it answers
+    READONLY). Questions to the Sentinels have ``REDIS_SOCKET_TIMEOUT`` as their timeout: they
+    happen only when a connection is opened, never per command."""
+    if not is_sentinel_url(settings.redis_url):
+        pool = ConnectionPool.from_url(settings.redis_url, **options)
+        return redis_class(connection_pool=pool)
+    target = parse_sentinel_url(settings.redis_url)
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+        list(target.sentinels),
+        sentinel_kwargs={
+            "socket_timeout": settings.redis_socket_timeout,
+            "socket_connect_timeout": settings.redis_socket_timeout,
+        },
+        db=target.db,
+        username=target.username,
+        password=target.password,
+    )
+    client: R = sentinel.master_for(target.service, redis_class=redis_class, **options)
+    return client
+
+
+async def close_redis(client: Redis) -> None:
+    """Close ``client`` and its pool, and the Sentinel clients of a Sentinel-managed one."""
+    pool = client.connection_pool
+    await client.aclose(close_connection_pool=True)
+    if isinstance(pool, SentinelConnectionPool):
+        for sentinel in pool.sentinel_manager.sentinels:
+            await sentinel.aclose(close_connection_pool=True)
 
 
 def make_redis(settings: Settings) -> ArqRedis:
@@ -43,14 +129,14 @@ def make_redis(settings: Settings) -> ArqRedis:
     rather than with ``arq.create_pool`` so that start-up does not wait for Redis: readiness
     reports Redis being down instead. Short timeouts keep a dead server from stalling requests.
     """
-    pool = ConnectionPool.from_url(
-        settings.redis_url,
+    return _redis_client(
+        settings,
+        ArqRedis,
         max_connections=settings.redis_max_connections,
         socket_timeout=settings.redis_socket_timeout,
         socket_connect_timeout=settings.redis_socket_timeout,
         health_check_interval=30,
     )
-    return ArqRedis(connection_pool=pool)
 
 
 def make_hot_path_redis(settings: Settings) -> Redis:
@@ -59,12 +145,12 @@ def make_hot_path_redis(settings: Settings) -> Redis:
     It has no socket timeout of its own: with one, redis-py wraps every send in
     ``asyncio.wait_for`` (a task per command). Its callers bound each call with
     ``asyncio.timeout(CACHE_TIMEOUT)`` and a breaker instead (``service.infra.guard``)."""
-    pool = ConnectionPool.from_url(
-        settings.redis_url,
+    return _redis_client(
+        settings,
+        Redis,
         max_connections=settings.redis_max_connections,
         socket_connect_timeout=settings.cache_timeout,
     )
-    return Redis(connection_pool=pool)
 
 
 @dataclass
@@ -115,10 +201,10 @@ class Resources:
     async def close(self) -> None:
         """Dispose the pools; safe to call twice."""
         if self.cache is not None:
-            await self.cache.redis.aclose(close_connection_pool=True)
+            await close_redis(self.cache.redis)
             self.cache = None
         if self.redis is not None:
-            await self.redis.aclose(close_connection_pool=True)
+            await close_redis(self.redis)
             self.redis = None
         if self.read_engine is not None and self.read_engine is not self.engine:
             await self.read_engine.dispose()

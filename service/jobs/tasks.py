@@ -23,6 +23,7 @@ from service.domain.password_reset import PASSWORD_RESET, send_password_reset
 from service.domain.text_analysis import analyse
 from service.infra.queue import enqueue
 from service.infra.resources import Resources
+from service.jobs.metrics import record_flush
 from service.jobs.runner import job
 
 log = logging.getLogger(__name__)
@@ -55,10 +56,13 @@ async def flush_views(ctx: dict[str, Any]) -> int:
     assert res.redis is not None and res.sessionmaker is not None
     batch = await view_counts.claim(res.redis)
     if batch is None:
+        await res.redis.set(keys.VIEWS_FLUSHED_AT, time.time())  # for the flush lag metric
         return 0
     added = await view_counts.apply(res.sessionmaker, batch, res.settings.view_flush_batch)
     generations = [keys.article_generation(i) for i in batch.counts]
     await view_counts.release(res.redis, batch, [*generations, keys.ARTICLES_GENERATION])
+    await res.redis.set(keys.VIEWS_FLUSHED_AT, time.time())
+    record_flush(len(batch.counts), added)
     if added:
         log.info("views: %d added to %d articles (batch %s)", added, len(batch.counts), batch.id)
     return added

@@ -4,7 +4,8 @@ survives Redis restarts and stops gently on SIGTERM, ``service.jobs.supervisor``
 module's ``WorkerSettings``); ``arq --check worker.WorkerSettings`` is its liveness probe.
 
 The worker builds its own ``Resources`` (engines, Redis) on its own event loop at start-up
-and closes them at shutdown; settings come from the same environment as the API.
+and closes them at shutdown; settings come from the same environment as the API. The
+supervised process also serves its metrics on ``WORKER_METRICS_PORT`` (``service.jobs.metrics``).
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ from arq import cron, func
 from arq.connections import RedisSettings
 
 from service.core.logs import configure_logging
+from service.core.redis_url import is_sentinel_url, parse_sentinel_url
 from service.core.settings import Settings
+from service.infra import metrics, tracing
 from service.infra.resources import Resources
+from service.jobs.metrics import WorkerMetricsServer
 from service.jobs.supervisor import supervise
 from service.jobs.tasks import (
     flush_views,
@@ -30,19 +34,48 @@ from service.jobs.tasks import (
 )
 
 settings = Settings()
-configure_logging(settings.log_level)
+configure_logging(settings.log_level, settings.resolved_log_format)
 
 
 async def startup(ctx: dict[str, Any]) -> None:
+    tracing.setup(tracing.WORKER_SERVICE)  # when OTEL_* asks for it; once per process
     resources = Resources(settings, application_name="newsdesk-worker")
     await resources.start()
     ctx["resources"] = resources
+    if settings.metrics_enabled:
+        metrics.instrument(resources)
+        ctx["metrics_sampler"] = sampler = metrics.Sampler(
+            resources, settings.metrics_sample_seconds
+        )
+        sampler.start()
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    sampler: metrics.Sampler | None = ctx.pop("metrics_sampler", None)
+    if sampler is not None:
+        await sampler.stop()
     resources: Resources | None = ctx.pop("resources", None)
     if resources is not None:
         await resources.close()
+
+
+def redis_settings_for(url: str) -> RedisSettings:
+    """arq's connection settings for ``REDIS_URL``, a ``redis+sentinel://`` one included.
+
+    arq's ``from_dsn`` knows only single-server URLs; for Sentinel, arq builds a redis-py
+    ``Sentinel`` over ``host`` (the list of Sentinel addresses) and asks it for the master
+    named ``sentinel_master``, so the worker follows a failover the same way the API does."""
+    if not is_sentinel_url(url):
+        return RedisSettings.from_dsn(url)
+    target = parse_sentinel_url(url)
+    return RedisSettings(
+        host=list(target.sentinels),
+        sentinel=True,
+        sentinel_master=target.service,
+        database=target.db,
+        username=target.username,
+        password=target.password,
+    )
 
 
 def _every(seconds: int) -> set[int]:
@@ -63,7 +96,7 @@ class WorkerSettings:
     ]
     on_startup = startup
     on_shutdown = shutdown
-    redis_settings = RedisSettings.from_dsn(settings.redis_url)
+    redis_settings = redis_settings_for(settings.redis_url)
     max_jobs = settings.worker_max_jobs
     job_timeout = settings.job_timeout_seconds
     keep_result = settings.job_keep_result_seconds
@@ -73,5 +106,19 @@ class WorkerSettings:
 def main(settings_cls: Any = WorkerSettings) -> int:
     """The supervised worker process (one event loop for its whole life)."""
     logging.getLogger("arq").propagate = True  # no arq CLI here to print its lines
-    wait = settings.worker_shutdown_wait_seconds
-    return asyncio.run(supervise(settings_cls, shutdown_wait=wait))
+    return asyncio.run(_serve_and_supervise(settings_cls))
+
+
+async def _serve_and_supervise(settings_cls: Any) -> int:
+    """The metrics port for the life of the process; the arq worker, supervised, inside it."""
+    server = None
+    if settings.metrics_enabled and settings.worker_metrics_port:
+        server = WorkerMetricsServer(
+            settings, host=settings.worker_metrics_host, port=settings.worker_metrics_port
+        )
+        await server.start()
+    try:
+        return await supervise(settings_cls, shutdown_wait=settings.worker_shutdown_wait_seconds)
+    finally:
+        if server is not None:
+            await server.close()

@@ -22,11 +22,14 @@ A hit on an article answered 200 also counts its view in that round trip
 (``service.domain.view_counts``).
 
 The response is identical to the one Flask sends for the same hit; a test compares the two.
+A hit writes the Flask route template of what it answered into the scope
+(``ROUTE_SCOPE_KEY``), so request metrics label a hit and a miss of the same route alike.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from werkzeug.http import parse_etags, unquote_etag
@@ -34,7 +37,15 @@ from werkzeug.http import parse_etags, unquote_etag
 from service.core import keys
 from service.core.errors import REDIS_FAILURES
 from service.core.request_id import choose_request_id, current_request_id
-from service.core.types import MAX_ID, SECURITY_HEADERS, ASGIApp, Receive, Scope, Send
+from service.core.types import (
+    MAX_ID,
+    ROUTE_SCOPE_KEY,
+    SECURITY_HEADERS,
+    ASGIApp,
+    Receive,
+    Scope,
+    Send,
+)
 from service.domain import rate_limits
 from service.domain.view_counts import ViewCounter
 from service.infra.cache import Count, HitCount
@@ -113,12 +124,21 @@ def not_modified(raw_etag: bytes, if_none_match: str | None) -> bool:
 
 class CachedReads:
     """ASGI middleware: answers cache hits of ``route`` itself, passes everything else to
-    ``app`` (see the module docstring)."""
+    ``app`` (see the module docstring). ``routes`` maps each cache endpoint it answers
+    (``article``, ``popular``) to the app's route template for it."""
 
-    def __init__(self, app: ASGIApp, resources: Resources, views: ViewCounter) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        resources: Resources,
+        views: ViewCounter,
+        *,
+        routes: Mapping[str, str],
+    ) -> None:
         self.app = app
         self.resources = resources
         self.views = views
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not await self.answer(scope, send):
@@ -155,6 +175,7 @@ class CachedReads:
         status = 304 if not_modified(raw_etag, headers.if_none_match) else 200
         if status == 200 and found.article_id is not None and view is None:
             await self.views.record(self.resources, found.article_id)
+        scope[ROUTE_SCOPE_KEY] = self.routes[found.endpoint]
         await self._send(send, status, raw_etag, body, limit.headers(count), headers.request_id)
         return True
 

@@ -12,6 +12,7 @@ from werkzeug.routing import MapAdapter
 from werkzeug.wsgi import get_host
 
 from service.core.settings import Settings
+from service.core.types import ROUTE_SCOPE_KEY
 from service.domain.view_counts import ViewCounter
 from service.infra.resources import Resources
 from service.serving.bridge import await_
@@ -68,6 +69,16 @@ class LoopNativeFlask(Flask):
             path_info=_wsgi_str(env.get("PATH_INFO", "")),
             query_args=_wsgi_str(env.get("QUERY_STRING", "")),
         )
+
+    def full_dispatch_request(self) -> Response:
+        """Flask's dispatch, after writing the matched route template into the ASGI scope
+        (``ROUTE_SCOPE_KEY``) for the request metrics around the app: routing is done by
+        now, and no hook or error can skip this."""
+        rule = request.url_rule
+        scope = request.environ.get("asgi.scope")
+        if rule is not None and scope is not None:
+            scope[ROUTE_SCOPE_KEY] = rule.rule
+        return super().full_dispatch_request()
 
     def async_to_sync(self, func: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
         def run(*args: Any, **kwargs: Any) -> Any:

@@ -11,6 +11,7 @@ from flask import Flask, Response, request
 
 from service.domain import rate_limits
 from service.domain.rate_limits import Counter
+from service.infra.metrics import RATE_LIMIT_REFUSALS
 from service.web import context
 
 
@@ -47,6 +48,8 @@ def apply_count(which: Counter, count: int) -> None:
     tightest = state.rate_limit_headers
     if tightest is None or which.remaining(count) <= int(tightest["RateLimit-Remaining"]):
         state.rate_limit_headers = which.headers(count)
+    if count > which.limit:
+        RATE_LIMIT_REFUSALS.labels(which.name).inc()
     which.check(count)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
@@ -28,4 +30,9 @@ def test_a_malformed_id_is_replaced(bad: str) -> None:
 
 async def test_the_id_is_in_the_access_log(live: LiveServer, client: httpx.AsyncClient) -> None:
     await client.get("/healthz", headers={"X-Request-ID": "access-log-probe"})
+    # Hypercorn writes the access line after the response has gone: wait for it (bounded).
+    for _ in range(300):
+        if "rid=access-log-probe" in live.log():
+            break
+        await asyncio.sleep(0.05)
     assert "rid=access-log-probe" in live.log()

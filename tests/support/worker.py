@@ -29,6 +29,7 @@ class WorkerProcess:
             "DATABASE_URL": stack.database_url,
             "REDIS_URL": stack.redis_url,
             "LOG_LEVEL": "INFO",
+            "WORKER_METRICS_PORT": "0",  # a test that scrapes the worker gives it a free port
             **env,
         }
         self.log_path = log_path

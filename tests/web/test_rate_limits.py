@@ -15,6 +15,7 @@ from tests.conftest import server_env
 from tests.support.api import PASSWORD, account, publish, unique_email
 from tests.support.databases import ServerStack
 from tests.support.live import LiveServer
+from tests.support.metrics import ascrape
 
 
 @pytest.fixture(scope="module")
@@ -157,3 +158,12 @@ async def test_cached_article_reads_are_counted_and_refused_like_any_read(
     other = await http.get(url, headers={"X-Forwarded-For": "198.51.100.10, 127.0.0.1"})
     assert other.status_code == 200 and other.headers["x-cache"] == "HIT"
     assert other.headers["ratelimit-remaining"] == "4"
+
+
+async def test_refusals_are_counted_in_the_metrics_by_limit_name(http: httpx.AsyncClient) -> None:
+    before = (await ascrape(http)).total("rate_limit_refusals_total", limit="read")
+    client = from_ip()
+    statuses = [(await http.get("/api/v1/articles", headers=client)).status_code for _ in range(7)]
+    assert statuses.count(429) == 2  # 5/hour
+    after = (await ascrape(http)).total("rate_limit_refusals_total", limit="read")
+    assert after == before + 2

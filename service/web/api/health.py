@@ -1,12 +1,14 @@
-"""Liveness and readiness probes, and metrics."""
+"""Liveness and readiness probes, and Prometheus metrics."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+import asyncio
 
-from service.core.errors import REDIS_FAILURES
+from flask import Blueprint, Response, abort, jsonify, request
+
+from service.infra import exposition
+from service.infra import metrics as process_metrics
 from service.infra.health import check_dependencies
-from service.infra.queue import job_stats
 from service.web.context import resources
 from service.web.errors import error_response
 
@@ -38,13 +40,14 @@ async def readyz() -> Response:
 
 @bp.get("/metrics")
 async def metrics() -> Response:
-    """Counters for a metrics scraper (JSON): this process's cache hits, misses and bypasses
-    per endpoint; job outcomes per function (all workers) and the queue depth, or an error
-    note while Redis is unreachable."""
+    """Prometheus metrics of the whole instance, every Hypercorn worker summed
+    (``service.infra.metrics``), in the text format (OpenMetrics when the scraper asks).
+
+    No I/O beyond the metrics files, so a scrape answers while PostgreSQL or Redis is down.
+    404 when ``METRICS_ENABLED`` is off."""
     res = resources()
-    assert res.cache is not None
-    try:
-        jobs: dict[str, object] = await job_stats(res)
-    except REDIS_FAILURES as exc:
-        jobs = {"error": f"Redis unavailable: {type(exc).__name__}"}
-    return jsonify(cache=res.cache.stats.snapshot(), jobs=jobs)
+    if not res.settings.metrics_enabled:
+        abort(404)
+    process_metrics.sample(res)  # this worker's pool figures as of now
+    body, content_type = await asyncio.to_thread(exposition.render, request.headers.get("Accept"))
+    return Response(body, content_type=content_type)

