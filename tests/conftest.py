@@ -9,6 +9,7 @@ import asyncpg
 import httpx
 import pytest
 
+from service.cli.embedded import EmbeddedRedis
 from tests.support.databases import ServerStack, plain_url, start_stack
 from tests.support.live import LiveServer
 
@@ -58,6 +59,15 @@ def live(stack: ServerStack, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 async def client(live: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=live.url, timeout=30) as http:
         yield http
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A Redis server of the test's own, which it may stop and start again (same port) and
+    whose queue holds only its own jobs."""
+    server = EmbeddedRedis(tmp_path / "redis", durable=False).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -39,13 +39,6 @@ async def test_a_connection_held_by_a_request_shows_in_the_pool_gauge(
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path / "redis", durable=False).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def server_with_own_redis(
     stack: ServerStack, own_redis: EmbeddedRedis, tmp_path: Path
 ) -> Iterator[LiveServer]:

@@ -48,14 +48,6 @@ def pgbouncer(stack: ServerStack, tmp_path: Path) -> Iterator[PgBouncer]:
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    """A Redis of this test's own: its queue holds only this test's jobs."""
-    server = EmbeddedRedis(tmp_path / "redis", durable=False).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def database(stack: ServerStack) -> str:
     """An empty database of its own (made from a plain fixture: ``new_database`` runs an
     event loop of its own)."""

@@ -68,7 +68,8 @@ async def test_an_update_during_processing_ends_with_the_final_summary(
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+def durable_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A Redis of its own that keeps its data across a restart (the queue must survive)."""
     server = EmbeddedRedis(tmp_path / "redis").start()
     yield server
     server.stop()
@@ -76,10 +77,13 @@ def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
 
 @pytest.fixture
 def api_on_own_redis(
-    stack: ServerStack, own_redis: EmbeddedRedis, tmp_path: Path
+    stack: ServerStack, durable_redis: EmbeddedRedis, tmp_path: Path
 ) -> Iterator[LiveServer]:
     env = server_env(
-        stack, REDIS_URL=own_redis.url(), REDIS_SOCKET_TIMEOUT="0.5", CACHE_BREAKER_SECONDS="0.5"
+        stack,
+        REDIS_URL=durable_redis.url(),
+        REDIS_SOCKET_TIMEOUT="0.5",
+        CACHE_BREAKER_SECONDS="0.5",
     )
     server = LiveServer("service.asgi:app", env, tmp_path / "server.log").start()
     yield server
@@ -88,7 +92,7 @@ def api_on_own_redis(
 
 async def test_articles_written_while_redis_is_down_are_processed_when_it_returns(
     stack: ServerStack,
-    own_redis: EmbeddedRedis,
+    durable_redis: EmbeddedRedis,
     api_on_own_redis: LiveServer,
     tmp_path: Path,
     pg: asyncpg.Connection,
@@ -98,7 +102,7 @@ async def test_articles_written_while_redis_is_down_are_processed_when_it_return
     worker = WorkerProcess(
         stack,
         tmp_path / "worker.log",
-        REDIS_URL=own_redis.url(),
+        REDIS_URL=durable_redis.url(),
         PROCESS_STALE_SECONDS="1",
         PROCESS_SWEEP_SECONDS="1",
     ).start()
@@ -106,12 +110,12 @@ async def test_articles_written_while_redis_is_down_are_processed_when_it_return
         async with httpx.AsyncClient(base_url=api_on_own_redis.url, timeout=30) as http:
             ann = await account(http)  # logging in needs Redis; API keys do not
             await worker.wait_for_log("Starting worker")
-            own_redis.stop()
+            durable_redis.stop()
             created = [await publish(http, ann, title=f"Outage {i}") for i in range(3)]
             assert {a["status"] for a in created} == {"pending"}
             await asyncio.sleep(2)  # the worker notices and keeps trying
             assert worker.proc is not None and worker.proc.poll() is None
-            own_redis.start()
+            durable_redis.start()
             ids = [a["id"] for a in created]
             found = await wait_for_status(pg, ids, "processed")
             assert found == dict.fromkeys(ids, "processed"), worker.log()

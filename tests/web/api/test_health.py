@@ -31,14 +31,6 @@ async def test_readyz_when_everything_is_up(client: httpx.AsyncClient) -> None:
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    """A Redis server this test may stop and start (on the same port)."""
-    server = EmbeddedRedis(tmp_path / "redis", durable=False).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def server_with_own_redis(
     stack: ServerStack, own_redis: EmbeddedRedis, tmp_path: Path
 ) -> Iterator[LiveServer]:
