@@ -19,13 +19,24 @@ from typing import Any
 from tqdm import tqdm
 
 from bench.common import ROOT, machine
-from bench.lab import caching, indexes, pages, pooling, queues, replica, scaling, serving
+from bench.lab import (
+    caching,
+    indexes,
+    pages,
+    pooling,
+    queues,
+    replica,
+    scaling,
+    servers,
+    serving,
+)
 from bench.lab.core import FULL, QUICK, Lab, need
 from bench.lab.report import write_report
 from service.cli.embedded import EmbeddedPostgres, EmbeddedRedis
 
 CLAIMS: dict[str, ModuleType] = {
     "serving": serving,
+    "servers": servers,
     "pooling": pooling,
     "caching": caching,
     "queues": queues,
@@ -47,6 +58,9 @@ PACKAGES = (
     "arq",
     "greenlet",
     "uvloop",
+    "fastapi",
+    "uvicorn",
+    "granian",
 )
 
 
@@ -66,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     work_dir = Path(work)
     # Durable, as in production: commits wait for the WAL (the job-per-view claim depends on it).
     postgres = EmbeddedPostgres(work_dir / "postgres", durable=True)
-    postgres.max_connections = 600  # five apps' pools of 50 at once, the replica's senders
+    postgres.max_connections = 720  # seven apps' pools of 50 at once, the replica's senders
     redis = EmbeddedRedis(work_dir / "redis", durable=False)
     results: dict[str, Any] = {}
     timings: dict[str, float] = {}

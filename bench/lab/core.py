@@ -261,6 +261,77 @@ def hypercorn(
     return Process(command, env, lab.work / f"{name}.log", port=port, ready_path=ready_path)
 
 
+def uvicorn(
+    lab: Lab, app: str, env: dict[str, str], name: str, *, ready_path: str = "/healthz"
+) -> Process:
+    """One uvicorn worker (uvloop, httptools) serving ``app``, no access log (as Hypercorn
+    here)."""
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--timeout-keep-alive",
+        "75",
+        "--backlog",
+        "2048",
+        "--workers",
+        "1",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        app,
+    ]
+    return Process(command, env, lab.work / f"{name}.log", port=port, ready_path=ready_path)
+
+
+def granian(
+    lab: Lab, app: str, env: dict[str, str], name: str, *, ready_path: str = "/healthz"
+) -> Process:
+    """One granian worker (``--interface asgi``, uvloop, one runtime thread) serving ``app``."""
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "granian",
+        "--interface",
+        "asgi",
+        "--loop",
+        "uvloop",
+        "--workers",
+        "1",
+        "--backlog",
+        "2048",
+        "--log-level",
+        "warning",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        app,
+    ]
+    return Process(command, env, lab.work / f"{name}.log", port=port, ready_path=ready_path)
+
+
+SERVERS = {"hypercorn": hypercorn, "uvicorn": uvicorn, "granian": granian}
+
+
+def asgi_server(
+    lab: Lab, server: str, app: str, env: dict[str, str], name: str, *, ready_path: str
+) -> Process:
+    """One worker of ``server`` (hypercorn, uvicorn or granian) serving ``app``."""
+    start = SERVERS[server]
+    return start(lab, app, env, name, ready_path=ready_path)
+
+
 def gunicorn(lab: Lab, app: str, env: dict[str, str], name: str, *, ready_path: str) -> Process:
     """gunicorn with one gthread worker of 32 threads serving ``app`` (the guides' stack)."""
     port = free_port()

@@ -6,7 +6,11 @@
   everything, in order, and leaves no process behind.
 - ``serve``: Hypercorn with ``hypercorn.toml``, bind and worker count from the environment
   (``BIND``, or ``HOST``/``PORT``; ``WEB_CONCURRENCY``, by default the container's CPU quota,
-  see ``service.cli.concurrency``).
+  see ``service.cli.concurrency``). ``SERVER=uvicorn`` (uvloop, httptools) or
+  ``SERVER=granian`` (``--interface asgi``, uvloop) serves the same app with the same bind,
+  workers, backlog and graceful timeout (from ``hypercorn.toml``; uvicorn also its keep-alive).
+  uvicorn serves HTTP/1.1 only; their access lines are their own (no route template or
+  request id fields). They come with the ``servers`` extra (``pip install 'newsdesk[servers]'``).
 - ``migrate``: ``alembic upgrade head``.
 - ``worker [--settings module:Class]``: the arq worker, supervised
   (``service.jobs.worker.main``): it survives Redis restarts and lets running jobs finish on
@@ -37,6 +41,7 @@ import time
 import urllib.request
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from service.cli import healthcheck, metrics_dir
 from service.cli.admin import count_arg, data_command, positive_arg
@@ -67,11 +72,58 @@ def serve() -> int:
         config.workers, why = int(os.environ["WEB_CONCURRENCY"]), "WEB_CONCURRENCY"
     else:
         config.workers, why = default_workers()
+    server = os.environ.get("SERVER", "hypercorn")
+    if server not in SERVERS:
+        raise SystemExit(f"SERVER={server}: one of {', '.join(SERVERS)}")
     configure_logging("INFO")
-    log.info("serving with %d Hypercorn worker(s): %s", config.workers, why)
+    log.info("serving with %d %s worker(s): %s", config.workers, SERVERS[server], why)
     # Every worker records its metrics in one directory, clean, that /metrics merges.
     with metrics_dir.prepared():
-        return int(run(config) or 0)
+        if server == "hypercorn":
+            return int(run(config) or 0)
+        _serve_with(server, config)
+        return 0
+
+
+SERVERS = {"hypercorn": "Hypercorn", "uvicorn": "uvicorn", "granian": "granian"}
+
+
+def _serve_with(server: str, config: Any) -> None:
+    """Serve ``config.application_path`` with uvicorn or granian, mapping Hypercorn's
+    ``config`` (bind, workers, backlog, keep-alive, graceful timeout) to their options."""
+    host, _, port = config.bind[0].rpartition(":")
+    target, workers, backlog = config.application_path, config.workers, config.backlog
+    if server == "uvicorn":
+        import uvicorn
+
+        uvicorn.run(
+            target,
+            host=host,
+            port=int(port),
+            workers=workers,
+            loop="uvloop",
+            http="httptools",
+            lifespan="on",
+            backlog=backlog,
+            timeout_keep_alive=int(config.keep_alive_timeout),
+            timeout_graceful_shutdown=int(config.graceful_timeout),
+            log_config=None,  # its loggers reach the root logger, in LOG_FORMAT
+        )
+        return
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
+
+    Granian(
+        target,
+        address=host,
+        port=int(port),
+        interface=Interfaces.ASGI,
+        workers=workers,
+        loop=Loops.uvloop,
+        backlog=backlog,
+        workers_kill_timeout=int(config.graceful_timeout + config.shutdown_timeout),
+        log_access=True,
+    ).serve()
 
 
 def migrate(env: dict[str, str] | None = None) -> None:
@@ -184,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="the local stack in the foreground")
     run_parser.add_argument("--data-dir", type=Path, default=Path(".data"))
-    commands.add_parser("serve", help="Hypercorn with hypercorn.toml")
+    commands.add_parser("serve", help="Hypercorn with hypercorn.toml (SERVER=uvicorn|granian)")
     commands.add_parser("migrate", help="alembic upgrade head")
     worker_parser = commands.add_parser("worker", help="the arq worker, supervised")
     worker_parser.add_argument(

@@ -173,6 +173,8 @@ async def test_keep_alive_reuses_one_connection(live: LiveServer) -> None:
 
 
 async def test_http2_is_served(live: LiveServer) -> None:
+    if live.server == "uvicorn":
+        pytest.skip("uvicorn serves HTTP/1.1 only (TEST_SERVER=uvicorn)")
     async with httpx.AsyncClient(base_url=live.url, http1=False, http2=True) as http:
         responses = await asyncio.gather(
             *(http.get("/_test/echo", params={"value": str(i)}) for i in range(20))

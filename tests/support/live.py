@@ -1,4 +1,9 @@
-"""A real Hypercorn process serving an app, on a free loopback port, for tests over sockets."""
+"""A real ASGI server process serving an app, on a free loopback port, for tests over sockets.
+
+Hypercorn with ``hypercorn.toml`` by default; ``TEST_SERVER=uvicorn`` or ``TEST_SERVER=granian``
+(or ``LiveServer(..., server=...)``) runs the same tests against another server, with the
+settings of ``hypercorn.toml`` mapped to its options.
+"""
 
 from __future__ import annotations
 
@@ -16,10 +21,42 @@ from service.cli.embedded import free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class LiveServer:
-    """``hypercorn --config hypercorn.toml`` with one worker, bound to 127.0.0.1."""
+SERVERS = ("hypercorn", "uvicorn", "granian")
 
-    def __init__(self, app_path: str, env: dict[str, str], log_path: Path) -> None:
+
+def server_command(server: str, app_path: str, port: int) -> list[str]:
+    """The command line of one worker of ``server`` serving ``app_path`` on 127.0.0.1:port."""
+    bind = ["--host", "127.0.0.1", "--port", str(port)]
+    if server == "hypercorn":
+        options = ["--config", str(ROOT / "hypercorn.toml"), "--workers", "1"]
+        return [
+            sys.executable,
+            "-m",
+            "hypercorn",
+            *options,
+            "--bind",
+            f"127.0.0.1:{port}",
+            app_path,
+        ]
+    if server == "uvicorn":
+        options = ["--loop", "uvloop", "--http", "httptools", "--lifespan", "on"]
+        options += ["--timeout-keep-alive", "75", "--timeout-graceful-shutdown", "20"]
+        return [sys.executable, "-m", "uvicorn", *options, "--backlog", "2048", *bind, app_path]
+    if server == "granian":
+        options = ["--interface", "asgi", "--loop", "uvloop", "--workers", "1"]
+        options += ["--workers-kill-timeout", "20", "--backlog", "2048"]
+        return [sys.executable, "-m", "granian", *options, *bind, app_path]
+    raise ValueError(f"unknown server {server!r}: one of {', '.join(SERVERS)}")
+
+
+class LiveServer:
+    """One worker of an ASGI server (``server``, else ``TEST_SERVER``, else Hypercorn with
+    ``hypercorn.toml``), bound to 127.0.0.1."""
+
+    def __init__(
+        self, app_path: str, env: dict[str, str], log_path: Path, *, server: str | None = None
+    ) -> None:
+        self.server = server or os.environ.get("TEST_SERVER") or "hypercorn"
         self.app_path = app_path
         self.env = {**os.environ, **env}
         self.log_path = log_path
@@ -33,18 +70,7 @@ class LiveServer:
     def start(self, timeout: float = 30.0) -> LiveServer:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child writes to it
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "hypercorn",
-                "--config",
-                str(ROOT / "hypercorn.toml"),
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "--workers",
-                "1",
-                self.app_path,
-            ],
+            server_command(self.server, self.app_path, self.port),
             env=self.env,
             cwd=ROOT,
             stdout=log,

@@ -1,0 +1,228 @@
+"""Claim: the ASGI server matters ("the framework is the bottleneck, not the server").
+
+The same apps on three ASGI servers, one worker process each: Newsdesk's probes
+(``bench.newsdesk_app``, the product's adapter, request session and Redis client), FastAPI
+(``bench.baselines.fastapi_app``, the same ``AsyncProbes``), and a bare ASGI app answering
+hello with no framework at all (the server's own ceiling), each on Hypercorn (uvloop, h11),
+uvicorn (uvloop, httptools) and granian (``--interface asgi``, uvloop). The same PostgreSQL and
+Redis, pool 8, 32 connections; hello, a primary-key read and a Redis-cached item by random id;
+servers taking turns in an order that rotates each round.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from bench.lab import chart
+from bench.lab.core import (
+    Lab,
+    Process,
+    asgi_server,
+    load,
+    random_ids_script,
+    running,
+    summarise,
+    warm_up,
+    warmups,
+)
+from bench.lab.serving import prepare_probes
+from bench.probes import ROWS
+
+TITLE = "The ASGI server matters: Hypercorn, uvicorn and granian"
+CLAIM = (
+    "The framework sets a Python API's speed; which ASGI server runs it makes little difference."
+)
+SERVERS = {
+    "hypercorn": "Hypercorn (uvloop, h11)",
+    "uvicorn": "uvicorn (uvloop, httptools)",
+    "granian": "granian (asgi, uvloop)",
+}
+APPS = {
+    "newsdesk": "bench.newsdesk_app:app",
+    "fastapi": "bench.baselines.fastapi_app:app",
+    "bare": "bench.baselines.bare_asgi:app",
+}
+ENDPOINTS = {"hello": "/bench/hello", "pk-read": "/bench/items/", "cached": "/bench/cached/"}
+RANDOM_ID = ("pk-read", "cached")
+BARE_ENDPOINTS = ("hello",)  # the bare app answers hello to every path
+CONNECTIONS = 32
+POOL = 8
+
+
+def _targets() -> list[tuple[str, str]]:
+    return [(app, server) for app in APPS for server in SERVERS]
+
+
+def _endpoints(app: str) -> list[str]:
+    return list(BARE_ENDPOINTS) if app == "bare" else list(ENDPOINTS)
+
+
+def plan(lab: Lab) -> int:
+    per_round = sum(len(_endpoints(app)) for app, _ in _targets())
+    return per_round * (lab.mode.rounds + warmups(lab))
+
+
+def run(lab: Lab) -> dict[str, Any]:
+    lab.status("servers: seeding the probe table")
+    prepare_probes(lab)
+    scripts = {
+        endpoint: random_ids_script(lab, ENDPOINTS[endpoint], 1, ROWS, f"servers-{endpoint}")
+        for endpoint in RANDOM_ID
+    }
+    env = lab.env(DB_POOL_SIZE=str(POOL))
+    started: dict[tuple[str, str], Process] = {}
+    failed: dict[str, str] = {}
+    runs: dict[tuple[str, str, str], list[dict[str, float]]] = {}
+    try:
+        for app, server in _targets():
+            lab.status(f"servers: starting {app} on {server}")
+            try:
+                started[(app, server)] = asgi_server(
+                    lab,
+                    server,
+                    APPS[app],
+                    env,
+                    f"servers-{app}-{server}",
+                    ready_path="/bench/hello",
+                )
+            except RuntimeError as exc:  # one server failing to serve an app is a finding
+                failed[f"{app} on {server}"] = str(exc)[-500:]
+        with running(*started.values()):
+            for app in APPS:
+                names = [s for s in SERVERS if (app, s) in started]
+                if not names:
+                    continue
+                for endpoint in _endpoints(app):
+                    script = scripts.get(endpoint)
+                    path = "/" if script else ENDPOINTS[endpoint]
+                    for server in names:
+                        lab.status(f"servers: warm-up {app} {endpoint} {server}")
+                        warm_up(lab, started[(app, server)].url + path, 16, script=script)
+                    for round_no in range(lab.mode.rounds):
+                        shift = round_no % len(names)
+                        for server in names[shift:] + names[:shift]:
+                            lab.status(f"servers: {app} {endpoint} {server}")
+                            process = started[(app, server)]
+                            figures = load(
+                                lab,
+                                process.url + path,
+                                CONNECTIONS,
+                                script=script,
+                                pids=[process.pid],
+                                settle=process.url + "/bench/hello",
+                            )
+                            runs.setdefault((app, server, endpoint), []).append(figures)
+    finally:
+        for process in started.values():
+            process.stop()
+    rows = [{"app": a, "server": s, "endpoint": e, **summarise(r)} for (a, s, e), r in runs.items()]
+    return {"rows": rows, "connections": CONNECTIONS, "failed": failed}
+
+
+def _row(data: dict[str, Any], app: str, server: str, endpoint: str) -> dict[str, Any] | None:
+    for row in data["rows"]:
+        if (row["app"], row["server"], row["endpoint"]) == (app, server, endpoint):
+            found: dict[str, Any] = row
+            return found
+    return None
+
+
+def _rps(data: dict[str, Any], app: str, server: str, endpoint: str) -> float:
+    row = _row(data, app, server, endpoint)
+    return float("nan") if row is None else float(row["rps"]["median"])
+
+
+def _fmt(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:,.0f}"
+
+
+def _ratio(a: float, b: float) -> str:
+    return "n/a" if math.isnan(a) or math.isnan(b) or b == 0 else f"{a / b:.2f}x"
+
+
+def section(data: dict[str, Any], chart_path: Path) -> tuple[list[str], str]:
+    """Markdown lines and the verdict."""
+    groups: dict[str, dict[str, tuple[float, float, float]]] = {}
+    for app in APPS:
+        for endpoint in _endpoints(app):
+            group: dict[str, tuple[float, float, float]] = {}
+            for server in SERVERS:
+                row = _row(data, app, server, endpoint)
+                if row is not None:
+                    rps = row["rps"]
+                    group[server] = (rps["median"], rps["min"], rps["max"])
+            groups[f"{app}\n{endpoint}"] = group
+    chart.bars(chart_path, groups=groups, ylabel="req/s", log=True)
+    lines = [
+        f"{data['connections']} connections, req/s median (min to max); peak RSS of the worker.",
+        "",
+        "| app | endpoint | " + " | ".join(SERVERS) + " | peak RSS MiB |",
+        "| --- | --- | " + " | ".join("---" for _ in SERVERS) + " | --- |",
+    ]
+    for app in APPS:
+        for endpoint in _endpoints(app):
+            cells, rss = [], []
+            for server in SERVERS:
+                row = _row(data, app, server, endpoint)
+                if row is None:
+                    cells.append("failed")
+                    continue
+                rps = row["rps"]
+                cells.append(f"{rps['median']:,.0f} ({rps['min']:,.0f} to {rps['max']:,.0f})")
+                rss.append(f"{row['rss_mib']:.0f}")
+            lines.append(f"| {app} | {endpoint} | " + " | ".join(cells) + f" | {' / '.join(rss)} |")
+    lines += [
+        "",
+        "Peak RSS in the order of the servers' columns. Newsdesk vs FastAPI on the same server: "
+        + "; ".join(
+            f"{server} "
+            + ", ".join(
+                f"{endpoint} {_ratio(_rps(data, 'newsdesk', server, endpoint), _rps(data, 'fastapi', server, endpoint))}"  # noqa: E501
+                for endpoint in ENDPOINTS
+            )
+            for server in SERVERS
+        )
+        + ".",
+    ]
+    for name, why in data.get("failed", {}).items():
+        lines += ["", f"{name} did not start: `{' '.join(why.split())[-300:]}`"]
+    verdict = _verdict(data)
+    return lines, verdict
+
+
+def _best(data: dict[str, Any], app: str, endpoint: str) -> tuple[str, float]:
+    figures = {s: _rps(data, app, s, endpoint) for s in SERVERS}
+    figures = {s: v for s, v in figures.items() if not math.isnan(v)}
+    if not figures:
+        return "none", float("nan")
+    server = max(figures, key=lambda s: figures[s])
+    return server, figures[server]
+
+
+def _verdict(data: dict[str, Any]) -> str:
+    bare_server, bare_best = _best(data, "bare", "hello")
+    bare_hyp = _rps(data, "bare", "hypercorn", "hello")
+    parts = [
+        f"It sets the ceiling: a bare ASGI hello serves {_fmt(bare_best)} req/s on "
+        f"{bare_server} vs {_fmt(bare_hyp)} on Hypercorn ({_ratio(bare_best, bare_hyp)})"
+    ]
+    for app, label in (("newsdesk", "Newsdesk"), ("fastapi", "FastAPI")):
+        gains = []
+        for endpoint in ENDPOINTS:
+            server, best = _best(data, app, endpoint)
+            hyp = _rps(data, app, "hypercorn", endpoint)
+            gains.append(f"{endpoint} {_ratio(best, hyp)} ({server})")
+        parts.append(f"{label}'s best server vs Hypercorn: " + ", ".join(gains))
+    matters = not math.isnan(bare_best) and bare_best > 1.5 * bare_hyp
+    nd_server, nd_read = _best(data, "newsdesk", "pk-read")
+    fa_server, fa_read = _best(data, "fastapi", "pk-read")
+    tail = (
+        f"; best primary-key read: Newsdesk {_fmt(nd_read)} ({nd_server}) vs FastAPI "
+        f"{_fmt(fa_read)} ({fa_server}), {_ratio(nd_read, fa_read)}"
+    )
+    lead = "The server matters" if matters else "The server matters little here"
+    failed = data.get("failed", {})
+    missing = f" ({', '.join(failed)} did not start)" if failed else ""
+    return f"{lead}. " + "; ".join(parts) + tail + missing + "."
