@@ -19,8 +19,6 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
 from pathlib import Path
 
-import aiosmtplib
-
 from service.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,6 +43,10 @@ def build_message(settings: Settings, *, to: str, subject: str, text: str) -> Em
 async def deliver(settings: Settings, message: EmailMessage) -> str:
     """Send ``message``; returns where it went (``smtp://host:port`` or the ``.eml`` path)."""
     if settings.smtp_host:
+        # Imported here, not at module level: the API process imports this module (the auth
+        # views enqueue mail) but only the worker delivers, and aiosmtplib is ~1 MiB of it.
+        import aiosmtplib
+
         await aiosmtplib.send(
             message,
             hostname=settings.smtp_host,

@@ -8,13 +8,16 @@ SQLAlchemy's async pool and redis.asyncio connections belong to the loop that ma
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from service.core.redis_url import is_sentinel_url, parse_sentinel_url
 from service.core.settings import Settings
@@ -77,14 +80,48 @@ def connect_args(settings: Settings, *, application_name: str) -> dict[str, Any]
 
 def make_engine(url: str, settings: Settings, *, application_name: str) -> AsyncEngine:
     """An asyncpg engine with the pool limits and timeouts from ``settings``."""
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
-        pool_pre_ping=True,
         connect_args=connect_args(settings, application_name=application_name),
     )
+    ping_idle_connections(engine)
+    return engine
+
+
+# A pooled connection idle longer than this is pinged before it is handed out.
+PING_AFTER_IDLE_SECONDS = 2.0
+
+
+def ping_idle_connections(engine: AsyncEngine) -> None:
+    """SQLAlchemy's ``pool_pre_ping``, but only for connections that sat idle.
+
+    ``pool_pre_ping`` pings on every checkout, and asyncpg's ping is three round trips (BEGIN,
+    ``;``, ROLLBACK): a primary-key read paid six round trips instead of three (profiled in
+    docs/PROFILE.md). Connections reused within ``PING_AFTER_IDLE_SECONDS`` (every one under
+    load) skip it; one that sat idle (where a restarted server, PgBouncer's idle timeout or a
+    firewall has most likely dropped it) is pinged as before, and a failed ping replaces it
+    (``DisconnectionError`` makes the pool retry with a fresh connection). A connection that
+    dies within the window fails its request with a disconnect error, which invalidates the
+    whole pool, so the following checkouts reconnect.
+    """
+    pool = engine.sync_engine.pool
+
+    @event.listens_for(pool, "checkin")
+    def _idle_from(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(pool, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: ConnectionPoolEntry, proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+            return  # new (just connected) or recently used
+        try:
+            dbapi_connection.ping()
+        except Exception as error:
+            raise exc.DisconnectionError(f"pooled connection failed its ping: {error}") from error
 
 
 def _redis_client(settings: Settings, redis_class: type[R], **options: Any) -> R:
