@@ -106,7 +106,8 @@ class WorkerSettings:
 def main(settings_cls: Any = WorkerSettings) -> int:
     """The supervised worker process (one event loop for its whole life)."""
     logging.getLogger("arq").propagate = True  # no arq CLI here to print its lines
-    return asyncio.run(_serve_and_supervise(settings_cls))
+    with asyncio.Runner() as runner:  # the process's one loop, closed when the worker stops
+        return runner.run(_serve_and_supervise(settings_cls))
 
 
 async def _serve_and_supervise(settings_cls: Any) -> int:
