@@ -71,6 +71,15 @@ def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
 
 
 @pytest.fixture
+def durable_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A Redis of the test's own that keeps its data across a restart (cache entries and the
+    job queue survive an outage the test makes)."""
+    server = EmbeddedRedis(tmp_path / "redis", durable=True).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 async def pg(stack: ServerStack) -> AsyncIterator[asyncpg.Connection]:
     """A direct connection to the test database, for checks from outside the app."""
     conn = await asyncpg.connect(plain_url(stack.database_url))

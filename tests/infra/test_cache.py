@@ -118,14 +118,6 @@ async def test_hits_misses_and_bypasses_are_counted(client: httpx.AsyncClient) -
 
 
 @pytest.fixture
-def durable_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    """A Redis that keeps its data across a restart (so old entries survive an outage)."""
-    server = EmbeddedRedis(tmp_path / "redis", durable=True).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def server_on_durable_redis(
     stack: ServerStack, durable_redis: EmbeddedRedis, tmp_path: Path
 ) -> Iterator[LiveServer]:

@@ -68,14 +68,6 @@ async def test_an_update_during_processing_ends_with_the_final_summary(
 
 
 @pytest.fixture
-def durable_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    """A Redis of its own that keeps its data across a restart (the queue must survive)."""
-    server = EmbeddedRedis(tmp_path / "redis").start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def api_on_own_redis(
     stack: ServerStack, durable_redis: EmbeddedRedis, tmp_path: Path
 ) -> Iterator[LiveServer]:
