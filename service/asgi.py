@@ -34,6 +34,7 @@ def asgi_app(flask_app: Flask) -> ASGIApp:
 
     async def startup() -> None:
         await res.start()
+        state.views.start(res)
         if enabled:
             metrics.instrument(res)
             sampler.start()
@@ -44,6 +45,7 @@ def asgi_app(flask_app: Flask) -> ASGIApp:
 
     async def shutdown() -> None:
         await sampler.stop()
+        await state.views.stop(res)
         await res.close()
         mark_this_process_dead()  # its pool and breaker gauges leave the instance's sums
 

@@ -41,6 +41,15 @@ def server_env(stack: ServerStack, **extra: str) -> dict[str, str]:
         "RATE_LIMIT_LOGIN_EMAIL": "100000/minute",
         "RATE_LIMIT_WRITE": "100000/minute",
         "RATE_LIMIT_READ": "100000/minute",
+        # Patient timeouts: on a machine whose cores are busy with other work a healthy Redis or
+        # PostgreSQL can take far longer than the production budgets (CACHE_TIMEOUT 0.25 s), and
+        # a timeout would open the Redis breaker and change what a test observes. Tests of
+        # timeouts and outages set their own.
+        "CACHE_TIMEOUT": "5",
+        "REDIS_SOCKET_TIMEOUT": "10",
+        "READINESS_TIMEOUT": "10",
+        "DB_POOL_TIMEOUT": "30",
+        "DB_CONNECT_TIMEOUT": "30",
     }
     env.update(extra)
     return env

@@ -72,6 +72,12 @@ VIEWS_FLUSHING = "views:flushing"  # the batch being flushed
 VIEWS_FLUSHING_ID = "views:flushing:id"  # its batch id
 VIEWS_FLUSHED_AT = "views:flushed-at"  # Unix time of the last successful flush (view-flush lag)
 
+
+def views_replayed(token: str) -> str:
+    """Set once a batch of buffered views (``service.domain.view_buffer``) has been counted."""
+    return f"views:replayed:{token}"
+
+
 # --- jobs (service.infra.queue, service.jobs) -----------------------------------------------
 
 

@@ -116,6 +116,9 @@ class Settings(BaseSettings):
     # are enqueued again by a sweeper that runs every PROCESS_SWEEP_SECONDS (a divisor of 60).
     view_flush_seconds: int = Field(5, ge=1, le=60)
     view_flush_batch: int = Field(1000, ge=1)
+    # Views an API process holds while Redis cannot take them (counted once it answers again);
+    # past it views are dropped (metric views_dropped_total).
+    view_buffer_max: int = Field(100_000, ge=0)
     process_sweep_seconds: int = Field(30, ge=1, le=60)
     process_stale_seconds: int = Field(60, ge=1)
     process_max_tries: int = Field(5, ge=1)

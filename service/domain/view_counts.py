@@ -25,11 +25,14 @@ view is lost or counted twice.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -37,10 +40,14 @@ from sqlalchemy.types import BigInteger
 
 from service.core import keys
 from service.core.errors import REDIS_FAILURES
+from service.domain.view_buffer import ViewBuffer
 from service.infra.cache import HitCount
 from service.infra.resources import Resources
 
 log = logging.getLogger(__name__)
+
+# A Redis call that failed this way was sent: Redis may still apply it.
+SENT_THEN_TIMED_OUT = (TimeoutError, RedisTimeoutError)
 
 PENDING, FLUSHING, FLUSHING_ID = keys.VIEWS_PENDING, keys.VIEWS_FLUSHING, keys.VIEWS_FLUSHING_ID
 
@@ -85,18 +92,52 @@ class ViewCounter:
         """The hash field a cache lookup increments when it hits ``article_id``."""
         return HitCount(keys.VIEWS_PENDING, str(article_id))
 
+    def __init__(self) -> None:
+        self.buffer: ViewBuffer | None = None  # made by start(), or by the first failed view
+        self._retry: asyncio.Task[None] | None = None
+
     async def record(self, res: Resources, article_id: int) -> None:
-        """One view of ``article_id``, through the process's ``RedisGuard``: while Redis is
-        unreachable the view is not counted (logged); the page is still served."""
+        """One view of ``article_id``, through the process's ``RedisGuard``; the page is served
+        whatever happens here.
+
+        An increment that was never sent (Redis refused the connection, or the breaker is
+        open after a failure) is kept in the process's ``ViewBuffer`` and counted once Redis
+        answers again. One that was sent and timed out is taken as counted: Redis applies
+        it when it gets to it (a stalled Redis works through its socket when it resumes), so
+        buffering it too would count the view twice."""
         cache = res.cache
         assert cache is not None
         try:
             await res.guard.call(
                 lambda: cache.redis.hincrby(keys.VIEWS_PENDING, str(article_id), 1)  # type: ignore[arg-type,return-value]
             )
-        except REDIS_FAILURES as exc:
-            reason = str(exc) or type(exc).__name__
-            log.warning("view of article %s not counted, Redis unavailable: %s", article_id, reason)
+        except SENT_THEN_TIMED_OUT:
+            pass
+        except REDIS_FAILURES:
+            self._buffer(res).add(article_id)
+
+    def _buffer(self, res: Resources) -> ViewBuffer:
+        if self.buffer is None:
+            self.buffer = ViewBuffer(res.settings.view_buffer_max)
+        return self.buffer
+
+    def start(self, res: Resources) -> None:
+        """Start moving buffered views into Redis whenever it answers (the API's lifespan)."""
+        buffer = self._buffer(res)
+        self._retry = asyncio.create_task(
+            buffer.run(lambda: res.cache.redis if res.cache else None, res.guard),
+            name="view-buffer-retry",
+        )
+
+    async def stop(self, res: Resources) -> None:
+        """Stop retrying, then one last move of what is still buffered."""
+        if self._retry is not None:
+            self._retry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retry
+            self._retry = None
+        if self.buffer is not None:
+            await self.buffer.close(res.cache.redis if res.cache else None, res.guard)
 
 
 @dataclass

@@ -82,6 +82,15 @@ REDIS_BREAKER_OPEN = Gauge(
     "1 from a Redis failure until the next successful Redis call (worst live worker).",
     multiprocess_mode="livemax",
 )
+VIEWS_BUFFERED = Gauge(
+    "views_buffered",
+    "Article views held in API processes because Redis could not take them (counted later).",
+    multiprocess_mode="livesum",
+)
+VIEWS_DROPPED = Counter(
+    "views_dropped",
+    "Article views lost because a process's view buffer was full (VIEW_BUFFER_MAX).",
+)
 DB_POOL_CHECKED_OUT = Gauge(
     "db_pool_checked_out",
     "Database connections in use, by engine (sum over live workers).",
