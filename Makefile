@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test-deps run test lint bench bench-quick bench-serving bench-pagination bench-cache bench-views bench-metrics bench-deps clean
+.PHONY: install test-deps run dev test lint bench bench-quick bench-serving bench-pagination bench-cache bench-views bench-metrics bench-deps clean
 
 # Create the virtual environment and install the project (again when pyproject.toml changes).
 $(STAMP): pyproject.toml
@@ -22,9 +22,14 @@ install: $(STAMP)
 run: $(STAMP)
 	exec $(BIN)/python -m service run
 
+# The same stack with debug logging (text), restarting the API and the worker when a Python file
+# under service/ (or a directory in RELOAD_DIRS) changes.
+dev: $(STAMP)
+	exec $(BIN)/python -m service dev
+
 # Server binaries some tests run for real (nginx -t on the shipped config, PgBouncer in front of
-# PostgreSQL), from Debian's packages when missing.
-TEST_TOOLS := nginx pgbouncer
+# PostgreSQL, a headless /usr/bin/chromium for the reset page), from Debian's packages when missing.
+TEST_TOOLS := nginx pgbouncer chromium
 test-deps:
 	@missing=""; for tool in $(TEST_TOOLS); do \
 		command -v $$tool >/dev/null || [ -x /usr/sbin/$$tool ] || missing="$$missing $$tool"; done; \

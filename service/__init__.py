@@ -7,7 +7,8 @@ Seven layers; each imports only the layers below it (an import-linter contract i
   envelope), ``keys`` (every Redis key and stored format), ``types`` (ASGI aliases, ``MAX_ID``,
   ``ArticleStatus``, security headers), ``request_id``, ``logs`` (text or JSON, redacted);
 - ``infra``: ``resources`` (engines and Redis clients of one process), ``guard`` (one timeout
-  and breaker for per-request Redis calls), ``cache`` (the generation-versioned response
+  and breaker for per-request Redis calls), ``loop_lag`` (how late the event loop runs),
+  ``cache`` (the generation-versioned response
   cache), ``queue`` (enqueueing, queue figures), ``health``, ``mail``, ``metrics`` (every
   Prometheus metric of the API), ``exposition`` (``/metrics`` summed over the workers),
   ``tracing`` (OpenTelemetry, off unless ``OTEL_*`` asks);
@@ -22,8 +23,8 @@ Seven layers; each imports only the layers below it (an import-linter contract i
   ``auth``, ``rate_limits``, ``transactions``, ``http_cache``, ``errors``, ``security``,
   ``openapi``, ``converters``, ``jsonio``, ``access_log`` (Hypercorn's access lines),
   ``api/`` (one blueprint per resource);
-- ``jobs``: ``tasks`` (every arq job), ``runner``, ``worker`` (``WorkerSettings``), ``supervisor``,
-  ``metrics`` (job metrics and the worker's own ``/metrics`` port);
+- ``jobs``: ``tasks`` (every arq job), ``runner``, ``worker`` (a settings class per queue),
+  ``supervisor``, ``metrics`` (job metrics and the worker's own ``/metrics`` port);
 - ``cli`` and ``asgi``: ``python -m service ...`` and the app Hypercorn serves.
 
 Contracts: every error is ``{"error": {"code", "message", "details"?, "request_id"}}``;
@@ -31,3 +32,13 @@ credentials are ``API-Key: <key>`` or ``Authorization: Bearer <key or session to
 lists page by ``page``/``per_page`` or by ``cursor``. Settings: see ``service.core.settings``
 and the README's configuration table.
 """
+
+
+def __getattr__(name: str) -> object:
+    """``create_app``, loaded on first use: ``flask --app service routes`` finds the factory
+    (and ``flask --app service run`` is told how Newsdesk is served, ``service.web.flask_cli``)."""
+    if name == "create_app":
+        from service.web.app import create_app
+
+        return create_app
+    raise AttributeError(f"module 'service' has no attribute {name!r}")

@@ -5,6 +5,10 @@ unknown addresses alike, so neither the answer nor its timing tells who has an a
 worker looks the address up and, when it belongs to a user, mails a token; the token exists
 only in the worker and the mail, never in Redis.
 
+The link in the mail is made by the request, which knows where it was sent: the web layer
+passes ``PASSWORD_RESET_URL``, or its own reset page at the request's scheme, host and port
+(``service.web.pages.reset_link``), as a template in which ``{token}`` stands for the token.
+
 A token is ``{user id, fingerprint of the current password hash, expiry}`` signed with
 ``SECRET_KEY`` (itsdangerous, salt ``password-reset``). It is single-use because using it
 changes the password hash, after which the fingerprint no longer matches; for the same reason
@@ -46,6 +50,9 @@ log = logging.getLogger(__name__)
 
 SALT = "password-reset"
 PASSWORD_RESET = "password_reset"  # the ``kind`` of mail ``send_email`` sends
+# The link of a mail whose job came without one (enqueued by an API from before ``link``)
+# while PASSWORD_RESET_URL is unset: the reset page of ``make run``'s default address.
+FALLBACK_LINK = "http://127.0.0.1:8000/reset-password?token={token}"
 
 
 class InvalidResetToken(Exception):
@@ -110,19 +117,28 @@ def read_token(secret: str, token: str, *, now: float) -> ResetClaim:
 # --- the request: always the same work -------------------------------------------------
 
 
-async def request_reset(res: Resources, email: str) -> bool:
-    """Enqueue the reset mail for ``email``, whether or not it has an account.
+async def request_reset(res: Resources, email: str, *, link: str | None = None) -> bool:
+    """Enqueue the reset mail for ``email``, whether or not it has an account; ``link`` is
+    the reset link with ``{token}`` in place of the token (see ``reset_link_for``).
 
     False when the queue (Redis) is unavailable."""
     # Private: arq's "job started" log line shows the arguments, never this one.
-    return await enqueue(res, "send_email", PASSWORD_RESET, Private(email))
+    return await enqueue(res, "send_email", PASSWORD_RESET, Private(email), link=link)
 
 
 # --- the job: runs in the worker ----------------------------------------------------
 
 
-def reset_mail_text(settings: Settings, *, name: str, token: str) -> str:
-    link = settings.password_reset_url.replace("{token}", token)
+def reset_link_for(settings: Settings, link: str | None, token: str) -> str:
+    """The reset link for ``token``: from the template ``link`` the request made, else from
+    PASSWORD_RESET_URL, else from ``FALLBACK_LINK``."""
+    template = link if link and "{token}" in link else None
+    return (template or settings.password_reset_url or FALLBACK_LINK).replace("{token}", token)
+
+
+def reset_mail_text(settings: Settings, *, name: str, token: str, link: str | None = None) -> str:
+    """The reset mail's text; ``link`` is the template of ``reset_link_for``."""
+    link = reset_link_for(settings, link, token)
     minutes = max(1, settings.password_reset_ttl_seconds // 60)
     return (
         f"Hello {name},\n\n"
@@ -137,8 +153,11 @@ def reset_mail_text(settings: Settings, *, name: str, token: str) -> str:
     )
 
 
-async def send_password_reset(res: Resources, email: str, *, now: float) -> bool:
-    """Mail a reset token to the user with ``email``; False (nothing sent) if there is none."""
+async def send_password_reset(
+    res: Resources, email: str, *, now: float, link: str | None = None
+) -> bool:
+    """Mail a reset token to the user with ``email``, in a link made from the template
+    ``link`` (``reset_link_for``); False (nothing sent) if there is no such user."""
     assert res.sessionmaker is not None
     async with res.sessionmaker() as session:
         user = await user_by_email(session, email)
@@ -158,7 +177,7 @@ async def send_password_reset(res: Resources, email: str, *, now: float) -> bool
         settings,
         to=user.email,
         subject="Reset your Newsdesk password",
-        text=reset_mail_text(settings, name=user.name, token=token),
+        text=reset_mail_text(settings, name=user.name, token=token, link=link),
     )
     await deliver(settings, message)
     log.info("password reset: mail sent to user %s", user.id)

@@ -16,7 +16,7 @@ from service.core.types import ROUTE_SCOPE_KEY
 from service.domain.view_counts import ViewCounter
 from service.infra.resources import Resources
 from service.serving.bridge import await_
-from service.web import context, errors, rate_limits, security, transactions
+from service.web import context, errors, flask_cli, rate_limits, security, transactions
 from service.web.converters import IdConverter
 from service.web.jsonio import OrjsonProvider
 
@@ -80,6 +80,15 @@ class LoopNativeFlask(Flask):
             scope[ROUTE_SCOPE_KEY] = rule.rule
         return super().full_dispatch_request()
 
+    def make_default_options_response(self) -> Response:
+        """``OPTIONS``: 204 with ``Allow`` naming the route's methods, no body and no
+        ``Content-Type`` (Flask's is a 200 with an empty text/html body). A CORS preflight
+        gets this too, with flask-cors's headers added after."""
+        response = super().make_default_options_response()
+        response.status_code = 204
+        del response.headers["Content-Type"]
+        return response
+
     def async_to_sync(self, func: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
         def run(*args: Any, **kwargs: Any) -> Any:
             if has_request_context() and not getattr(
@@ -114,6 +123,7 @@ def create_app(settings: Settings | None = None, *, views: ViewCounter | None = 
     on the serving loop (the ASGI lifespan). ``views`` records article views (a Redis counter
     unless given; the benchmarks compare other designs through it).
     """
+    flask_cli.refuse_flask_run()  # no greenlet bridge under `flask run`: say what to run
     settings = settings or Settings()
     app = LoopNativeFlask("service")
     app.config.update(
@@ -135,9 +145,10 @@ def create_app(settings: Settings | None = None, *, views: ViewCounter | None = 
     rate_limits.init_app(app)
     security.init_app(app, settings)
 
+    from service.web import pages
     from service.web.api import api_keys, articles, auth, docs, health, users
 
-    for module in (health, docs, users, auth, api_keys, articles):
+    for module in (health, docs, users, auth, api_keys, articles, pages):
         app.register_blueprint(module.bp)
     return app
 

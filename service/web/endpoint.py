@@ -12,6 +12,15 @@ The decorator parses ``request.args`` into the query model and the JSON body int
 model (415 for another content type, 400 for malformed JSON, 422 for invalid fields), calls
 the view with ``query=`` / ``body=``, and serialises the returned model.
 
+One rule for every query string (``query_values``): a parameter the query model does not
+declare is refused, on endpoints without a query model too, and so is a parameter given more
+than once unless its field is a list. Every 422 names what it refuses by ``loc``:
+``["query", name]`` or ``["body", field, ...]``.
+
+A response without a body (204) has no ``Content-Type``; a response model that carries a
+credential (``carries_credential``: a session token, a new API key) is sent with
+``Cache-Control: no-store``.
+
 Chosen over flask-openapi3 and spectree: both wrap views in their own sync/async machinery
 and Flask subclass, which would sit between Flask and ``service.web.app.LoopNativeFlask``.
 """
@@ -19,14 +28,20 @@ and Flask subclass, which would sit between Flask and ``service.web.app.LoopNati
 from __future__ import annotations
 
 import functools
+import inspect
+import re
+import types
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import orjson
 from flask import Response, request
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+from werkzeug.datastructures import MultiDict
 
+from service.core.errors import InvalidInput
 from service.domain.callers import Caller
 from service.web import context
 from service.web.auth import authenticate
@@ -45,19 +60,84 @@ class Operation:
     response: type[BaseModel] | None
     status: int
     errors: tuple[int, ...]
-    auth: bool
+    auth: Auth
     tags: tuple[str, ...]
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def _query_dict(model: type[BaseModel]) -> dict[str, Any]:
-    """``request.args`` as a dict: lists for list fields, the last value otherwise."""
+INVALID = "The request is not valid."
+
+
+def invalid_input(source: Literal["query", "body", "path"], exc: ValidationError) -> InvalidInput:
+    """A pydantic error about the request's ``source``, each ``loc`` prefixed with it."""
+    details = [
+        {"loc": [source, *err["loc"]], "message": err["msg"], "type": err["type"]}
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+    return InvalidInput(INVALID, details=details)
+
+
+def _unwrapped(annotation: Any) -> tuple[Any, ...]:
+    """The types an annotation allows: the members of a union, each without ``Annotated``."""
+    if get_origin(annotation) is Annotated:
+        return _unwrapped(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, types.UnionType):
+        return tuple(t for arg in get_args(annotation) for t in _unwrapped(arg))
+    return (annotation,)
+
+
+def repeatable(info: FieldInfo) -> bool:
+    """Whether a query field takes its parameter more than once: a list field."""
+    return any(t is list or get_origin(t) is list for t in _unwrapped(info.annotation))
+
+
+def query_values(model: type[BaseModel] | None, args: MultiDict[str, str]) -> dict[str, Any]:
+    """The query string as input for ``model`` (None: the endpoint takes no parameter): a list
+    for each list field, the single value otherwise.
+
+    Refused together, one ``details`` entry each (``loc`` ``["query", name]``): a parameter
+    ``model`` does not declare, and a parameter given more than once whose field is not a
+    list."""
+    declared = model.model_fields if model is not None else {}
+    fields = {(info.alias or name): info for name, info in declared.items()}
     values: dict[str, Any] = {}
-    for key in request.args:
-        items = request.args.getlist(key)
-        annotation = str(model.model_fields[key].annotation) if key in model.model_fields else ""
-        values[key] = items if annotation.startswith("list") else items[-1]
+    problems: list[dict[str, Any]] = []
+    reasons: list[str] = []
+    for name in args:
+        items = args.getlist(name)
+        info = fields.get(name)
+        if info is None:
+            problems.append(
+                {"loc": ["query", name], "message": "unknown parameter", "type": "extra_forbidden"}
+            )
+            reasons.append(f"unknown parameter {name!r}")
+        elif repeatable(info):
+            values[name] = items
+        elif len(items) > 1:
+            problems.append(
+                {
+                    "loc": ["query", name],
+                    "message": "given more than once; it takes one value",
+                    "type": "repeated_parameter",
+                }
+            )
+            reasons.append(f"{name!r} given more than once")
+        else:
+            values[name] = items[0]
+    if problems:
+        raise InvalidInput(f"{INVALID} Query string: {'; '.join(reasons)}.", details=problems)
     return values
+
+
+def parse_query(model: type[BaseModel] | None) -> BaseModel | None:
+    """The request's query string as ``model`` (422 otherwise; see ``query_values``)."""
+    values = query_values(model, request.args)
+    if model is None:
+        return None
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise invalid_input("query", exc) from None
 
 
 def parse_json_body(model: type[BaseModel]) -> BaseModel:
@@ -69,17 +149,37 @@ def parse_json_body(model: type[BaseModel]) -> BaseModel:
     except orjson.JSONDecodeError as exc:
         raise APIError(400, "malformed_json", f"The body is not valid JSON: {exc}.") from None
     if not isinstance(data, dict):
-        raise APIError(422, "validation_error", "The body must be a JSON object.")
-    return model.model_validate(data)
+        raise InvalidInput.at(["body"], "The body must be a JSON object.", why="not an object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_input("body", exc) from None
 
 
 def json_response(model: BaseModel | None, status: int = 200) -> Response:
+    """``model`` as JSON; without a model, no body and no ``Content-Type`` (a 204)."""
     if model is None:
-        return Response(status=status)
-    return Response(model.model_dump_json(), status=status, mimetype="application/json")
+        response = Response(status=status)
+        del response.headers["Content-Type"]
+        return response
+    response = Response(model.model_dump_json(), status=status, mimetype="application/json")
+    if getattr(type(model), "carries_credential", False):  # a token or key: never cached
+        response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 Auth = bool | Literal["session"]
+
+# A sentence ends at ., ! or ? followed by space and a capital, a digit or a quoted name.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`(\"])")
+
+
+def summary_and_description(doc: str | None) -> tuple[str, str]:
+    """A view's docstring as its contract's summary, the first sentence whole (however many
+    lines it spans), and description, the rest."""
+    first, _, rest = inspect.cleandoc(doc or "").partition("\n\n")
+    summary, *remainder = _SENTENCE_END.split(" ".join(first.split()), maxsplit=1)
+    return summary, "\n\n".join(part for part in (*remainder, rest.strip()) if part)
 
 
 async def _caller_for(auth: Auth, rate: Literal["write"] | None) -> Caller:
@@ -111,28 +211,29 @@ def endpoint(
         raise ValueError("rate= counts per credential: it needs auth=")
 
     def decorate(view: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Response]]:
-        doc = (view.__doc__ or "").strip()
-        summary, _, description = doc.partition("\n")
-        error_codes = set(errors) | ({422} if body or query else set())
+        summary, description = summary_and_description(view.__doc__)
+        # Every endpoint may answer 422: an unknown or repeated query parameter.
+        error_codes = set(errors) | {422}
         if body:
             error_codes |= {400, 415, 413}
         operation = Operation(
-            summary=summary.strip(),
-            description=description.strip(),
+            summary=summary,
+            description=description,
             query=query,
             body=body,
             response=response,
             status=status,
             errors=tuple(sorted(error_codes)),
-            auth=bool(auth),
+            auth=auth,
             tags=tuple(tags),
         )
 
         @functools.wraps(view)
         async def run(**path_args: Any) -> Response:
             kwargs: dict[str, Any] = dict(path_args)
-            if query is not None:
-                kwargs["query"] = query.model_validate(_query_dict(query))
+            parsed = parse_query(query)  # refuses parameters even when the view takes none
+            if parsed is not None:
+                kwargs["query"] = parsed
             if body is not None:
                 kwargs["body"] = parse_json_body(body)
             if auth:

@@ -1,8 +1,17 @@
 """The OpenAPI 3.1 document, built from the operations ``service.web.endpoint`` records and
-the pydantic models they name."""
+the pydantic models they name, plus the health and metrics probes.
+
+What the document says is what the server does: each operation lists the credentials it
+accepts (``auth="session"``: session tokens only), the conditional request headers it honours,
+and the headers its responses carry (``components/headers``), derived from the statuses it
+declares: 304 means a cached GET (``ETag``, ``X-Cache``, ``If-None-Match``), 412 an
+``If-Match`` condition, 429 a rate limit (``RateLimit-*``). Docstrings are reStructuredText;
+descriptions are written as Markdown, which the interactive docs render.
+"""
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -12,24 +21,123 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from service.core.types import MAX_ID
-from service.domain.schemas import ErrorEnvelope
-from service.web.endpoint import Operation
+from service.domain.schemas import ErrorEnvelope, Liveness, Readiness
+from service.web.endpoint import Operation, summary_and_description
 
 ERROR_DESCRIPTIONS = {
-    304: "Not modified",
+    304: "Not modified: the `If-None-Match` ETag is current",
     400: "Malformed request (e.g. invalid JSON)",
     401: "Missing or invalid credentials",
     403: "Not allowed for this caller",
     404: "Not found",
     409: "Conflict with the current state",
-    412: "If-Match does not match the current version",
+    412: "If-Match names no current ETag (compared whole, strong comparison)",
     413: "Request body too large",
     415: "Body is not JSON",
-    422: "Invalid fields",
+    422: "Invalid fields, or an unknown or repeated query parameter",
     428: "If-Match required",
     429: "Rate limit exceeded",
     503: "A dependency is unavailable",
 }
+
+REF = "#/components/{kind}/{name}"
+
+# Response headers, each a component the responses refer to.
+HEADERS: dict[str, dict[str, Any]] = {
+    "X-Request-ID": {
+        "description": "The request's id (the client's own `X-Request-ID` when well formed); "
+        "quote it when reporting a problem.",
+        "required": True,
+        "schema": {"type": "string"},
+    },
+    "ETag": {
+        "description": "Names this representation: send it back in `If-None-Match` (304 when "
+        "unchanged) or, for an article, in `If-Match` to edit or delete only that version.",
+        "required": True,
+        "schema": {"type": "string"},
+    },
+    "Location": {
+        "description": "The path of the resource created.",
+        "required": True,
+        "schema": {"type": "string"},
+    },
+    "X-Cache": {
+        "description": "Whether the Redis cache answered (`HIT`), was filled (`MISS`) or was "
+        "skipped while unavailable (`BYPASS`).",
+        "required": True,
+        "schema": {"type": "string", "enum": ["HIT", "MISS", "BYPASS", "STALE"]},
+    },
+    "RateLimit-Limit": {
+        "description": "Requests allowed per window by the tightest limit this request was "
+        "counted against (absent while the rate limiter is unavailable).",
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "RateLimit-Remaining": {
+        "description": "Requests left in the current window of that limit.",
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "RateLimit-Reset": {
+        "description": "Seconds until the current window of that limit ends.",
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "Retry-After": {
+        "description": "Seconds to wait before trying again.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "WWW-Authenticate": {
+        "description": "How to authenticate: a bearer token (RFC 6750).",
+        "required": True,
+        "schema": {"type": "string"},
+    },
+}
+RATE_LIMIT_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
+# Refused on reading the body, before any rate limit counts the request: no RateLimit-*.
+REFUSED_BEFORE_COUNTING = frozenset({413, 415})
+# Headers of the success response beyond what the statuses imply, by Flask endpoint.
+SUCCESS_HEADERS: dict[str, tuple[str, ...]] = {
+    "articles.create": ("ETag", "Location"),
+    "articles.edit": ("ETag",),
+}
+
+# Conditional request headers, each a component the operations refer to.
+PARAMETERS: dict[str, dict[str, Any]] = {
+    "If-None-Match": {
+        "name": "If-None-Match",
+        "in": "header",
+        "required": False,
+        "description": "The `ETag` of the representation you have: 304, without a body, while "
+        "it is current.",
+        "schema": {"type": "string"},
+    },
+    "If-Match": {
+        "name": "If-Match",
+        "in": "header",
+        "required": False,
+        "description": "The `ETag` of the article as you read it: the change happens only if "
+        "it is still current (412 otherwise). Without it the change is unconditional.",
+        "schema": {"type": "string"},
+    },
+}
+
+SECURITY_SCHEMES = {
+    "apiKey": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "API-Key",
+        "description": "An API key from `POST /api/v1/api-keys`.",
+    },
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A session token from `POST /api/v1/auth/login` (every operation that "
+        "needs credentials), or an API key (only where `apiKey` is accepted too).",
+    },
+}
+SESSION_ONLY = (
+    "Needs a session token (`Authorization: Bearer`, from `POST /api/v1/auth/login`): "
+    "an API key gets 401."
+)
 
 
 _RULE_ARG = re.compile(r"<(?:(?P<converter>\w+):)?(?P<name>\w+)>")
@@ -37,6 +145,10 @@ _CONVERTER_SCHEMAS: dict[str | None, dict[str, Any]] = {
     "int": {"type": "integer"},
     "id": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
 }
+
+
+def _ref(kind: str, name: str) -> dict[str, str]:
+    return {"$ref": REF.format(kind=kind, name=name)}
 
 
 def _path_and_params(rule: str) -> tuple[str, list[dict[str, Any]]]:
@@ -59,25 +171,44 @@ def _query_params(model: type[BaseModel], defs: dict[str, Any]) -> list[dict[str
 
 # (model, mode) -> {"$ref": ...}; the model is Any because pydantic also accepts dataclasses.
 Refs = dict[tuple[Any, JsonSchemaMode], dict[str, Any]]
+# The probes: Flask endpoint -> (the JSON body of its 200 or None, its errors).
+PROBES: dict[str, tuple[type[BaseModel] | None, tuple[int, ...]]] = {
+    "health.healthz": (Liveness, ()),
+    "health.readyz": (Readiness, (503,)),
+    "health.metrics": (None, (404,)),
+}
+PROBE_ERRORS = {
+    404: "Metrics are off (`METRICS_ENABLED=false`)",
+    503: "Not ready: the details name each dependency and its state",
+}
+METRICS_CONTENT = {
+    media: {"schema": {"type": "string"}}
+    for media in ("text/plain", "application/openmetrics-text")
+}
 
 
-def _operations(app: Flask) -> list[tuple[str, str, Operation]]:
-    """``(rule, method, operation)`` for each method of each view decorated with ``endpoint``,
-    sorted by rule and method (HEAD and OPTIONS are left to the server)."""
-    found: list[tuple[str, str, Operation]] = []
+def _operations(app: Flask) -> list[tuple[str, str, str, Operation]]:
+    """``(rule, method, endpoint, operation)`` for each method of each view decorated with
+    ``endpoint``, sorted by rule and method (HEAD and OPTIONS are left to the server)."""
+    found: list[tuple[str, str, str, Operation]] = []
     for rule in app.url_map.iter_rules():
         operation = getattr(app.view_functions[rule.endpoint], "openapi", None)
         if operation is None:
             continue
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
-            found.append((rule.rule, method.lower(), operation))
+            found.append((rule.rule, method.lower(), rule.endpoint, operation))
     return sorted(found, key=lambda item: (item[0], item[1]))
 
 
 def _component_schemas(operations: Iterable[Operation]) -> tuple[Refs, dict[str, Any]]:
-    """The ``$ref`` of each model the operations name (bodies as validated, responses and the
-    error envelope as serialised), and the component schemas they refer to."""
-    pairs: set[tuple[type[BaseModel], JsonSchemaMode]] = {(ErrorEnvelope, "serialization")}
+    """The ``$ref`` of each model the operations name (bodies as validated, responses, the
+    probes' bodies and the error envelope as serialised), and the component schemas they
+    refer to."""
+    pairs: set[tuple[type[BaseModel], JsonSchemaMode]] = {
+        (ErrorEnvelope, "serialization"),
+        (Liveness, "serialization"),
+        (Readiness, "serialization"),
+    }
     for operation in operations:
         if operation.body is not None:
             pairs.add((operation.body, "validation"))
@@ -95,82 +226,196 @@ def _json_content(refs: Refs, model: type[BaseModel], mode: JsonSchemaMode) -> d
     return {"application/json": {"schema": {"$ref": str(refs[(model, mode)]["$ref"])}}}
 
 
-def _responses(op: Operation, refs: Refs) -> dict[str, Any]:
-    """The success response, then each error the operation declares (304 has no body)."""
-    responses: dict[str, Any] = {}
-    if op.response is not None:
-        responses[str(op.status)] = {
-            "description": "Success",
-            "content": _json_content(refs, op.response, "serialization"),
+def _headers(*names: str) -> dict[str, Any]:
+    return {name: _ref("headers", name) for name in ("X-Request-ID", *names)}
+
+
+def _error_headers(code: int) -> tuple[str, ...]:
+    """The headers an error response always carries besides the request id."""
+    return {401: ("WWW-Authenticate",), 429: ("Retry-After",), 503: ("Retry-After",)}.get(code, ())
+
+
+def _responses(op: Operation, endpoint: str, refs: Refs) -> dict[str, Any]:
+    """The success response, then each error the operation declares (304 has no body), each
+    with the headers it carries."""
+    cached = 304 in op.errors
+    every = RATE_LIMIT_HEADERS if 429 in op.errors else ()
+    success = (*SUCCESS_HEADERS.get(endpoint, ()), *(("ETag", "X-Cache") if cached else ()))
+    responses: dict[str, Any] = {
+        str(op.status): {
+            "description": "Success" if op.response is not None else "Success, no content",
+            "headers": _headers(*success, *every),
         }
-    else:
-        responses[str(op.status)] = {"description": "Success, no content"}
+    }
+    if op.response is not None:
+        responses[str(op.status)]["content"] = _json_content(refs, op.response, "serialization")
     for code in op.errors:
         if code == 304:
-            responses["304"] = {"description": ERROR_DESCRIPTIONS[304]}
+            responses["304"] = {
+                "description": ERROR_DESCRIPTIONS[304],
+                "headers": _headers("ETag", "X-Cache", *every),
+            }
             continue
+        counted = () if code in REFUSED_BEFORE_COUNTING else every
         responses[str(code)] = {
             "description": ERROR_DESCRIPTIONS.get(code, "Error"),
+            "headers": _headers(*_error_headers(code), *counted),
             "content": _json_content(refs, ErrorEnvelope, "serialization"),
         }
     return responses
 
 
+def _security(op: Operation) -> list[dict[str, list[str]]] | None:
+    """The credentials ``op`` accepts, exactly as ``service.web.endpoint`` checks them."""
+    if op.auth == "session":
+        return [{"bearer": []}]
+    if op.auth:
+        return [{"apiKey": []}, {"bearer": []}]
+    return None
+
+
+def _request_body(op_body: type[BaseModel], refs: Refs, schemas: dict[str, Any]) -> Any:
+    """The JSON body, with its schema's first example as the one the docs fill in."""
+    content = _json_content(refs, op_body, "validation")
+    media = content["application/json"]
+    examples = schemas[media["schema"]["$ref"].rsplit("/", 1)[1]].get("examples")
+    if examples:
+        media["example"] = examples[0]
+    return {"required": True, "content": content}
+
+
 def _operation_entry(
-    op: Operation, method: str, path: str, params: list[dict[str, Any]], refs: Refs
+    op: Operation,
+    method: str,
+    path: str,
+    endpoint: str,
+    params: list[dict[str, Any]],
+    refs: Refs,
+    schemas: dict[str, Any],
 ) -> dict[str, Any]:
     """The OpenAPI operation object for ``method`` on ``path``."""
+    if 304 in op.errors:
+        params.append(_ref("parameters", "If-None-Match"))
+    if 412 in op.errors:
+        params.append(_ref("parameters", "If-Match"))
     entry: dict[str, Any] = {
         "operationId": method + "_" + re.sub(r"\W+", "_", path).strip("_"),
         "summary": op.summary,
         "parameters": params,
-        "responses": _responses(op, refs),
+        "responses": _responses(op, endpoint, refs),
     }
-    if op.description:
-        entry["description"] = op.description
+    description = [op.description] if op.description else []
+    if op.auth == "session":
+        description.append(SESSION_ONLY)
+    if description:
+        entry["description"] = "\n\n".join(description)
     if op.tags:
         entry["tags"] = list(op.tags)
     if op.body is not None:
-        entry["requestBody"] = {
-            "required": True,
-            "content": _json_content(refs, op.body, "validation"),
-        }
-    if op.auth:
-        entry["security"] = [{"apiKey": []}, {"bearer": []}]
+        entry["requestBody"] = _request_body(op.body, refs, schemas)
+    security = _security(op)
+    if security is not None:
+        entry["security"] = security
     return entry
 
 
 def _paths(
-    operations: list[tuple[str, str, Operation]], refs: Refs, schemas: dict[str, Any]
+    operations: list[tuple[str, str, str, Operation]], refs: Refs, schemas: dict[str, Any]
 ) -> dict[str, dict[str, Any]]:
     """The ``paths`` object; query models' nested schemas are added to ``schemas``."""
     paths: dict[str, dict[str, Any]] = {}
-    for rule, method, op in operations:
+    for rule, method, endpoint, op in operations:
         path, params = _path_and_params(rule)
         if op.query is not None:
             params += _query_params(op.query, schemas)
-        paths.setdefault(path, {})[method] = _operation_entry(op, method, path, params, refs)
+        paths.setdefault(path, {})[method] = _operation_entry(
+            op, method, path, endpoint, params, refs, schemas
+        )
     return paths
 
 
+def _probe_paths(app: Flask, refs: Refs) -> dict[str, dict[str, Any]]:
+    """``/healthz``, ``/readyz`` and ``/metrics``: plain Flask views, described here."""
+    paths: dict[str, dict[str, Any]] = {}
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint not in PROBES:
+            continue
+        body, errors = PROBES[rule.endpoint]
+        summary, description = summary_and_description(app.view_functions[rule.endpoint].__doc__)
+        ok: dict[str, Any] = {"description": "Success", "headers": _headers()}
+        if body is not None:
+            ok["content"] = _json_content(refs, body, "serialization")
+        else:
+            ok["content"] = METRICS_CONTENT
+        responses = {"200": ok}
+        for code in errors:
+            responses[str(code)] = {
+                "description": PROBE_ERRORS[code],
+                "headers": _headers(*_error_headers(code)),
+                "content": _json_content(refs, ErrorEnvelope, "serialization"),
+            }
+        entry: dict[str, Any] = {
+            "operationId": "get_" + rule.rule.strip("/"),
+            "summary": summary,
+            "tags": ["operations"],
+            "parameters": [],
+            "responses": responses,
+        }
+        if description:
+            entry["description"] = description
+        paths[rule.rule] = {"get": entry}
+    return paths
+
+
+def _markdown(text: str) -> str:
+    """reStructuredText inline literals (double backticks) as Markdown code spans."""
+    return text.replace("``", "`")
+
+
+def _plain(text: str) -> str:
+    """A summary is plain text: the interactive docs show backticks as they are."""
+    return text.replace("`", "")
+
+
+def _render_text(node: Any) -> None:
+    """Every ``description`` as Markdown and every ``summary`` as plain text, in place
+    (examples are data, left as they are)."""
+    if isinstance(node, list):
+        for item in node:
+            _render_text(item)
+    if not isinstance(node, dict):
+        return
+    for key, value in node.items():
+        if key in ("example", "examples"):
+            continue
+        if key == "description" and isinstance(value, str):
+            node[key] = _markdown(value)
+        elif key == "summary" and isinstance(value, str):
+            node[key] = _plain(value)
+        else:
+            _render_text(value)
+
+
 def build_document(app: Flask, *, title: str, version: str, description: str) -> dict[str, Any]:
-    """The OpenAPI 3.1 document for every view decorated with ``endpoint``."""
+    """The OpenAPI 3.1 document for every view decorated with ``endpoint``, and the probes."""
     operations = _operations(app)
-    refs, schemas = _component_schemas(op for _, _, op in operations)
+    refs, schemas = _component_schemas(op for _, _, _, op in operations)
     paths = _paths(operations, refs, schemas)
-    return {
+    paths.update(_probe_paths(app, refs))
+    tags = {tag: {"name": tag} for _, _, _, op in operations for tag in op.tags}
+    tags["operations"] = {"name": "operations", "description": "Health probes and metrics."}
+    document = {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version, "description": description},
-        "paths": paths,
+        "tags": list(tags.values()),
+        "paths": dict(sorted(paths.items())),
         "components": {
             "schemas": schemas,
-            "securitySchemes": {
-                "apiKey": {"type": "apiKey", "in": "header", "name": "API-Key"},
-                "bearer": {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "description": "A session token from /auth/login, or an API key",
-                },
-            },
+            "headers": HEADERS,
+            "parameters": PARAMETERS,
+            "securitySchemes": SECURITY_SCHEMES,
         },
     }
+    document = copy.deepcopy(document)  # rendered in place; the constants above stay as they are
+    _render_text(document)
+    return document

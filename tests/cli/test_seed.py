@@ -377,12 +377,10 @@ async def test_a_title_search_matching_more_than_the_exact_count_limit_gets_an_e
     try:
         async with AsyncSession(engine) as session:
             filters = data.Filters(q="in")  # "in", "inside", "investors": ~27% of titles
-            _, total, estimated = await data.list_page(
-                session, filters=filters, page=1, per_page=20
-            )
+            found = await data.list_page(session, filters=filters, page=1, per_page=20)
     finally:
         await engine.dispose()
-    assert estimated and total > data.EXACT_COUNT_LIMIT
+    assert found.estimated and found.total > data.EXACT_COUNT_LIMIT
 
 
 async def test_every_filter_beyond_the_exact_limit_gets_an_estimate(seeded: Seeded) -> None:
@@ -396,10 +394,8 @@ async def test_every_filter_beyond_the_exact_limit_gets_an_estimate(seeded: Seed
                 "all": data.Filters(),
                 "q": data.Filters(q="in"),
             }.items():
-                _, total, estimated = await data.list_page(
-                    session, filters=filters, page=1, per_page=20
-                )
-                results[name] = (total, estimated)
+                found = await data.list_page(session, filters=filters, page=1, per_page=20)
+                results[name] = (found.total, found.estimated)
     finally:
         await engine.dispose()
     all_total, all_estimated = results["all"]

@@ -127,6 +127,13 @@ async def test_cors_when_configured(http: httpx.AsyncClient, client: httpx.Async
         headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"},
     )
     assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+    # The preflight is the plain OPTIONS answer (204, Allow, no body) plus CORS's headers.
+    assert allowed.status_code == 204 and "content-type" not in allowed.headers
+    assert "POST" in allowed.headers["access-control-allow-methods"]
+    assert "POST" in allowed.headers["allow"]
+    plain = await http.options("/api/v1/articles")
+    assert plain.status_code == 204 and "content-type" not in plain.headers
+    assert "access-control-allow-methods" not in plain.headers  # not a preflight
     other = await http.get("/api/v1/articles/popular", headers={"Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in other.headers
     # Off by default (the main test server has no CORS_ORIGINS).

@@ -22,6 +22,7 @@ from service.domain.schemas import (
 from service.domain.users import set_password_hash, user_by_email
 from service.web import context
 from service.web.endpoint import endpoint
+from service.web.pages import reset_link
 from service.web.rate_limits import client_ip, enforce
 
 bp = Blueprint("auth", __name__, url_prefix="/api/v1/auth")
@@ -71,12 +72,13 @@ async def request_password_reset(body: PasswordResetRequest) -> PasswordResetAcc
     """Ask for a password reset e-mail.
 
     The answer is 202 whether or not the e-mail has an account; if it has one, a message with
-    a single-use link (valid for PASSWORD_RESET_TTL_SECONDS) is sent to it.
+    a single-use link (valid for PASSWORD_RESET_TTL_SECONDS) is sent to it: PASSWORD_RESET_URL,
+    else the reset page of the server at the scheme, host and port this request was sent to.
     """
     settings = context.settings()
     await enforce("reset-ip", client_ip(), settings.rate_limit_login_ip)
     await enforce("reset-email", body.email, settings.rate_limit_reset)
-    if not await request_reset(context.resources(), body.email):
+    if not await request_reset(context.resources(), body.email, link=reset_link()):
         raise Unavailable()
     return PasswordResetAccepted()
 

@@ -20,7 +20,9 @@ bp = Blueprint("docs", __name__)
 DESCRIPTION = (
     "Newsdesk: users, API keys, login sessions and articles. Every error answers with "
     '`{"error": {"code", "message", "details"?, "request_id"}}`. Write endpoints take an '
-    "`API-Key` header or `Authorization: Bearer <API key or session token>`."
+    "`API-Key` header or `Authorization: Bearer <API key or session token>`; managing API "
+    "keys and logging out take a session token only (`Authorization: Bearer`, from "
+    "`POST /api/v1/auth/login`). Every response carries `X-Request-ID`."
 )
 
 PAGE = """<!doctype html>

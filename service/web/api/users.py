@@ -16,7 +16,7 @@ bp = Blueprint("users", __name__, url_prefix="/api/v1/users")
 
 
 @bp.post("")
-@endpoint(body=UserCreate, response=UserPublic, status=201, errors=(409, 429), tags=["users"])
+@endpoint(body=UserCreate, response=UserPublic, status=201, errors=(409, 429, 503), tags=["users"])
 async def register(body: UserCreate) -> UserPublic:
     """Create an account.
 

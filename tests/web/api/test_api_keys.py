@@ -15,6 +15,7 @@ async def test_a_key_is_shown_once_and_stored_only_as_a_hash(
     ann = await account(client)
     created = await client.post("/api/v1/api-keys", json={"name": "laptop"}, headers=ann.session)
     assert created.status_code == 201
+    assert created.headers["cache-control"] == "no-store"
     body = created.json()
     assert api_key_prefix(body["key"]) == body["prefix"]
     assert body["key"].startswith("nd_") and len(body["key"]) == 51
@@ -38,9 +39,9 @@ async def test_a_revoked_key_stops_working_at_once(client: httpx.AsyncClient) ->
     ann = await account(client)
     assert (await client.get("/api/v1/users/me", headers=ann.api_key)).status_code == 200
     key_id = (await client.get("/api/v1/api-keys", headers=ann.session)).json()["api_keys"][0]["id"]
-    assert (
-        await client.delete(f"/api/v1/api-keys/{key_id}", headers=ann.session)
-    ).status_code == 204
+    revoked = await client.delete(f"/api/v1/api-keys/{key_id}", headers=ann.session)
+    assert revoked.status_code == 204
+    assert revoked.content == b"" and "content-type" not in revoked.headers
     assert (await client.get("/api/v1/users/me", headers=ann.api_key)).status_code == 401
     assert (await client.get("/api/v1/api-keys", headers=ann.session)).json()["api_keys"] == []
     # Revoking again, or a key that does not exist: 404.

@@ -20,6 +20,8 @@ async def test_login_gives_an_opaque_bearer_token_with_its_expiry(
         "/api/v1/auth/login", json={"email": user["email"].upper(), "password": PASSWORD}
     )
     assert response.status_code == 200
+    # The answer holds a credential: no cache may keep it.
+    assert response.headers["cache-control"] == "no-store"
     body = response.json()
     assert body["token_type"] == "bearer"
     assert body["token"].startswith("nds_")
@@ -61,6 +63,7 @@ async def test_logout_ends_the_session_at_once(client: httpx.AsyncClient) -> Non
     assert (await client.get("/api/v1/users/me", headers=ann.session)).status_code == 200
     response = await client.post("/api/v1/auth/logout", headers=ann.session)
     assert response.status_code == 204
+    assert response.content == b"" and "content-type" not in response.headers
     assert (await client.get("/api/v1/users/me", headers=ann.session)).status_code == 401
     # Logging out twice: the token is already gone.
     assert (await client.post("/api/v1/auth/logout", headers=ann.session)).status_code == 401

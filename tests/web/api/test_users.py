@@ -53,6 +53,16 @@ async def test_invalid_registrations_are_422_naming_the_field(
 async def test_a_json_array_body_is_422(client: httpx.AsyncClient) -> None:
     response = await client.post("/api/v1/users", json=[1, 2])
     assert response.status_code == 422
+    assert [d["loc"] for d in response.json()["error"]["details"]] == [["body"]]
+
+
+async def test_endpoints_without_parameters_refuse_any(client: httpx.AsyncClient) -> None:
+    ann = await account(client)
+    response = await client.get("/api/v1/users/me?verbose=1", headers=ann.api_key)
+    assert response.status_code == 422
+    assert [d["loc"] for d in response.json()["error"]["details"]] == [["query", "verbose"]]
+    body = {"email": unique_email(), "password": PASSWORD, "name": "Q"}
+    assert (await client.post("/api/v1/users?invite=x", json=body)).status_code == 422
 
 
 async def test_malformed_json_is_400(client: httpx.AsyncClient) -> None:
