@@ -17,6 +17,7 @@ from service.core.types import SECURITY_HEADERS, ASGIApp
 from service.infra import metrics, tracing
 from service.infra.exposition import mark_this_process_dead
 from service.serving.adapter import GreenletASGI
+from service.serving.body import BodyRate
 from service.serving.fastpath import CachedReads
 from service.serving.metrics import RequestMetrics
 from service.web import access_log, context
@@ -34,6 +35,7 @@ def asgi_app(flask_app: Flask) -> ASGIApp:
 
     async def startup() -> None:
         await res.start()
+        res.guard.lag.start()  # Redis timeouts discount this loop's own lag
         state.views.start(res)
         if enabled:
             metrics.instrument(res)
@@ -46,12 +48,14 @@ def asgi_app(flask_app: Flask) -> ASGIApp:
     async def shutdown() -> None:
         await sampler.stop()
         await state.views.stop(res)
+        await res.guard.lag.stop()
         await res.close()
         mark_this_process_dead()  # its pool and breaker gauges leave the instance's sums
 
     adapter = GreenletASGI(
         flask_app.wsgi_app,
         max_body=res.settings.max_content_length,
+        body_rate=BodyRate(res.settings.body_min_rate, res.settings.body_grace_seconds),
         on_startup=startup,
         on_shutdown=shutdown,
         default_headers=SECURITY_HEADERS,

@@ -4,10 +4,17 @@ Fixed windows aligned to the clock: a counter per window (``service.core.keys.ra
 is incremented per request and expires with its window (one Lua call, atomic). The window's
 end is known from the clock, so the time to reset costs no extra Redis call.
 
-While Redis is unreachable, limits fail open: requests are served uncounted and a warning is
+While Redis is unreachable (or the guard's breaker is open), what happens depends on the
+limit. The limits that stand between an attacker and credentials (``FAIL_CLOSED``: logins by
+address and by e-mail, registrations, password reset requests and confirmations) fail closed:
+the request is refused with ``Unavailable`` (503 with ``Retry-After``) and not processed, since
+an uncounted login is a free password guess. Logins need Redis for their session anyway, and a
+per-process fallback counter would multiply each limit by the number of processes. The
+ordinary read and write limits fail open: requests are served uncounted and a warning is
 logged, so a Redis outage does not take the API down with it. Each call goes through the
-process's ``RedisGuard`` (``CACHE_TIMEOUT`` and the breaker shared with the cache), so a dead
-or hanging Redis costs one short wait, not one per request.
+process's ``RedisGuard`` (``CACHE_TIMEOUT`` of loop time and the breaker shared with the cache),
+so a dead or hanging Redis costs one short wait, not one per request, and a timeout the
+process's own lag caused does not open the breaker.
 
 No HTTP here: ``service.web.rate_limits`` turns the outcome into ``RateLimit-*`` headers and
 ``RateLimited`` into a 429; the ASGI fast path does the same for cache hits.
@@ -25,11 +32,16 @@ from pydantic import IPvAnyNetwork
 from redis.asyncio import Redis
 
 from service.core import keys
-from service.core.errors import REDIS_FAILURES, RateLimited
+from service.core.errors import REDIS_FAILURES, RateLimited, Unavailable
 from service.core.settings import parse_rate
 from service.infra.guard import RedisGuard
 
 log = logging.getLogger(__name__)
+
+# The limits that are never skipped: when they cannot be counted, the request is refused.
+FAIL_CLOSED = frozenset(
+    {"login-ip", "login-email", "register-ip", "reset-ip", "reset-email", "reset-confirm-ip"}
+)
 
 _HIT = """
 local count = redis.call('INCR', KEYS[1])
@@ -103,11 +115,17 @@ def counter(name: str, identity: str, rate: str) -> Counter:
 
 
 async def hit(redis: Redis, guard: RedisGuard, which: Counter) -> int | None:
-    """Count one request in ``which``; the count after it, or None when Redis is unavailable
-    (the limit is then not enforced: fail open)."""
+    """Count one request in ``which``; the count after it. When Redis is unavailable: for a
+    limit in ``FAIL_CLOSED`` ``Unavailable`` (fail closed), for any other None (the limit is
+    not enforced: fail open)."""
     try:
         count = await guard.call(lambda: redis.eval(_HIT, 1, which.key, str(which.window)))  # type: ignore[arg-type,return-value]
     except REDIS_FAILURES as exc:
+        if which.name in FAIL_CLOSED:
+            log.warning("rate limit %s cannot be checked, request refused: %s", which.name, exc)
+            raise Unavailable(
+                "The rate limit of this request cannot be checked right now; try again shortly."
+            ) from None
         log.warning("rate limit %s not enforced, Redis unavailable: %s", which.name, exc)
         return None
     return int(count)

@@ -82,6 +82,15 @@ REDIS_BREAKER_OPEN = Gauge(
     "1 from a Redis failure until the next successful Redis call (worst live worker).",
     multiprocess_mode="livemax",
 )
+DATABASE_UNAVAILABLE = Counter(
+    "database_unavailable",
+    "Requests answered 503 because PostgreSQL could not be reached.",
+)
+EVENT_LOOP_LAG = Gauge(
+    "event_loop_lag_seconds",
+    "How late the event loop ran callbacks, worst of the last second (worst live worker).",
+    multiprocess_mode="livemax",
+)
 VIEWS_BUFFERED = Gauge(
     "views_buffered",
     "Article views held in API processes because Redis could not take them (counted later).",
@@ -90,6 +99,11 @@ VIEWS_BUFFERED = Gauge(
 VIEWS_DROPPED = Counter(
     "views_dropped",
     "Article views lost because a process's view buffer was full (VIEW_BUFFER_MAX).",
+)
+REQUEST_BODIES_CUT = Counter(
+    "request_bodies_cut",
+    "Requests whose body arrived slower than BODY_MIN_RATE once BODY_GRACE_SECONDS had passed: "
+    "answered 408 where still possible, their connection closed.",
 )
 DB_POOL_CHECKED_OUT = Gauge(
     "db_pool_checked_out",

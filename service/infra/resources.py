@@ -21,6 +21,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from service.core.redis_url import is_sentinel_url, parse_sentinel_url
 from service.core.settings import Settings
+from service.infra import db_errors
 from service.infra.cache import ResponseCache
 from service.infra.guard import RedisGuard
 
@@ -88,6 +89,7 @@ def make_engine(url: str, settings: Settings, *, application_name: str) -> Async
         connect_args=connect_args(settings, application_name=application_name),
     )
     ping_idle_connections(engine)
+    db_errors.watch(engine)
     return engine
 
 
@@ -180,13 +182,15 @@ def make_hot_path_redis(settings: Settings) -> Redis:
     """A second Redis client for the cache and rate limits, the per-request hot path.
 
     It has no socket timeout of its own: with one, redis-py wraps every send in
-    ``asyncio.wait_for`` (a task per command). Its callers bound each call with
-    ``asyncio.timeout(CACHE_TIMEOUT)`` and a breaker instead (``service.infra.guard``)."""
+    ``asyncio.wait_for`` (a task per command). Its callers bound each call, connecting
+    included, with ``CACHE_TIMEOUT`` of loop time and a breaker instead
+    (``service.infra.guard``); the connect timeout is only a backstop, as long as the other
+    client's, so that a connection opened while the loop lags is not given up on the clock."""
     return _redis_client(
         settings,
         Redis,
         max_connections=settings.redis_max_connections,
-        socket_connect_timeout=settings.cache_timeout,
+        socket_connect_timeout=max(settings.cache_timeout, settings.redis_socket_timeout),
     )
 
 

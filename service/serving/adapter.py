@@ -5,8 +5,8 @@ splits its own: it only dispatches each scope by type.
 
 * ``http``: ``ASGIHTTPConnection`` (``service.serving.http``) serves the request with the WSGI
   app run in a greenlet (``service.serving.bridge``) on the server's event loop: request id,
-  body limits (``service.serving.body``), streaming both ways, client disconnects, and the
-  500 envelope for errors that escape the app.
+  body limits and minimum rate (``service.serving.body``), streaming both ways, client
+  disconnects, and the 500 envelope for errors that escape the app.
 * ``lifespan``: ``ASGILifespan`` (``service.serving.lifespan``) calls ``on_startup`` and
   ``on_shutdown`` on that same loop, so the pools they create serve every request.
 * ``websocket``: not served; the connection is closed.
@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from service.core.types import Receive, Scope, Send
+from service.serving.body import BodyRate
 from service.serving.http import ASGIHTTPConnection, WSGIApp
 from service.serving.lifespan import ASGILifespan
 
@@ -32,6 +33,7 @@ class GreenletASGI:
         wsgi_app: WSGIApp,
         *,
         max_body: int,
+        body_rate: BodyRate | None = None,
         on_startup: Callable[[], Awaitable[None]] | None = None,
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
         default_headers: dict[str, str] | None = None,
@@ -43,13 +45,19 @@ class GreenletASGI:
             for name, value in (default_headers or {}).items()
         )
         self.max_body = max_body
+        # The slowest a request body may arrive (None: no minimum).
+        self.body_rate = body_rate
         self.on_startup = on_startup
         self.on_shutdown = on_shutdown
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             connection = ASGIHTTPConnection(
-                self.wsgi_app, scope, max_body=self.max_body, default_headers=self.default_headers
+                self.wsgi_app,
+                scope,
+                max_body=self.max_body,
+                body_rate=self.body_rate,
+                default_headers=self.default_headers,
             )
             await connection(receive, send)
         elif scope["type"] == "lifespan":

@@ -3,7 +3,9 @@
 * ``RequestBody``: reads await the next body message on demand, from inside the request's
   greenlet (``service.serving.bridge.await_``), so a body is never buffered ahead of the app.
   A chunked (or HTTP/2) body is counted as it streams and refused with 413 past the limit
-  (a body announced too large never gets this far: ``service.serving.http``).
+  (a body announced too large never gets this far: ``service.serving.http``). A body that
+  arrives too slowly (``BodyRate``) is refused with 408 and its connection closed, so a
+  client trickling bytes cannot hold a request open for long.
 * ``DisconnectWatch``: when the client goes away the request's task is cancelled, the
   cancellation is thrown into the greenlet where it waits, Flask's teardown runs (closing the
   database session, which returns its connection to the pool) and the greenlet's job ends.
@@ -13,35 +15,71 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
+from dataclasses import dataclass
 from typing import Any
 
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import RequestEntityTooLarge, RequestTimeout
 
-from service.core.types import Receive
+from service.core.types import Message, Receive
+from service.infra.metrics import REQUEST_BODIES_CUT
 from service.serving.bridge import await_
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BodyRate:
+    """The slowest a request body may arrive: on average ``min_rate`` bytes per second of
+    reading once ``grace`` seconds of reading have passed (Kestrel's rule and defaults:
+    240 bytes/s after 5 s). Only time spent waiting for the client counts, so an app busy
+    before it reads (the server holds the client back meanwhile) is not held against it."""
+
+    min_rate: float
+    grace: float
+
+    def budget(self, received: int, waited: float) -> float | None:
+        """Seconds the next wait for body bytes may last, having waited ``waited`` seconds for
+        the ``received`` bytes so far; None without a minimum rate."""
+        if self.min_rate <= 0:
+            return None
+        return max(self.grace, received / self.min_rate) - waited
+
+
+class BodyTooSlow(RequestTimeout):
+    """The request body arrived slower than its ``BodyRate``: 408, the connection closed."""
+
+    description = "The request body arrived too slowly."
 
 
 class RequestBody:
     """``wsgi.input``: a readable stream whose reads await the next ASGI message on the loop.
 
-    It counts what arrives and raises 413 once the body passes ``limit``; a disconnect while
-    reading cancels the request like a disconnect at any other point.
+    It counts what arrives and raises 413 once the body passes ``limit``, ``BodyTooSlow``
+    (408) once it falls behind ``rate``; a disconnect while reading cancels the request like
+    a disconnect at any other point.
     """
 
-    def __init__(self, receive: Receive, limit: int, *, expected: bool) -> None:
+    def __init__(
+        self, receive: Receive, limit: int, *, expected: bool, rate: BodyRate | None = None
+    ) -> None:
         self._receive = receive
         self._limit = limit
+        self._rate = rate
         self._buffer = bytearray()
         self._received = 0
+        self._waited = 0.0  # seconds spent waiting for body messages
         self.complete = not expected  # no more body messages to read
         self.disconnected = False
         self.overflowed = False
+        self.too_slow = False
 
     def _fill(self) -> bool:
         """Append the next chunk to the buffer; False at the end of the body."""
         if self.complete:
             return False
-        message = await_(self._receive())
+        message = await_(self._next_message())
         if message["type"] == "http.disconnect":
             self.complete = self.disconnected = True
             raise asyncio.CancelledError("client disconnected")
@@ -56,6 +94,24 @@ class RequestBody:
         if not message.get("more_body", False):
             self.complete = True
         return True
+
+    async def _next_message(self) -> Message:
+        """The next ASGI message, awaited no longer than the body's rate allows."""
+        budget = None if self._rate is None else self._rate.budget(self._received, self._waited)
+        if budget is None:
+            return await self._receive()
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(budget):
+                return await self._receive()
+        except TimeoutError:
+            self.complete = self.too_slow = True
+            REQUEST_BODIES_CUT.inc()
+            waited = self._waited + time.monotonic() - started
+            log.info("request body too slow: %d bytes in %.1f s", self._received, waited)
+            raise BodyTooSlow() from None
+        finally:
+            self._waited += time.monotonic() - started
 
     async def discard_rest(self, *, max_bytes: int, max_seconds: float) -> None:
         """Read and drop the rest of an oversized body before the 413 is sent, within bounds.

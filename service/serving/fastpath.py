@@ -50,6 +50,7 @@ from service.domain import rate_limits
 from service.domain.view_counts import ViewCounter
 from service.infra.cache import Count, HitCount
 from service.infra.resources import Resources
+from service.serving import drain
 
 _ARTICLE = re.compile(r"/api/v1/articles/([1-9][0-9]{0,18})")
 _POPULAR = "/api/v1/articles/popular"
@@ -209,5 +210,7 @@ class CachedReads:
             headers.append((b"content-length", b"%d" % len(body)))
         headers += [(name.lower().encode(), value.encode()) for name, value in rate_headers.items()]
         headers += [(b"x-request-id", rid.encode("latin-1")), *_SECURITY]
+        if drain.active():  # the worker is stopping (service.serving.drain)
+            headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body if status == 200 else b""})

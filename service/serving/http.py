@@ -6,7 +6,8 @@
   the response as ``X-Request-ID``;
 * a body announced larger than ``max_body`` is refused with 413 before a byte is read (an
   unreadable Content-Length with 400); a body that streams past the limit is refused by
-  ``RequestBody`` (``service.serving.body``);
+  ``RequestBody`` (``service.serving.body``), and so is one that arrives too slowly
+  (``BodyRate``: 408, answered with ``Connection: close``);
 * the WSGI app runs in a greenlet (``service.serving.bridge``); its response is sent chunk by
   chunk as the iterable yields, so generators stream;
 * a request still running after ``DISCONNECT_WATCH_DELAY`` gets a watcher for
@@ -27,7 +28,8 @@ from typing import Any
 from service.core.errors import envelope_bytes
 from service.core.request_id import choose_request_id, current_request_id
 from service.core.types import Message, Receive, Scope, Send
-from service.serving.body import DisconnectWatch, RequestBody
+from service.serving import drain
+from service.serving.body import BodyRate, DisconnectWatch, RequestBody
 from service.serving.bridge import await_, run_in_greenlet
 from service.serving.environ import build_environ, expects_body
 
@@ -45,10 +47,13 @@ DISCONNECT_WATCH_DELAY = 0.5
 class _Exchange:
     """One request/response: what has been sent, so errors know what can still be said."""
 
-    def __init__(self, send: Send, request_id: str, defaults: Headers = ()) -> None:
+    def __init__(
+        self, send: Send, request_id: str, defaults: Headers = (), body: RequestBody | None = None
+    ) -> None:
         self.send = send
         self.request_id = request_id
         self.defaults = defaults
+        self.body = body
         self.status: int | None = None
         self.headers: list[tuple[bytes, bytes]] = []
         self.started = False
@@ -72,9 +77,16 @@ class _Exchange:
                 self.remaining = int(value)
         if b"x-request-id" not in present:  # every response echoes the request id
             self.headers.append((b"x-request-id", self.request_id.encode("latin-1")))
+        if drain.active() and b"connection" not in present:
+            # The worker is stopping: the client's next request goes elsewhere.
+            present.add(b"connection")
+            self.headers.append((b"connection", b"close"))
         for name, value in self.defaults:  # e.g. security headers, unless the app set them
             if name not in present:
                 self.headers.append((name, value))
+        if self.body is not None and self.body.too_slow and b"connection" not in present:
+            # The rest of a body cut for its rate is never read: the connection cannot go on.
+            self.headers.append((b"connection", b"close"))
         return self.write
 
     def _begin(self) -> Message:
@@ -108,9 +120,10 @@ class _Exchange:
             await_(self.send({"type": "http.response.body", "body": b"", "more_body": False}))
             self.finished = True
 
-    async def answer_error(self, status: int, code: str, message: str) -> None:
+    async def answer_error(self, status: int, code: str, message: str, extra: Headers = ()) -> None:
         """Answer with the error envelope (nothing may have been sent yet)."""
-        await send_error(self.send, status, code, message, self.request_id, self.defaults)
+        headers = (*extra, *self.defaults)
+        await send_error(self.send, status, code, message, self.request_id, headers)
 
 
 async def send_error(
@@ -139,21 +152,28 @@ class ASGIHTTPConnection:
     docstring)."""
 
     def __init__(
-        self, wsgi_app: WSGIApp, scope: Scope, *, max_body: int, default_headers: Headers = ()
+        self,
+        wsgi_app: WSGIApp,
+        scope: Scope,
+        *,
+        max_body: int,
+        body_rate: BodyRate | None = None,
+        default_headers: Headers = (),
     ) -> None:
         self.wsgi_app = wsgi_app
         self.scope = scope
         self.max_body = max_body
+        self.body_rate = body_rate
         # Added to every response that does not set them itself (lower-cased bytes).
         self.default_headers = default_headers
 
     async def __call__(self, receive: Receive, send: Send) -> None:
-        body = RequestBody(receive, self.max_body, expected=True)
+        body = RequestBody(receive, self.max_body, expected=True, rate=self.body_rate)
         environ = build_environ(self.scope, body)
         request_id = choose_request_id(environ.get("HTTP_X_REQUEST_ID"))
         environ["newsdesk.request_id"] = request_id
         current_request_id.set(request_id)
-        exchange = _Exchange(send, request_id, self.default_headers)
+        exchange = _Exchange(send, request_id, self.default_headers, body)
         if await self._refuse_oversized(environ.get("CONTENT_LENGTH"), exchange):
             return
         body.complete = not expects_body(environ)
@@ -184,14 +204,26 @@ class ASGIHTTPConnection:
         task = asyncio.current_task()
         assert task is not None
         watch = DisconnectWatch(task, body, receive, DISCONNECT_WATCH_DELAY)
+        drain.running.add(task)
         try:
             await run_in_greenlet(self._run_wsgi, environ, exchange)
         except asyncio.CancelledError:
-            if not watch.disconnected:
-                raise  # the server is shutting down: let the cancellation through
-            task.uncancel()
-            log.info("client disconnected; request abandoned")
+            if drain.was_cut(task):  # the worker is stopping and the grace is over
+                task.uncancel()
+                if not exchange.started:
+                    await exchange.answer_error(
+                        503,
+                        "service_unavailable",
+                        "The server is restarting; try again.",
+                        ((b"retry-after", b"1"),),
+                    )
+            elif watch.disconnected:
+                task.uncancel()
+                log.info("client disconnected; request abandoned")
+            else:
+                raise  # the server itself cancels: let the cancellation through
         finally:
+            drain.running.discard(task)
             watch.close()
 
     def _run_wsgi(self, environ: dict[str, Any], exchange: _Exchange) -> None:

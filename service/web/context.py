@@ -12,6 +12,7 @@ never returns None for something a request must have.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,6 +106,15 @@ def existing_request_state() -> RequestState | None:
     """This request's state if anything made one (teardown hooks: nothing to do otherwise)."""
     state: RequestState | None = g.get(_REQUEST_KEY)
     return state
+
+
+async def abandon_transaction() -> None:
+    """Roll back the request's primary session: a read failed and the answer does not depend
+    on it (served stale), so there is nothing to commit."""
+    state = existing_request_state()
+    if state is not None and state.db_session is not None:
+        with contextlib.suppress(Exception):  # an invalidated connection rolls back locally
+            await state.db_session.rollback()
 
 
 def db_session() -> AsyncSession:

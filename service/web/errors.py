@@ -1,8 +1,8 @@
 """Every error the API answers, in the one JSON envelope (``service.core.errors``).
 
 Domain exceptions get their status here (``STATUS``); ``APIError`` is for refusals that only
-exist in HTTP (415, a malformed body, an unusable ``If-Match``). A 500 never carries a
-traceback: it is logged with the request id, which the client can quote.
+exist in HTTP (415, a malformed body). A 500 never carries a traceback: it is logged with the
+request id, which the client can quote.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from service.core.errors import (
@@ -31,6 +32,7 @@ from service.core.errors import (
     envelope_bytes,
 )
 from service.core.request_id import current_request_id
+from service.infra import db_errors
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +119,19 @@ def _handle_redis_down(exc: RedisError) -> Response:
     return _handle_domain_error(Unavailable())
 
 
+def database_error_response(exc: Exception) -> Response:
+    """503 with ``Retry-After`` when PostgreSQL cannot be reached (logged once per outage),
+    422 for a value it cannot take; anything else is a bug (500)."""
+    if db_errors.unreachable(exc):
+        db_errors.OUTAGE.failed(exc)
+        return _handle_domain_error(Unavailable("The database is unavailable; try again shortly."))
+    if db_errors.invalid_value(exc):
+        return error_response(
+            422, "invalid_value", "A value in the request is out of the range it can take."
+        )
+    return _handle_unexpected(exc)
+
+
 def _handle_http_exception(exc: HTTPException) -> Response:
     if isinstance(exc, InternalServerError):
         return _handle_unexpected(exc)
@@ -153,4 +168,6 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ValidationError, _handle_validation_error)
     app.register_error_handler(RedisConnectionError, _handle_redis_down)
     app.register_error_handler(RedisTimeoutError, _handle_redis_down)
+    for database_error in (SQLAlchemyError, OSError, TimeoutError):
+        app.register_error_handler(database_error, database_error_response)
     app.register_error_handler(Exception, _handle_unexpected)

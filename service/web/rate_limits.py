@@ -31,7 +31,8 @@ async def enforce(name: str, identity: str, rate: str) -> None:
 
 
 async def enforce_counter(which: Counter) -> None:
-    """``enforce`` for a ``Counter`` already built (fails open while Redis is unavailable)."""
+    """``enforce`` for a ``Counter`` already built. While Redis is unavailable the security
+    limits refuse with 503 and the others fail open (``service.domain.rate_limits``)."""
     res = context.resources()
     assert res.cache is not None
     count = await rate_limits.hit(res.cache.redis, res.guard, which)

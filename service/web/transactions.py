@@ -9,10 +9,16 @@ cancelled. A request that never touched the database pays nothing for either hoo
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
 from flask import Flask, Response
 
 from service.serving.bridge import await_
 from service.web.context import existing_request_state
+from service.web.errors import database_error_response
+
+log = logging.getLogger(__name__)
 
 
 def _commit_or_roll_back(response: Response) -> Response:
@@ -20,7 +26,13 @@ def _commit_or_roll_back(response: Response) -> Response:
     if state is None or state.db_session is None:
         return response
     if response.status_code < 400:
-        await_(state.db_session.commit())
+        try:
+            await_(state.db_session.commit())
+        except Exception as exc:  # the commit did not happen (or its outcome is unknown)
+            with contextlib.suppress(Exception):
+                await_(state.db_session.rollback())
+            state.after_commit = []
+            return database_error_response(exc)
         callbacks, state.after_commit = state.after_commit, []
         for callback in callbacks:
             await_(callback())
@@ -35,7 +47,10 @@ def _close_sessions(exc: BaseException | None) -> None:
         return
     for current in (state.db_session, state.read_session):
         if current is not None:
-            await_(current.close())
+            try:
+                await_(current.close())
+            except Exception as error:  # a dead connection: the pool replaces it
+                log.debug("closing a request's session failed: %r", error)
     state.db_session = state.read_session = None
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -57,6 +58,14 @@ async def sleep_in_database() -> Response:
     seconds = float(request.args.get("seconds", "5"))
     await context.db_session().execute(text("SELECT pg_sleep(:s)"), {"s": seconds})
     return jsonify(slept=seconds)
+
+
+@probes.post("/block")
+def block_the_loop() -> Response:
+    """Holds the event loop for ``ms`` milliseconds: a sync view runs on the loop's thread."""
+    ms = min(float(request.args.get("ms", "100")), 5000.0)
+    time.sleep(ms / 1000)
+    return jsonify(blocked_ms=ms)
 
 
 @probes.get("/pool")

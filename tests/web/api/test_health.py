@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,10 +64,10 @@ def test_readyz_names_redis_while_it_is_down_and_recovers_without_a_restart(
     assert server_with_own_redis.proc.poll() is None  # the same process throughout
 
 
-async def test_without_redis_sessions_fail_closed_and_rate_limits_fail_open(
+async def test_without_redis_sessions_and_security_limits_fail_closed_and_reads_fail_open(
     own_redis: EmbeddedRedis, server_with_own_redis: LiveServer
 ) -> None:
-    from tests.support.api import account
+    from tests.support.api import PASSWORD, account, unique_email
 
     async with httpx.AsyncClient(base_url=server_with_own_redis.url, timeout=30) as http:
         ann = await account(http)
@@ -74,12 +76,31 @@ async def test_without_redis_sessions_fail_closed_and_rate_limits_fail_open(
         me = await http.get("/api/v1/users/me", headers=ann.session)
         assert me.status_code == 503
         assert me.json()["error"]["code"] == "service_unavailable"
+        # Limits guarding credentials cannot be counted: refused, not processed unlimited.
+        newcomer = {"email": unique_email(), "password": PASSWORD, "name": "Bo"}
+        refused = [
+            await http.post("/api/v1/auth/login", json={"email": ann.email, "password": "x" * 12}),
+            await http.post("/api/v1/users", json=newcomer),
+            await http.post("/api/v1/auth/reset-password", json={"email": ann.email}),
+        ]
+        for response in refused:
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]["code"] == "service_unavailable"
+            assert response.headers["retry-after"] == "5"
         # Reads are served uncounted; API keys (in PostgreSQL) still work.
         assert (await http.get("/api/v1/articles")).status_code == 200
         assert (await http.get("/api/v1/users/me", headers=ann.api_key)).status_code == 200
         own_redis.start()
         # A restarted Redis has lost the sessions (this one keeps nothing on disk).
         assert (await http.get("/api/v1/users/me", headers=ann.session)).status_code == 401
+        # The refused registration was not processed: once the breaker lets Redis be tried
+        # again (CACHE_BREAKER_SECONDS), the same e-mail registers.
+        deadline = time.monotonic() + 30
+        again = await http.post("/api/v1/users", json=newcomer)
+        while again.status_code == 503 and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            again = await http.post("/api/v1/users", json=newcomer)
+        assert again.status_code == 201, again.text
 
 
 async def test_metrics_speak_the_prometheus_text_format_or_openmetrics_on_request(

@@ -1,0 +1,114 @@
+"""What a database error means for the client: the database is gone (503), or a value was bad.
+
+``unreachable(exc)`` is True when PostgreSQL could not be reached or went away: the connection
+was refused or timed out, the server is shutting down or starting up (``57P01``-``57P03``),
+too many connections (``53300``), any connection exception (class ``08``), a connection
+SQLAlchemy invalidated as a disconnect, or no pooled connection freed up within
+``DB_POOL_TIMEOUT``. The API answers those with 503 and ``Retry-After``
+(``service.web.errors``), never with a 500.
+
+``invalid_value(exc)`` is True for PostgreSQL's data exceptions (class ``22``: a number out of
+range, a date out of range, malformed text): a value from the client that no validation
+caught. The API answers 422.
+
+``OUTAGE`` logs an outage once: one line when the first request meets it, one when a new
+connection succeeds again (with how many requests were answered 503 meanwhile), instead of a
+traceback per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.infra import metrics
+
+log = logging.getLogger(__name__)
+
+# SQLSTATEs (besides class 08) that mean "the server cannot serve this connection now".
+UNREACHABLE_STATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a driver error, looked for on the error and what it wraps."""
+    seen: BaseException | None = getattr(exc, "orig", None) or exc
+    for _ in range(4):  # the DBAPI adapter wraps asyncpg's error, which may wrap another
+        if seen is None:
+            return None
+        state = getattr(seen, "sqlstate", None) or getattr(seen, "pgcode", None)
+        if isinstance(state, str):
+            return state
+        seen = seen.__cause__
+    return None
+
+
+def unreachable(exc: BaseException) -> bool:
+    """True when ``exc`` says PostgreSQL cannot be reached now (see the module docstring)."""
+    if isinstance(exc, sa_exc.TimeoutError):  # pool checkout timed out
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        state = _sqlstate(exc)
+        if state is not None:
+            return state.startswith("08") or state in UNREACHABLE_STATES
+        return isinstance(exc.orig, OSError | TimeoutError) or isinstance(
+            exc, sa_exc.InterfaceError
+        )
+    # Connecting raises the socket's own errors (refused, timed out), unwrapped.
+    return isinstance(exc, OSError | TimeoutError)
+
+
+def invalid_value(exc: BaseException) -> bool:
+    """True for a data exception (SQLSTATE class 22): a value PostgreSQL cannot take."""
+    if isinstance(exc, sa_exc.DataError):
+        return True
+    state = _sqlstate(exc) if isinstance(exc, sa_exc.DBAPIError) else None
+    return state is not None and state.startswith("22")
+
+
+class Outage:
+    """The process's view of a database outage, logged once rather than per request."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self.refused = 0
+
+    def failed(self, exc: BaseException) -> None:
+        """A request met an unreachable database (it is answered 503)."""
+        self.refused += 1
+        metrics.DATABASE_UNAVAILABLE.inc()
+        if self.since is None:
+            self.since = time.monotonic()
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            log.error(
+                "database unreachable (%s: %s); answering 503 until it answers again",
+                type(exc).__name__,
+                reason[:200],
+            )
+
+    def recovered(self) -> None:
+        """A new connection to the database succeeded."""
+        if self.since is None:
+            return
+        log.warning(
+            "database reachable again after %.1f s; %d request(s) were answered 503",
+            time.monotonic() - self.since,
+            self.refused,
+        )
+        self.since, self.refused = None, 0
+
+
+OUTAGE = Outage()
+
+
+def watch(engine: AsyncEngine) -> None:
+    """Report the end of an outage when ``engine`` opens a connection again."""
+
+    @event.listens_for(engine.sync_engine.pool, "connect")
+    def _connected(*_: object) -> None:
+        OUTAGE.recovered()

@@ -1,0 +1,59 @@
+"""A worker that is stopping: answers say ``Connection: close``, and nothing outlives the grace.
+
+``begin(grace)`` is called once when the worker's shutdown starts (``service.cli.master``).
+From then on:
+
+* every response carries ``Connection: close``, so a keep-alive client opens its next request
+  on another worker (or the next instance) instead of this closing one;
+* a request still running ``grace - CUT_MARGIN`` seconds later is cut: its task is cancelled
+  (its greenlet rolls back and returns its connections), it is answered 503 with
+  ``Retry-After`` if nothing was sent yet, and one line logs how many were cut. The cut
+  comes just before the server's own graceful timeout, which would otherwise cancel the
+  connections itself and end the worker with a traceback.
+
+Requests register themselves while they run (``running``); a task set and one float per
+worker, so serving pays a set add and discard per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+log = logging.getLogger(__name__)
+
+CUT_MARGIN = 1.0  # seconds before the server's graceful timeout
+
+running: set[asyncio.Task[object]] = set()
+_cut: set[asyncio.Task[object]] = set()
+_started_at: float | None = None
+
+
+def active() -> bool:
+    """True once the worker has started stopping."""
+    return _started_at is not None
+
+
+def begin(grace: float) -> None:
+    """The worker stops accepting now; requests get ``grace`` seconds (minus the margin)."""
+    global _started_at
+    if _started_at is not None:
+        return
+    _started_at = time.monotonic()
+    log.info("stopping: %d request(s) in flight, %.0f s to finish", len(running), grace)
+    asyncio.get_running_loop().call_later(max(grace - CUT_MARGIN, 0.0), _cut_the_rest)
+
+
+def _cut_the_rest() -> None:
+    if not running:
+        return
+    log.warning("%d request(s) still running at the graceful timeout: cut", len(running))
+    for task in list(running):
+        _cut.add(task)
+        task.cancel()
+
+
+def was_cut(task: asyncio.Task[object]) -> bool:
+    """True if ``task`` was cancelled by the cut (not by a disconnect or the server)."""
+    return task in _cut
