@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -10,8 +11,13 @@ import httpx
 import pytest
 
 from service.cli.embedded import EmbeddedRedis
+from service.core.settings import ENV_FILE_VARIABLE
 from tests.support.databases import ServerStack, plain_url, start_stack
 from tests.support.live import LiveServer
+
+# No dotenv file for the tests and every process they start: a developer's .env (read by
+# Settings and `python -m service run`) must not change their outcome.
+os.environ[ENV_FILE_VARIABLE] = ""
 
 # The live server's pool: small, so pool-sharing assertions are meaningful.
 POOL_SIZE = 5

@@ -1,9 +1,13 @@
-"""Command line: ``python -m service run | serve | migrate | worker``.
+"""Command line: ``python -m service run | dev | serve | migrate | worker``.
 
 - ``run``: the local stack in the foreground (``make run``). Starts embedded PostgreSQL and
   Redis in ``.data/`` unless ``DATABASE_URL`` / ``REDIS_URL`` are set, migrates, then serves
   the API on 127.0.0.1:``PORT`` (8000) with one arq worker beside it. Ctrl-C or SIGTERM stops
-  everything, in order, and leaves no process behind.
+  the API, waits for it to exit, then the worker (its running jobs may finish), then the
+  embedded servers, and leaves no process behind. Variables missing from the environment are
+  taken from ``.env`` (see ``service.core.settings``).
+- ``dev``: ``run`` with debug logging in text, restarting the API and the worker when a Python
+  file under ``service/`` (or a ``RELOAD_DIRS`` directory) changes (``service.cli.dev``).
 - ``serve``: Hypercorn with ``hypercorn.toml``, bind and worker count from the environment
   (``BIND``, or ``HOST``/``PORT``; ``WEB_CONCURRENCY``, by default the container's CPU quota,
   see ``service.cli.concurrency``). ``SERVER=uvicorn`` (uvloop, httptools) or
@@ -12,9 +16,10 @@
   uvicorn serves HTTP/1.1 only; their access lines are their own (no route template or
   request id fields). They come with the ``servers`` extra (``pip install 'newsdesk[servers]'``).
 - ``migrate``: ``alembic upgrade head``.
-- ``worker [--settings module:Class]``: the arq worker, supervised
-  (``service.jobs.worker.main``): it survives Redis restarts and lets running jobs finish on
-  SIGTERM.
+- ``worker [--settings module:Class]``: the arq workers, supervised
+  (``service.jobs.worker.main``), one per role of ``WORKER_ROLES`` (interactive, bulk,
+  periodic: a queue each) on one event loop, or the one ``--settings`` names: they survive
+  Redis restarts and let running jobs finish on SIGTERM.
 - ``create-user --email E --name N``: a user; the password comes from ``NEWSDESK_PASSWORD``,
   else a prompt (or the first line of a piped stdin). Prints the new user's id.
 - ``create-api-key --email E --name N``: an API key for that user, printed once with its
@@ -43,11 +48,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from service.cli import healthcheck, metrics_dir
+from dotenv import dotenv_values
+
+from service.cli import dev, healthcheck, metrics_dir
 from service.cli.admin import count_arg, data_command, positive_arg
 from service.cli.concurrency import default_workers
 from service.cli.embedded import EmbeddedPostgres, EmbeddedRedis, die_with_parent
-from service.core.logs import configure_logging
+from service.core.logs import configure_logging, default_log_format
+from service.core.settings import env_file
 
 log = logging.getLogger("service.cli.commands")
 BIN = Path(sys.executable).parent
@@ -58,6 +66,7 @@ def serve() -> int:
     from hypercorn.config import Config
     from hypercorn.run import run
 
+    from service.cli import master
     from service.web.access_log import AccessLogger
 
     config = Config.from_toml(os.environ.get("HYPERCORN_CONFIG", "hypercorn.toml"))
@@ -79,8 +88,10 @@ def serve() -> int:
     log.info("serving with %d %s worker(s): %s", config.workers, SERVERS[server], why)
     # Every worker records its metrics in one directory, clean, that /metrics merges.
     with metrics_dir.prepared():
-        if server == "hypercorn":
+        if server == "hypercorn" and (config.use_reloader or config.workers == 0):
             return int(run(config) or 0)
+        if server == "hypercorn":  # our master: every worker finishes on SIGTERM
+            return master.serve(config)
         _serve_with(server, config)
         return 0
 
@@ -153,17 +164,60 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _Stop(signal.Signals(signum).name)
 
 
-def run_stack(data_dir: Path) -> int:
-    """Embedded servers (when needed), migrations, API and worker; stop all on a signal."""
-    configure_logging("INFO")
+def _stack_env(reload: bool) -> dict[str, str]:
+    """The environment the stack's processes get: the process's own, over the dotenv file the
+    settings read (``.env``, see ``service.core.settings``), over ``dev``'s defaults."""
+    env: dict[str, str] = dict(dev.DEFAULTS) if reload else {}
+    path = env_file()
+    if path and Path(path).is_file():
+        env.update({k: v for k, v in dotenv_values(path).items() if v is not None})
+    env.update(os.environ)
+    return env
+
+
+def _start(command: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "service", command],
+        env=env,
+        start_new_session=True,  # Ctrl-C reaches this process only; it stops the rest in order
+        preexec_fn=die_with_parent,
+    )
+
+
+def _stop_in_order(children: list[tuple[str, subprocess.Popen[bytes], float]]) -> None:
+    """SIGTERM each child in turn and wait for it to exit (killed after its timeout) before
+    the next one is signalled."""
+    for name, child, timeout in children:
+        if child.poll() is None:
+            log.info("stopping the %s (pid %d, SIGTERM)", name, child.pid)
+            child.terminate()
+            try:
+                child.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("the %s did not stop within %.0fs; killing it", name, timeout)
+                child.kill()
+                child.wait()
+        log.info("the %s has stopped (exit code %s)", name, child.returncode)
+
+
+def run_stack(data_dir: Path, *, reload: bool = False) -> int:
+    """Embedded servers (when needed), migrations, API and worker; stop all on a signal, the
+    API first, then the worker, then the embedded servers. ``reload``: ``python -m service
+    dev``, restarting the API and the worker when code changes (``service.cli.dev``)."""
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
-    env = dict(os.environ)
+    env = _stack_env(reload)
+    level = env.get("LOG_LEVEL", "INFO").upper()
+    configure_logging(
+        level if level in ("DEBUG", "WARNING", "ERROR") else "INFO",
+        default_log_format(env.get("ENV"), env.get("LOG_FORMAT")),
+    )
+    watched = dev.watch_paths(env) if reload else []
     port = env.get("PORT", "8000")
     env["BIND"] = f"127.0.0.1:{port}"
     postgres: EmbeddedPostgres | None = None
     redis: EmbeddedRedis | None = None
-    children: list[subprocess.Popen[bytes]] = []
+    children: list[tuple[str, subprocess.Popen[bytes], float]] = []
     try:
         if not env.get("DATABASE_URL"):
             postgres = EmbeddedPostgres(data_dir / "postgres").start()
@@ -181,50 +235,74 @@ def run_stack(data_dir: Path) -> int:
         api_env = {metrics_dir.VARIABLE: str((data_dir / "metrics").resolve()), **env}
         worker_env = {k: v for k, v in env.items() if k != metrics_dir.VARIABLE}
         worker_env.setdefault("WORKER_METRICS_HOST", "127.0.0.1")
-        for command, child_env in (
-            ([sys.executable, "-m", "service", "serve"], api_env),
-            ([sys.executable, "-m", "service", "worker"], worker_env),
-        ):
-            children.append(
-                subprocess.Popen(
-                    command, env=child_env, start_new_session=True, preexec_fn=die_with_parent
-                )
-            )
+        # Stopped in this order; the worker may take WORKER_SHUTDOWN_WAIT_SECONDS for its jobs
+        # and up to 30 s more to close.
+        worker_wait = float(env.get("WORKER_SHUTDOWN_WAIT_SECONDS", "20")) + 40
+
+        def start_all() -> None:
+            children.append(("API", _start("serve", api_env), 30.0))
+            children.append(("worker", _start("worker", worker_env), worker_wait))
+
+        start_all()
         base = f"http://127.0.0.1:{port}"
         worker_metrics = f"http://127.0.0.1:{worker_env.get('WORKER_METRICS_PORT', '9101')}"
-        if _wait_ready(base + "/readyz", children[0], 60):
+        if _wait_ready(base + "/readyz", children[0][1], 60):
             print(
                 f"\nNewsdesk is up.\n  API:        {base}/api/v1\n"
                 f"  API docs:   {base}/docs (OpenAPI: {base}/api/v1/openapi.json)\n"
                 f"  liveness:   {base}/healthz\n  readiness:  {base}/readyz\n"
                 f"  metrics:    {base}/metrics (worker: {worker_metrics}/metrics)\n"
-                "Ctrl-C stops the API, the worker and the embedded servers.\n",
+                + (
+                    f"Reloading on changes to Python files in: {', '.join(map(str, watched))}\n"
+                    if reload
+                    else ""
+                )
+                + "Ctrl-C stops the API, then the worker, then the embedded servers.\n",
                 flush=True,
             )
-        idle = threading.Event()  # never set: wait() is an interruptible pause
-        while all(child.poll() is None for child in children):
-            idle.wait(0.5)
-        log.error("a child process exited; stopping everything")
-        return 1
+        if not reload:
+            idle = threading.Event()  # never set: wait() is an interruptible pause
+            while all(child.poll() is None for _, child, _ in children):
+                idle.wait(0.5)
+            log.error("a child process exited; stopping everything")
+            return 1
+        reported: set[int] = set()
+        for changed in dev.changes(watched):
+            if changed:
+                shown = ", ".join(changed[:3]) + (
+                    f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+                )
+                log.info("changed: %s; restarting the API and the worker", shown)
+                _stop_in_order(children)
+                children.clear()
+                reported.clear()
+                start_all()
+                if _wait_ready(base + "/readyz", children[0][1], 60):
+                    log.info("reloaded: the API is ready on %s", base)
+                continue
+            for name, child, _ in children:
+                if child.poll() is not None and child.pid not in reported:
+                    reported.add(child.pid)
+                    log.error(
+                        "the %s exited (code %s); it starts again on the next change",
+                        name,
+                        child.returncode,
+                    )
+        return 0
     except _Stop as stop:
-        log.info("%s received; stopping", stop)
+        log.info("%s received; stopping the API, then the worker, then the servers", stop)
         return 0
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for child in children:
-            if child.poll() is None:
-                child.terminate()
-        for child in children:
-            try:
-                child.wait(30)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+        _stop_in_order(children)
         if redis is not None:
+            log.info("stopping embedded Redis")
             redis.stop()
         if postgres is not None:
+            log.info("stopping embedded PostgreSQL")
             postgres.stop()
+        log.info("stopped")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,13 +314,18 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="the local stack in the foreground")
     run_parser.add_argument("--data-dir", type=Path, default=Path(".data"))
+    dev_parser = commands.add_parser(
+        "dev", help="the local stack, restarted on code changes, with debug logging"
+    )
+    dev_parser.add_argument("--data-dir", type=Path, default=Path(".data"))
     commands.add_parser("serve", help="Hypercorn with hypercorn.toml (SERVER=uvicorn|granian)")
     commands.add_parser("migrate", help="alembic upgrade head")
     worker_parser = commands.add_parser("worker", help="the arq worker, supervised")
     worker_parser.add_argument(
         "--settings",
-        default="worker:WorkerSettings",
-        help="the arq WorkerSettings class, as module:Class (default worker:WorkerSettings)",
+        default=None,
+        help="one arq WorkerSettings class, as module:Class (default: a worker per role of "
+        "WORKER_ROLES: worker:InteractiveSettings, worker:BulkSettings, worker:PeriodicSettings)",
     )
     user_parser = commands.add_parser(
         "create-user", help="create a user (password from NEWSDESK_PASSWORD or a prompt)"
@@ -265,8 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command in ("create-user", "create-api-key", "seed"):
         return data_command(args)
-    if args.command == "run":
-        return run_stack(args.data_dir)
+    if args.command in ("run", "dev"):
+        return run_stack(args.data_dir, reload=args.command == "dev")
     if args.command == "serve":
         return serve()
     if args.command == "healthcheck":
@@ -279,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.pop(metrics_dir.VARIABLE, None)
         from service.jobs import worker  # its settings are read at import
 
+        if args.settings is None:
+            return worker.main()  # a worker per role of WORKER_ROLES
         module, _, name = args.settings.partition(":")
         return worker.main(getattr(importlib.import_module(module), name or "WorkerSettings"))
     migrate()

@@ -70,13 +70,14 @@ def check_api(environ: dict[str, str], timeout: float) -> int:
 
 
 def check_worker() -> int:
-    """arq's check of the health record the worker of ``service.jobs.worker`` keeps in Redis."""
+    """arq's check of the health record each worker of ``service.jobs.worker`` keeps in Redis,
+    one per role of ``WORKER_ROLES``: unhealthy when one is missing."""
     from arq.worker import check_health
 
-    from service.jobs.worker import WorkerSettings
+    from service.jobs.worker import role_settings, settings
 
-    settings: Any = WorkerSettings  # a plain class with arq's attributes, as `arq` takes it
-    return int(check_health(settings))
+    classes: list[Any] = role_settings(settings.worker_roles)  # as `arq --check` takes them
+    return max(int(check_health(cls)) for cls in classes)
 
 
 def run(role: str = "auto", timeout: float = 3.0) -> int:

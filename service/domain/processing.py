@@ -140,16 +140,19 @@ async def process(
 
 
 async def stale_pending(
-    session: AsyncSession, older_than_seconds: int, limit: int = 1000
+    session: AsyncSession, older_than_seconds: int, *, after_id: int = 0, limit: int = 1000
 ) -> list[tuple[int, int]]:
-    """``(id, version)`` of articles pending for longer than ``older_than_seconds``."""
+    """``(id, version)`` of up to ``limit`` articles pending for longer than
+    ``older_than_seconds``, by id, from the first id past ``after_id``: pass the last id of
+    one page to read the next (keyset pagination)."""
     rows = await session.execute(
         select(Article.id, Article.version)
         .where(
             Article.status == PENDING,
             Article.updated_at < func.now() - timedelta(seconds=older_than_seconds),
+            Article.id > after_id,
         )
-        .order_by(Article.updated_at)
+        .order_by(Article.id)
         .limit(limit)
     )
     return [(row.id, row.version) for row in rows]

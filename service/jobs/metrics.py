@@ -15,8 +15,9 @@ Besides the worker's pool and Redis figures (``service.infra.metrics``):
   (``completed``, ``retried``, ``failed``, or ``cancelled``: timed out or stopped);
 * ``view_flush_batch_size`` (articles per flushed batch) and ``view_flush_views_total``;
 * read from Redis at each scrape, the same from every worker replica (aggregate them with
-  ``max``, not ``sum``): ``job_queue_depth`` by ``state`` (``ready``, or ``deferred`` to a
-  later time), ``views_pending_articles`` (articles with views not yet flushed),
+  ``max``, not ``sum``): ``job_queue_depth`` by ``queue`` (``interactive``, ``bulk``,
+  ``periodic``) and ``state`` (``ready``, or ``deferred`` to a later time),
+  ``views_pending_articles`` (articles with views not yet flushed),
   ``view_flush_last_success_timestamp_seconds`` and ``view_flush_lag_seconds`` (since the
   last successful flush, by any worker). A scrape while Redis is down omits these.
 """
@@ -30,7 +31,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from arq.constants import default_queue_name
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from prometheus_client import REGISTRY, Counter, Histogram
@@ -75,27 +75,38 @@ def record_flush(articles: int, views: int) -> None:
     VIEW_FLUSH_VIEWS.inc(views)
 
 
+# Each job queue by the name its depth is labelled with.
+QUEUES = {
+    "interactive": keys.QUEUE_INTERACTIVE,
+    "bulk": keys.QUEUE_BULK,
+    "periodic": keys.QUEUE_PERIODIC,
+}
+
+
 @dataclass(frozen=True)
 class QueueFigures:
-    ready: int
-    deferred: int
+    ready: dict[str, int]  # by queue label
+    deferred: dict[str, int]
     pending_articles: int
     flushed_at: float | None
     read_at: float
 
 
-async def read_queue_figures(redis: Redis, queue: str = default_queue_name) -> QueueFigures:
-    """The queue and view-flush figures, in one round trip."""
+async def read_queue_figures(redis: Redis) -> QueueFigures:
+    """The queues' and view-flush figures, in one round trip."""
     now = time.time()
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.zcard(queue)
-        pipe.zcount(queue, "-inf", int(now * 1000))  # arq scores a job by its run time, in ms
+        for queue in QUEUES.values():
+            pipe.zcard(queue)
+            pipe.zcount(queue, "-inf", int(now * 1000))  # arq scores a job by its run time, ms
         pipe.hlen(keys.VIEWS_PENDING)
         pipe.get(keys.VIEWS_FLUSHED_AT)
-        total, ready, pending, flushed_at = await pipe.execute()
+        *depths, pending, flushed_at = await pipe.execute()
+    totals = dict(zip(QUEUES, depths[0::2], strict=True))
+    ready = {label: int(n) for label, n in zip(QUEUES, depths[1::2], strict=True)}
     return QueueFigures(
-        ready=int(ready),
-        deferred=int(total) - int(ready),
+        ready=ready,
+        deferred={label: int(totals[label]) - ready[label] for label in QUEUES},
         pending_articles=int(pending),
         flushed_at=float(flushed_at) if flushed_at else None,
         read_at=now,
@@ -113,10 +124,11 @@ class QueueCollector(Collector):
         if figures is None:
             return
         depth = GaugeMetricFamily(
-            "job_queue_depth", "Jobs waiting in the queue, by state.", labels=["state"]
+            "job_queue_depth", "Jobs waiting, by queue and state.", labels=["queue", "state"]
         )
-        depth.add_metric(["ready"], figures.ready)
-        depth.add_metric(["deferred"], figures.deferred)
+        for label in QUEUES:
+            depth.add_metric([label, "ready"], figures.ready[label])
+            depth.add_metric([label, "deferred"], figures.deferred[label])
         yield depth
         yield GaugeMetricFamily(
             "views_pending_articles",

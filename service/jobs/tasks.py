@@ -21,7 +21,7 @@ from service.core import keys
 from service.domain import processing, view_counts
 from service.domain.password_reset import PASSWORD_RESET, send_password_reset
 from service.domain.text_analysis import analyse
-from service.infra.queue import enqueue
+from service.infra.queue import submit
 from service.infra.resources import Resources
 from service.jobs.metrics import record_flush
 from service.jobs.runner import job
@@ -59,8 +59,9 @@ async def flush_views(ctx: dict[str, Any]) -> int:
         await res.redis.set(keys.VIEWS_FLUSHED_AT, time.time())  # for the flush lag metric
         return 0
     added = await view_counts.apply(res.sessionmaker, batch, res.settings.view_flush_batch)
-    generations = [keys.article_generation(i) for i in batch.counts]
-    await view_counts.release(res.redis, batch, [*generations, keys.ARTICLES_GENERATION])
+    # A view is not an edit: articles and list pages stay cached (their bodies hold no count,
+    # or one as of their caching); only the popular ranking, which is ordered by views, moves.
+    await view_counts.release(res.redis, batch, [keys.POPULAR_GENERATION])
     await res.redis.set(keys.VIEWS_FLUSHED_AT, time.time())
     record_flush(len(batch.counts), added)
     if added:
@@ -103,33 +104,61 @@ async def process_article(ctx: dict[str, Any], article_id: int, version: int) ->
     return outcome
 
 
+# Articles read per query by the sweeper (keyset pages by id).
+SWEEP_PAGE = 1000
+
+
 @job
-async def sweep_pending(ctx: dict[str, Any]) -> int:
-    """Enqueue every article pending for longer than ``PROCESS_STALE_SECONDS`` (its job was
-    lost, e.g. Redis was down when it was written); returns how many were found."""
+async def sweep_pending(ctx: dict[str, Any]) -> dict[str, int]:
+    """Enqueue again every article pending for longer than ``PROCESS_STALE_SECONDS`` (its job
+    was lost, e.g. Redis was down when it was written), all of them, ``SWEEP_PAGE`` at a time.
+
+    Returns and logs what became of them: ``enqueued`` (a job put on the bulk queue) and
+    ``already_queued`` (arq refused it: the job with its id is still queued, e.g. behind a
+    backlog, running, or finished within the minute its result is kept). When Redis fails
+    midway the sweep stops there (logged); the next one starts over."""
     res = _resources(ctx)
     assert res.sessionmaker is not None
-    async with res.sessionmaker() as session:
-        stale = await processing.stale_pending(session, res.settings.process_stale_seconds)
-    for article_id, version in stale:
-        await enqueue(
-            res,
-            "process_article",
-            article_id,
-            version,
-            job_id=keys.process_job_id(article_id, version),
+    counts = {"enqueued": 0, "already_queued": 0}
+    after_id = 0
+    stopped = False
+    while not stopped:
+        async with res.sessionmaker() as session:
+            page = await processing.stale_pending(
+                session, res.settings.process_stale_seconds, after_id=after_id, limit=SWEEP_PAGE
+            )
+        for article_id, version in page:
+            outcome = await submit(
+                res,
+                "process_article",
+                article_id,
+                version,
+                job_id=keys.process_job_id(article_id, version),
+            )
+            if outcome == "unavailable":
+                stopped = True
+                break
+            counts["enqueued" if outcome == "queued" else "already_queued"] += 1
+        if len(page) < SWEEP_PAGE:
+            break
+        after_id = page[-1][0]
+    if any(counts.values()) or stopped:
+        log.info(
+            "sweeper: %d pending article(s) enqueued again, %d already queued%s",
+            counts["enqueued"],
+            counts["already_queued"],
+            "; stopped: Redis is unavailable" if stopped else "",
         )
-    if stale:
-        log.info("sweeper: %d pending article(s) enqueued again", len(stale))
-    return len(stale)
+    return counts
 
 
 # --- mail -----------------------------------------------------------------------------------
 
 
 @job
-async def send_email(ctx: dict[str, Any], kind: str, to: str) -> str:
-    """Send the mail of ``kind`` to the address ``to`` (``service.domain.password_reset``).
+async def send_email(ctx: dict[str, Any], kind: str, to: str, link: str | None = None) -> str:
+    """Send the mail of ``kind`` to the address ``to`` (``service.domain.password_reset``);
+    ``link`` is the template of the link in it, made by the request that asked for the mail.
 
     Returns ``sent`` or ``skipped`` (kept by arq as the job's result: never the token)."""
     if kind != PASSWORD_RESET:
@@ -137,7 +166,7 @@ async def send_email(ctx: dict[str, Any], kind: str, to: str) -> str:
         return "skipped"
     res = _resources(ctx)
     try:
-        sent = await send_password_reset(res, to, now=time.time())
+        sent = await send_password_reset(res, to, now=time.time(), link=link)
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
         # The mail server (or the database) is unreachable: try again later, up to arq's
         # max_tries. (Should the server have taken the message after all, the user gets two

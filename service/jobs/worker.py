@@ -1,22 +1,38 @@
-"""The arq worker's settings and process. ``python -m service worker`` runs it supervised (it
-survives Redis restarts and stops gently on SIGTERM, ``service.jobs.supervisor``);
-``arq worker.WorkerSettings`` runs it bare (the top-level ``worker.py`` re-exports this
-module's ``WorkerSettings``); ``arq --check worker.WorkerSettings`` is its liveness probe.
+"""The arq workers' settings and process: one worker per queue (``service.core.keys``).
 
-The worker builds its own ``Resources`` (engines, Redis) on its own event loop at start-up
-and closes them at shutdown; settings come from the same environment as the API. The
-supervised process also serves its metrics on ``WORKER_METRICS_PORT`` (``service.jobs.metrics``).
+Three roles, so periodic and interactive work never waits behind a backlog of bulk work:
+
+* ``interactive`` (``InteractiveSettings``): mail (``send_email``) and ``ping``;
+* ``bulk`` (``BulkSettings``, also ``WorkerSettings``): ``process_article``, on arq's default
+  queue, where jobs queued before the queues were split are found: it also runs those
+  (mail and cron jobs included);
+* ``periodic`` (``PeriodicSettings``): the cron jobs. arq enqueues a cron job on the queue of
+  the worker that schedules it, so this queue holds nothing else.
+
+``python -m service worker`` runs one arq worker per role of ``WORKER_ROLES`` (default all
+three) on one event loop, each supervised (it survives Redis restarts and stops gently on
+SIGTERM, ``service.jobs.supervisor``); a deployment may run one role per process. The plain
+arq CLI runs one role bare: ``arq worker.InteractiveSettings``, ``arq worker.BulkSettings``
+(``arq worker.WorkerSettings``), ``arq worker.PeriodicSettings``; ``arq --check`` with the
+same class is that role's liveness probe.
+
+The workers of a process share one ``Resources`` (engines, Redis), built on the process's
+event loop by the first to start and closed by the last to stop; settings come from the same
+environment as the API. The supervised process also serves its metrics on
+``WORKER_METRICS_PORT`` (``service.jobs.metrics``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import Any
 
 from arq import cron, func
 from arq.connections import RedisSettings
 
+from service.core import keys
 from service.core.logs import configure_logging
 from service.core.redis_url import is_sentinel_url, parse_sentinel_url
 from service.core.settings import Settings
@@ -37,26 +53,52 @@ settings = Settings()
 configure_logging(settings.log_level, settings.resolved_log_format)
 
 
+class _Shared:
+    """The process's one ``Resources`` (and metrics sampler), counted by the workers using it."""
+
+    def __init__(self) -> None:
+        self.resources: Resources | None = None
+        self.sampler: metrics.Sampler | None = None
+        self.users = 0
+        self.lock = asyncio.Lock()
+
+    async def acquire(self) -> Resources:
+        async with self.lock:
+            if self.resources is None:
+                tracing.setup(tracing.WORKER_SERVICE)  # when OTEL_* asks for it; once
+                resources = Resources(settings, application_name="newsdesk-worker")
+                await resources.start()
+                self.resources = resources
+                if settings.metrics_enabled:
+                    metrics.instrument(resources)
+                    self.sampler = metrics.Sampler(resources, settings.metrics_sample_seconds)
+                    self.sampler.start()
+            self.users += 1
+            return self.resources
+
+    async def release(self) -> None:
+        async with self.lock:
+            self.users -= 1
+            if self.users > 0:
+                return
+            sampler, self.sampler = self.sampler, None
+            resources, self.resources = self.resources, None
+            if sampler is not None:
+                await sampler.stop()
+            if resources is not None:
+                await resources.close()
+
+
+_shared = _Shared()
+
+
 async def startup(ctx: dict[str, Any]) -> None:
-    tracing.setup(tracing.WORKER_SERVICE)  # when OTEL_* asks for it; once per process
-    resources = Resources(settings, application_name="newsdesk-worker")
-    await resources.start()
-    ctx["resources"] = resources
-    if settings.metrics_enabled:
-        metrics.instrument(resources)
-        ctx["metrics_sampler"] = sampler = metrics.Sampler(
-            resources, settings.metrics_sample_seconds
-        )
-        sampler.start()
+    ctx["resources"] = await _shared.acquire()
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    sampler: metrics.Sampler | None = ctx.pop("metrics_sampler", None)
-    if sampler is not None:
-        await sampler.stop()
-    resources: Resources | None = ctx.pop("resources", None)
-    if resources is not None:
-        await resources.close()
+    if ctx.pop("resources", None) is not None:
+        await _shared.release()
 
 
 def redis_settings_for(url: str) -> RedisSettings:
@@ -82,35 +124,82 @@ def _every(seconds: int) -> set[int]:
     return set(range(0, 60, seconds))
 
 
-class WorkerSettings:
-    functions: ClassVar[list[Any]] = [
+def _settings(name: str, **role: Any) -> Any:
+    """An arq settings class: what every role shares, then the role's own. (arq reads a
+    class's own ``__dict__``, not inherited attributes, so each gets all of them.)"""
+    common = {
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "redis_settings": redis_settings_for(settings.redis_url),
+        "job_timeout": settings.job_timeout_seconds,
+        "keep_result": settings.job_keep_result_seconds,
+        "health_check_interval": 10,
+    }
+    return type(name, (), {"__module__": __name__, **common, **role})
+
+
+# A finished job's id is kept for a minute only: the sweeper may enqueue it again.
+_process_article = func(process_article, max_tries=settings.process_max_tries, keep_result=60)
+
+InteractiveSettings = _settings(
+    "InteractiveSettings",
+    queue_name=keys.QUEUE_INTERACTIVE,
+    functions=[ping, send_email],
+    max_jobs=settings.worker_interactive_max_jobs,
+)
+
+BulkSettings = _settings(
+    "BulkSettings",
+    queue_name=keys.QUEUE_BULK,
+    functions=[
+        _process_article,
+        # Jobs queued on this (arq's default) queue before the queues were split.
         ping,
         send_email,
-        # A finished job's id is kept for a minute only: the sweeper may enqueue it again.
-        func(process_article, max_tries=settings.process_max_tries, keep_result=60),
-    ]
-    cron_jobs: ClassVar[list[Any]] = [
+        *(func(f, name=f"cron:{f.__name__}") for f in (flush_views, sweep_pending)),
+        func(prune_view_batches, name="cron:prune_view_batches"),
+    ],
+    max_jobs=settings.worker_max_jobs,
+)
+
+PeriodicSettings = _settings(
+    "PeriodicSettings",
+    queue_name=keys.QUEUE_PERIODIC,
+    functions=[ping],
+    cron_jobs=[
         cron(flush_views, second=_every(settings.view_flush_seconds), run_at_startup=True),
         cron(sweep_pending, second=_every(settings.process_sweep_seconds), run_at_startup=True),
         cron(prune_view_batches, hour={3}, minute={17}, second={0}),
-    ]
-    on_startup = startup
-    on_shutdown = shutdown
-    redis_settings = redis_settings_for(settings.redis_url)
-    max_jobs = settings.worker_max_jobs
-    job_timeout = settings.job_timeout_seconds
-    keep_result = settings.job_keep_result_seconds
-    health_check_interval = 10
+    ],
+    max_jobs=settings.worker_periodic_max_jobs,
+)
+
+# What `arq worker.WorkerSettings` (and `arq --check worker.WorkerSettings`) has always named:
+# the worker of arq's default queue, now the bulk one.
+WorkerSettings = BulkSettings
+
+ROLES: dict[str, Any] = {
+    "interactive": InteractiveSettings,
+    "bulk": BulkSettings,
+    "periodic": PeriodicSettings,
+}
 
 
-def main(settings_cls: Any = WorkerSettings) -> int:
-    """The supervised worker process (one event loop for its whole life)."""
+def role_settings(roles: Sequence[str]) -> list[Any]:
+    """The settings classes of ``roles`` (``WORKER_ROLES``), one arq worker each."""
+    return [ROLES[role] for role in roles]
+
+
+def main(settings_cls: Any = None) -> int:
+    """The supervised worker process (one event loop for its whole life): a worker per role
+    of ``WORKER_ROLES``, or of ``settings_cls`` alone when given."""
     logging.getLogger("arq").propagate = True  # no arq CLI here to print its lines
-    with asyncio.Runner() as runner:  # the process's one loop, closed when the worker stops
-        return runner.run(_serve_and_supervise(settings_cls))
+    classes = [settings_cls] if settings_cls is not None else role_settings(settings.worker_roles)
+    with asyncio.Runner() as runner:  # the process's one loop, closed when the workers stop
+        return runner.run(_serve_and_supervise(classes))
 
 
-async def _serve_and_supervise(settings_cls: Any) -> int:
+async def _serve_and_supervise(classes: list[Any]) -> int:
     """The metrics port for the life of the process; the arq worker, supervised, inside it."""
     server = None
     if settings.metrics_enabled and settings.worker_metrics_port:
@@ -119,7 +208,7 @@ async def _serve_and_supervise(settings_cls: Any) -> int:
         )
         await server.start()
     try:
-        return await supervise(settings_cls, shutdown_wait=settings.worker_shutdown_wait_seconds)
+        return await supervise(classes, shutdown_wait=settings.worker_shutdown_wait_seconds)
     finally:
         if server is not None:
             await server.close()

@@ -211,13 +211,27 @@ def test_service_autoscaler_and_budget_select_the_api() -> None:
 # --- the worker and migrations ---------------------------------------------------------------
 
 
-def test_worker_probe_is_arqs_check_and_its_grace_outlasts_the_job_wait() -> None:
-    pod = _pod_specs()["newsdesk-worker"]
-    container = _container("newsdesk-worker")
-    check = ["arq", "--check", "worker.WorkerSettings"]
+WORKER_ROLES = {
+    "interactive": "InteractiveSettings",
+    "bulk": "BulkSettings",
+    "periodic": "PeriodicSettings",
+}
+
+
+@pytest.mark.parametrize("role", WORKER_ROLES)
+def test_each_worker_role_has_its_deployment_probe_and_budget(role: str) -> None:
+    """One Deployment per queue, scaled apart: it serves its role only, its probe is arq's
+    check of that role's worker, its grace outlasts the job wait, its budget selects it."""
+    name = f"newsdesk-worker-{role}"
+    pod = _pod_specs()[name]
+    container = _container(name)
+    check = ["arq", "--check", f"worker.{WORKER_ROLES[role]}"]
     assert container["livenessProbe"]["exec"]["command"] == check
     assert container["startupProbe"]["exec"]["command"] == check
     assert container["command"] == ["python", "-m", "service", "worker"]
+    assert _env(container)["WORKER_ROLES"]["value"] == role
+    settings = Settings(_env_file=None, worker_roles=_env(container)["WORKER_ROLES"]["value"])
+    assert settings.worker_roles == [role]
     wait = int(
         _config().get(
             "WORKER_SHUTDOWN_WAIT_SECONDS",
@@ -225,12 +239,28 @@ def test_worker_probe_is_arqs_check_and_its_grace_outlasts_the_job_wait() -> Non
         )
     )
     assert pod["terminationGracePeriodSeconds"] > wait
-    labels = _one("Deployment", "newsdesk-worker")["spec"]["template"]["metadata"]["labels"]
-    pdb = _one("PodDisruptionBudget", "newsdesk-worker")["spec"]
+    deployment = _one("Deployment", name)
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    pdb = _one("PodDisruptionBudget", name)["spec"]
     assert pdb["selector"]["matchLabels"].items() <= labels.items()
+    # No other role's pods are selected by this one's Deployment or budget.
+    for other in set(WORKER_ROLES) - {role}:
+        theirs = _one("Deployment", f"newsdesk-worker-{other}")["spec"]["template"]["metadata"]
+        assert not pdb["selector"]["matchLabels"].items() <= theirs["labels"].items()
+        assert not deployment["spec"]["selector"]["matchLabels"].items() <= theirs["labels"].items()
     if "worker_metrics_port" in Settings.model_fields:
         (port,) = container["ports"]
         assert port["containerPort"] == Settings.model_fields["worker_metrics_port"].default
+
+
+def test_the_worker_deployments_serve_every_queue() -> None:
+    roles = {
+        _env(_container(name))["WORKER_ROLES"]["value"]
+        for name in _pod_specs()
+        if name.startswith("newsdesk-worker")
+    }
+    assert roles == set(Settings.model_fields["worker_roles"].default)
 
 
 def test_migration_job_runs_alembic_once() -> None:

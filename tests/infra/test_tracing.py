@@ -33,7 +33,7 @@ from service.core import logs
 from service.core.settings import Settings
 from service.core.types import ASGIApp
 from service.infra import tracing
-from service.infra.queue import enqueue
+from service.infra.queue import enqueue, queue_of
 from service.infra.resources import Resources
 from tests.support.api import account
 from tests.support.databases import ROOT, ServerStack
@@ -102,7 +102,7 @@ async def enqueued_kwargs(settings: Settings, job_id: str) -> dict[str, Any]:
         info = await Job(job_id, resources.redis).info()
         assert info is not None
         await resources.redis.delete(f"arq:job:{job_id}")
-        await resources.redis.zrem("arq:queue", job_id)
+        await resources.redis.zrem(queue_of("ping"), job_id)
         return dict(info.kwargs)
     finally:
         await resources.close()
