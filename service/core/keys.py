@@ -26,7 +26,18 @@ def article_entry(article_id: int) -> tuple[list[str], str]:
     return [article_generation(article_id)], f"cache:{{e}}:article:{article_id}:{{g1}}"
 
 
-POPULAR_ENTRY: tuple[list[str], str] = ([ARTICLES_GENERATION], "cache:{e}:popular:{g1}")
+def article_stale(article_id: int) -> str:
+    """The last body stored for one article, whatever its generation: served when the
+    database is unreachable and the current entry is missing (stale-if-error)."""
+    return f"stale:article:{article_id}"
+
+
+# The popular ranking follows the view counts: every view flush moves it on, as edits do.
+POPULAR_GENERATION = "gen:popular"
+POPULAR_ENTRY: tuple[list[str], str] = (
+    [ARTICLES_GENERATION, POPULAR_GENERATION],
+    "cache:{e}:popular:{g1}:{g2}",
+)
 
 
 def list_entry(query_digest: str) -> tuple[list[str], str]:
@@ -79,6 +90,12 @@ def views_replayed(token: str) -> str:
 
 
 # --- jobs (service.infra.queue, service.jobs) -----------------------------------------------
+# Three arq queues, each served by workers of its own role (service.jobs.worker), so periodic
+# and interactive work never waits behind a backlog of bulk work. The bulk queue keeps arq's
+# default name: jobs queued before the queues were split are still found and run there.
+QUEUE_INTERACTIVE = "arq:queue:interactive"  # a person is waiting: send_email, ping
+QUEUE_BULK = "arq:queue"  # as much as there is: process_article
+QUEUE_PERIODIC = "arq:queue:periodic"  # the cron jobs, enqueued by their own workers
 
 
 def process_job_id(article_id: int, version: int) -> str:

@@ -1,5 +1,10 @@
 """Configuration: one typed ``Settings`` object read from the environment (and ``.env``).
 
+A ``.env`` file in the working directory fills in what the environment does not set (the
+environment wins); ``ENV_FILE`` names another file instead, or none when empty (the tests set
+it empty, so a developer's ``.env`` cannot change their outcome). ``.env.example`` lists every
+variable with its default.
+
 Every variable is listed in the README's configuration table. Settings are read once, at
 start-up, by ``create_app`` (API), ``worker.py`` (arq) and ``alembic/env.py`` (migrations), so
 all three always agree on where PostgreSQL and Redis are.
@@ -8,6 +13,7 @@ all three always agree on where PostgreSQL and Redis are.
 from __future__ import annotations
 
 import functools
+import os
 import re
 from typing import Annotated, Literal
 
@@ -19,13 +25,26 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from service.core.logs import LogFormat, default_log_format
 from service.core.redis_url import is_sentinel_url, parse_sentinel_url
 
 DEFAULT_SECRET_KEY = "dev-insecure-change-me"
 MIN_SECRET_LENGTH = 32
+# Names the dotenv file read besides the environment; empty: none. Unset: ``.env``.
+ENV_FILE_VARIABLE = "ENV_FILE"
+
+
+def env_file() -> str | None:
+    """The dotenv file the settings read: ``ENV_FILE``, else ``.env``; ``None`` when empty."""
+    return os.environ.get(ENV_FILE_VARIABLE, ".env") or None
 
 
 _RATE = re.compile(r"\s*(\d+)\s*/\s*(second|minute|hour|day)\s*")
@@ -87,6 +106,10 @@ class Settings(BaseSettings):
     redis_socket_timeout: float = Field(2.0, gt=0)
     readiness_timeout: float = Field(1.0, gt=0)
     max_content_length: int = Field(1024 * 1024, ge=1)
+    # A request body must arrive at BODY_MIN_RATE bytes/s on average once BODY_GRACE_SECONDS
+    # of reading have passed, or it is answered 408 and its connection closed (0: no minimum).
+    body_min_rate: int = Field(240, ge=0)
+    body_grace_seconds: float = Field(5.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # "json" (one object per line, schema in service.core.logs) or "text"; unset: json when
     # ENV=production, text otherwise (resolved_log_format).
@@ -95,6 +118,9 @@ class Settings(BaseSettings):
     session_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
     cache_enabled: bool = True
     cache_ttl_article: int = Field(300, ge=1)
+    # How long an article's last cached body is kept to answer while the database is
+    # unreachable (stale-if-error); 0: never.
+    cache_stale_seconds: int = Field(86_400, ge=0)
     cache_ttl_list: int = Field(60, ge=1)
     cache_ttl_popular: int = Field(300, ge=1)
     cache_timeout: float = Field(0.25, gt=0)  # per Redis call made by the cache
@@ -122,7 +148,17 @@ class Settings(BaseSettings):
     process_sweep_seconds: int = Field(30, ge=1, le=60)
     process_stale_seconds: int = Field(60, ge=1)
     process_max_tries: int = Field(5, ge=1)
+    # The job queues a `python -m service worker` process serves, one arq worker each
+    # (comma-separated; service.jobs.worker): interactive (mail), bulk (article processing),
+    # periodic (the cron jobs). WORKER_MAX_JOBS is the bulk worker's concurrency.
+    worker_roles: Annotated[list[Literal["interactive", "bulk", "periodic"]], NoDecode] = [
+        "interactive",
+        "bulk",
+        "periodic",
+    ]
     worker_max_jobs: int = Field(10, ge=1)
+    worker_interactive_max_jobs: int = Field(10, ge=1)
+    worker_periodic_max_jobs: int = Field(4, ge=1)
     job_timeout_seconds: int = Field(300, ge=1)
     job_keep_result_seconds: int = Field(3600, ge=0)
     worker_shutdown_wait_seconds: int = Field(20, ge=0)  # in-flight jobs may finish on SIGTERM
@@ -137,8 +173,9 @@ class Settings(BaseSettings):
     mail_from: str = "Newsdesk <no-reply@newsdesk.invalid>"
     mail_outbox: str = ".data/outbox"
     password_reset_ttl_seconds: int = Field(3600, ge=60)
-    # Where the reset link points; {token} is replaced by the token.
-    password_reset_url: str = "http://127.0.0.1:8000/reset-password?token={token}"
+    # Where the reset link points; {token} is replaced by the token. Unset: the page this
+    # server serves, at the scheme, host and port the reset was asked on (service.web.pages).
+    password_reset_url: str | None = None
     rate_limit_reset: RateLimit = "5/hour"  # reset requests per e-mail address
 
     # Prometheus metrics (service.infra.metrics). Off: no /metrics, no per-request counting.
@@ -151,6 +188,23 @@ class Settings(BaseSettings):
     worker_metrics_host: str = "0.0.0.0"
     worker_metrics_port: int = Field(9101, ge=0, le=65535)
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The usual order (arguments, environment, dotenv file); ``ENV_FILE``, when set,
+        chooses the dotenv file (empty: none) unless the caller chose one (``_env_file``)."""
+        default = cls.model_config.get("env_file")
+        chosen = getattr(dotenv_settings, "env_file", default)
+        if ENV_FILE_VARIABLE in os.environ and chosen == default:
+            dotenv_settings = DotEnvSettingsSource(settings_cls, env_file=env_file())
+        return init_settings, env_settings, dotenv_settings, file_secret_settings
+
     @field_validator("database_url")
     @classmethod
     def _asyncpg_primary(cls, value: str) -> str:
@@ -161,12 +215,19 @@ class Settings(BaseSettings):
     def _asyncpg_replica(cls, value: str | None) -> str | None:
         return normalise_database_url(value) if value else None
 
-    @field_validator("trusted_proxies", "cors_origins", mode="before")
+    @field_validator("trusted_proxies", "cors_origins", "worker_roles", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("worker_roles")
+    @classmethod
+    def _some_roles_once(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("must name at least one of interactive, bulk, periodic")
+        return list(dict.fromkeys(value))
 
     @field_validator("view_flush_seconds", "process_sweep_seconds")
     @classmethod
@@ -177,7 +238,9 @@ class Settings(BaseSettings):
 
     @field_validator("password_reset_url")
     @classmethod
-    def _has_token(cls, value: str) -> str:
+    def _has_token(cls, value: str | None) -> str | None:
+        if not value:  # unset or empty: the link is built from the request
+            return None
         if "{token}" not in value:
             raise ValueError("must contain {token}")
         return value

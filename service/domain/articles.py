@@ -8,6 +8,12 @@ Lists are newest first, ``(published_at, id)`` descending, which the index
   PostgreSQL's estimate beyond (``total_is_estimate``), so no request counts a big table;
 - keyset pages (``cursor``): ``WHERE (published_at, id) < (cursor)``, the same cost at any
   depth.
+
+Both read one row more than the page holds: the page's ``next_cursor`` is None when nothing
+follows it, so a client walking the list stops without asking for an empty page.
+
+Edits and deletes may carry an ``IfMatch`` condition on the article's entity tag
+(``entity_tag``), compared whole and strongly (RFC 9110): a tag differing in any part is stale.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from sqlalchemy.ext.compiler import compiles
 from service.core.errors import Forbidden, InvalidInput, NotFound, StaleVersion
 from service.core.types import MAX_ID, ArticleStatus
 from service.domain.models import Article, User
-from service.domain.schemas import ArticlePublic, ArticleSummary, Author
+from service.domain.schemas import ArticleFields, ArticlePublic, ArticleSummary, Author
 
 EXACT_COUNT_LIMIT = 1_000
 MAX_OFFSET = 10_000
@@ -57,6 +63,44 @@ class Filters:
     q: str | None = None
 
 
+@dataclass(frozen=True)
+class Slice:
+    """One page of a list, and the cursor of the page after it (None: nothing follows)."""
+
+    articles: list[ArticleSummary]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class OffsetSlice(Slice):
+    """An offset page, with the number of matching articles (``estimated``: PostgreSQL's
+    estimate, not a count)."""
+
+    total: int
+    estimated: bool
+
+
+@dataclass(frozen=True)
+class IfMatch:
+    """An ``If-Match`` condition: the strong entity tags it names, or ``any_tag`` (``*``).
+
+    Weak tags are never listed: a weak tag matches no ``If-Match`` (RFC 9110, 13.1.1)."""
+
+    tags: frozenset[str] = frozenset()
+    any_tag: bool = False
+
+    def holds(self, current: str) -> bool:
+        """Strong comparison: the whole tag, character for character."""
+        return self.any_tag or current in self.tags
+
+
+def entity_tag(article: Article | ArticleFields) -> str:
+    """The opaque entity tag (unquoted) of an article's representation: its version (edits)
+    and processing status (which changes without an edit). Views are not part of the
+    representation, so reading an article never changes its tag."""
+    return f"{article.version}-{article.status}"
+
+
 _FIELDS = (
     "id",
     "title",
@@ -65,7 +109,6 @@ _FIELDS = (
     "tags",
     "status",
     "processing_error",
-    "views",
     "published_at",
     "updated_at",
     "version",
@@ -78,7 +121,8 @@ def _fields(source: Any) -> dict[str, Any]:
 
 
 def _summary(row: Any) -> ArticleSummary:
-    return ArticleSummary(**_fields(row), author=Author(id=row.author_id, name=row.author_name))
+    author = Author(id=row.author_id, name=row.author_name)
+    return ArticleSummary(**_fields(row), views=row.views, author=author)
 
 
 def _public(row: Any) -> ArticlePublic:
@@ -166,16 +210,16 @@ def _public_from(article: Article, author_name: str) -> ArticlePublic:
 
 
 async def _owned_for_update(
-    session: AsyncSession, *, article_id: int, caller_id: int, if_match: int | None
+    session: AsyncSession, *, article_id: int, caller_id: int, if_match: IfMatch | None
 ) -> Article:
     article = await session.get(Article, article_id, with_for_update=True)
     if article is None:
         raise NotFound(f"Article {article_id} does not exist.")
     if article.author_id != caller_id:
         raise Forbidden("Only the author may change this article.")
-    if if_match is not None and article.version != if_match:
+    if if_match is not None and not if_match.holds(entity_tag(article)):
         raise StaleVersion(
-            f"The article is at version {article.version}, not {if_match}; fetch it again."
+            f'The article has changed: its ETag is now "{entity_tag(article)}"; fetch it again.'
         )
     return article
 
@@ -186,7 +230,7 @@ async def update_article(
     article_id: int,
     caller: User,
     changes: dict[str, Any],
-    if_match: int | None,
+    if_match: IfMatch | None,
 ) -> ArticlePublic:
     """Apply ``changes`` as the author; bumps ``version``; new text goes back to pending."""
     article = await _owned_for_update(
@@ -205,7 +249,7 @@ async def update_article(
 
 
 async def delete_article(
-    session: AsyncSession, *, article_id: int, caller: User, if_match: int | None
+    session: AsyncSession, *, article_id: int, caller: User, if_match: IfMatch | None
 ) -> None:
     article = await _owned_for_update(
         session, article_id=article_id, caller_id=caller.id, if_match=if_match
@@ -226,9 +270,15 @@ async def get_article(session: AsyncSession, article_id: int) -> ArticlePublic |
     return _public(row) if row is not None else None
 
 
+async def stored_views(session: AsyncSession, article_id: int) -> int | None:
+    """The views flushed into PostgreSQL for an article (None: no such article)."""
+    found = await session.execute(select(Article.views).where(Article.id == article_id))
+    return found.scalar_one_or_none()
+
+
 async def list_page(
     session: AsyncSession, *, filters: Filters, page: int, per_page: int
-) -> tuple[list[ArticleSummary], int, bool]:
+) -> OffsetSlice:
     """One offset page, the total and whether the total is an estimate."""
     offset = (page - 1) * per_page
     if offset + per_page > MAX_OFFSET:
@@ -238,28 +288,32 @@ async def list_page(
             code="page_too_deep",
             why="too deep",
         )
-    rows = (await session.execute(_newest(filters).limit(per_page).offset(offset))).all()
+    rows = (await session.execute(_newest(filters).limit(per_page + 1).offset(offset))).all()
     total, estimated = await count_articles(session, filters)
-    return [_summary(row) for row in rows], total, estimated
+    page_slice = slice_of([_summary(row) for row in rows], per_page)
+    return OffsetSlice(page_slice.articles, page_slice.next_cursor, total, estimated)
 
 
 async def list_after(
     session: AsyncSession, *, filters: Filters, cursor: str | None, per_page: int
-) -> list[ArticleSummary]:
+) -> Slice:
     """One keyset page after ``cursor`` (from the newest when None)."""
     stmt = _newest(filters)
     if cursor is not None:
         published_at, article_id = decode_cursor(cursor)
         stmt = stmt.where(tuple_(Article.published_at, Article.id) < (published_at, article_id))
-    rows = (await session.execute(stmt.limit(per_page))).all()
-    return [_summary(row) for row in rows]
+    rows = (await session.execute(stmt.limit(per_page + 1))).all()
+    return slice_of([_summary(row) for row in rows], per_page)
 
 
-def next_cursor(articles: list[ArticleSummary], per_page: int) -> str | None:
-    if len(articles) < per_page:
-        return None
+def slice_of(fetched: list[ArticleSummary], per_page: int) -> Slice:
+    """The page in ``fetched`` (up to ``per_page + 1`` rows, in list order): its first
+    ``per_page`` articles, and a cursor after the last of them only if a row follows."""
+    articles = fetched[:per_page]
+    if len(fetched) <= per_page:
+        return Slice(articles, None)
     last = articles[-1]
-    return encode_cursor(last.published_at, last.id)
+    return Slice(articles, encode_cursor(last.published_at, last.id))
 
 
 class Explain(Executable, ClauseElement):

@@ -5,7 +5,7 @@ document. Inputs forbid unknown fields; every string input has a length bound.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -38,6 +38,10 @@ class Input(BaseModel):
 class Output(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
+    # True for a response holding a credential (a session token, an API key): it is sent
+    # with ``Cache-Control: no-store`` (``service.web.endpoint``).
+    carries_credential: ClassVar[bool] = False
+
 
 def _normalise_email(value: str) -> str:
     # EmailStr normalises the domain; the whole address is compared case-insensitively.
@@ -57,6 +61,16 @@ Tag = Annotated[
         pattern=r"^[\w][\w .+#-]*$",
     ),
 ]
+
+
+def _example(**fields: Any) -> ConfigDict:
+    """A request body's example in its schema: what the interactive docs send, accepted as is.
+    (The e-mail and password are the same throughout: register, then log in.)"""
+    return ConfigDict(json_schema_extra={"examples": [fields]})
+
+
+EXAMPLE_EMAIL = "ada@example.com"
+EXAMPLE_PASSWORD = "correct horse battery staple"
 
 
 # --- errors ---------------------------------------------------------------------------
@@ -79,6 +93,8 @@ class ErrorEnvelope(BaseModel):
 
 
 class UserCreate(Input):
+    model_config = _example(email=EXAMPLE_EMAIL, password=EXAMPLE_PASSWORD, name="Ada Lovelace")
+
     email: Email
     password: Password
     name: Name
@@ -92,17 +108,23 @@ class UserPublic(Output):
 
 
 class LoginRequest(Input):
+    model_config = _example(email=EXAMPLE_EMAIL, password=EXAMPLE_PASSWORD)
+
     email: Email
     password: Annotated[str, Field(min_length=1, max_length=128)]
 
 
 class SessionToken(Output):
+    carries_credential: ClassVar[bool] = True
+
     token: str
     token_type: Literal["bearer"] = "bearer"
     expires_at: datetime
 
 
 class ApiKeyCreate(Input):
+    model_config = _example(name="ci-deploy")
+
     name: Name
 
 
@@ -114,6 +136,8 @@ class ApiKeyPublic(Output):
 
 
 class ApiKeyCreated(ApiKeyPublic):
+    carries_credential: ClassVar[bool] = True
+
     key: str = Field(description="The key itself. It is shown this once and never again.")
 
 
@@ -133,6 +157,12 @@ def _unique(tags: list[str]) -> list[str]:
 
 
 class ArticleCreate(Input):
+    model_config = _example(
+        title="Harbour ferries return to the summer timetable",
+        content="From Monday the harbour ferries run every 20 minutes until midnight.",
+        tags=["transport", "harbour"],
+    )
+
     title: Title
     content: Content
     tags: Tags = []
@@ -142,6 +172,8 @@ class ArticleCreate(Input):
 
 class ArticleUpdate(Input):
     """Any subset of the fields; at least one."""
+
+    model_config = _example(title="Harbour ferries keep the summer timetable until October")
 
     title: Title | None = None
     content: Content | None = None
@@ -158,8 +190,8 @@ class Author(Output):
     name: str
 
 
-class ArticleSummary(Output):
-    """An article in a list: everything but its content."""
+class ArticleFields(Output):
+    """What every representation of an article holds."""
 
     id: int
     title: str
@@ -168,15 +200,38 @@ class ArticleSummary(Output):
     tags: list[str]
     status: ArticleStatus
     processing_error: str | None = None  # why processing failed, when status is failed
-    views: int
     author: Author
     published_at: datetime
     updated_at: datetime
     version: int
 
 
-class ArticlePublic(ArticleSummary):
+VIEWS_IN_LISTS = (
+    "Views counted when this list was cached (up to CACHE_TTL_LIST seconds earlier, "
+    "CACHE_TTL_POPULAR for the popular ranking, which is refreshed at every view flush); "
+    "GET /articles/{id}/views has the current count."
+)
+
+
+class ArticleSummary(ArticleFields):
+    """An article in a list: everything but its content, with its view count."""
+
+    views: int = Field(description=VIEWS_IN_LISTS)
+
+
+class ArticlePublic(ArticleFields):
+    """One article. Its view count is not part of it (a view is not an edit: reading an
+    article does not change it, so its ETag and cached copies stay valid); see
+    ``ArticleViews``."""
+
     content: str
+
+
+class ArticleViews(Output):
+    """An article's view count: those in PostgreSQL plus those not flushed there yet."""
+
+    id: int
+    views: int
 
 
 class ArticleListQuery(Input):
@@ -191,6 +246,9 @@ class ArticleListQuery(Input):
     ) = None
 
 
+NEXT_CURSOR = "The cursor of the next page; null on the last page (nothing follows)."
+
+
 class ArticlePage(Output):
     """Offset pagination (``page``, ``per_page``), the guide's shape, plus a cursor to go on."""
 
@@ -199,14 +257,14 @@ class ArticlePage(Output):
     total_is_estimate: bool
     pages: int
     current_page: int
-    next_cursor: str | None
+    next_cursor: str | None = Field(description=NEXT_CURSOR)
 
 
 class ArticleCursorPage(Output):
     """Keyset pagination (``cursor``): constant cost however deep."""
 
     articles: list[ArticleSummary]
-    next_cursor: str | None
+    next_cursor: str | None = Field(description=NEXT_CURSOR)
 
 
 class PopularArticles(Output):
@@ -217,6 +275,8 @@ class PopularArticles(Output):
 
 
 class PasswordResetRequest(Input):
+    model_config = _example(email=EXAMPLE_EMAIL)
+
     email: Email
 
 
@@ -228,7 +288,30 @@ class PasswordResetAccepted(Output):
 
 
 class PasswordResetConfirm(Input):
+    # The token comes from the e-mail: this one is well formed but not genuine (400).
+    model_config = _example(
+        token="eyJ1IjoxLCJmIjoiMDAwMCIsImUiOjB9.Zm9yZ2Vk", new_password="a brand new passphrase"
+    )
+
     token: Annotated[str, StringConstraints(min_length=1, max_length=512)] = Field(
         description="The token from the reset e-mail."
     )
     new_password: Password
+
+
+# --- operations ----------------------------------------------------------------------------
+
+
+class Liveness(Output):
+    """``/healthz``: the process answers."""
+
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(Output):
+    """``/readyz`` when every dependency answers (a 503 error names the ones down)."""
+
+    status: Literal["ready"] = "ready"
+    checks: dict[str, Literal["ok"]] = Field(
+        examples=[{"database": "ok", "database_read": "ok", "redis": "ok"}]
+    )

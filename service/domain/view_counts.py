@@ -15,8 +15,9 @@ repeat after a crash at any point:
    A chunk whose id is already there was applied before and is skipped: a replayed or
    duplicated batch changes nothing.
 3. *release*: the claimed batch is deleted (only if it is still the same batch), and the
-   cache generations of the flushed articles and of the lists move on, so a cached article
-   shows its new count within one flush interval.
+   popular ranking's cache generation moves on. Nothing else is invalidated: an article's
+   representation holds no view count (``GET /articles/{id}/views`` reads it), and list pages
+   show counts as of their caching (``CACHE_TTL_LIST``), so views never empty the cache.
 
 A worker killed with SIGKILL before step 2 commits leaves the batch claimed in Redis; one
 killed after leaves it claimed and recorded. Either way the next flush finishes it, and no
@@ -154,6 +155,22 @@ class Batch:
                 ids[start : start + size] for start in range(0, len(ids), size)
             )
         ]
+
+
+async def not_flushed(res: Resources, article_id: int) -> int:
+    """Views of ``article_id`` counted in Redis and not in PostgreSQL yet (those of a flush in
+    progress excepted: a count read during a flush may lag by that batch); 0 while Redis is
+    unreachable."""
+    cache = res.cache
+    if cache is None:
+        return 0
+    try:
+        found = await res.guard.call(
+            lambda: cache.redis.hget(keys.VIEWS_PENDING, str(article_id))  # type: ignore[arg-type,return-value]
+        )
+    except REDIS_FAILURES:
+        return 0
+    return int(found or 0)
 
 
 async def claim(redis: Redis) -> Batch | None:

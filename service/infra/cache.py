@@ -24,6 +24,7 @@ everything, as soon as Redis answers again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import secrets
@@ -41,7 +42,19 @@ from service.infra.guard import RedisGuard
 
 log = logging.getLogger(__name__)
 
-HIT, MISS, BYPASS = "HIT", "MISS", "BYPASS"
+HIT, MISS, BYPASS, STALE = "HIT", "MISS", "BYPASS", "STALE"
+
+
+@dataclass(frozen=True)
+class StaleIfError:
+    """Keep the last body of an entry at ``key`` for ``ttl`` seconds, whatever its generation,
+    and serve it when computing the entry fails with an error ``applies`` accepts (the
+    database is unreachable): RFC 5861's ``stale-if-error``."""
+
+    key: str
+    ttl: int
+    applies: Callable[[BaseException], bool]
+
 
 # KEYS: the generation keys, then (optionally) a rate-limit counter, then (optionally) a hash
 # for ``HitCount``; ARGV[1]: the key template with {e} and {g1}, {g2}...; ARGV[2]: lock token;
@@ -95,7 +108,8 @@ class Stats:
     export: Callable[[str, str], None] | None = None
 
     def count(self, endpoint: str, outcome: str) -> None:
-        self.counts[endpoint][outcome] += 1
+        counts = self.counts[endpoint]
+        counts[outcome] = counts.get(outcome, 0) + 1
         if self.export is not None:
             self.export(endpoint, outcome)
 
@@ -185,12 +199,15 @@ class ResponseCache:
         compute: Callable[[], Awaitable[bytes | None]],
         count: Count | None = None,
         on_count: Callable[[int], None] | None = None,
+        stale: StaleIfError | None = None,
     ) -> tuple[bytes | None, str]:
         """The cached body for ``template`` (computing and storing it on a miss) and the
         outcome. ``template`` holds ``{e}`` and ``{g1}``... for the epoch and the generations
         named by ``generations``; ``compute`` returns the body, or None to store nothing.
         ``count`` is incremented in the same round trip and ``on_count(count)`` called
-        with the result before anything is computed (it may raise, e.g. a 429)."""
+        with the result before anything is computed (it may raise, e.g. a 429). With
+        ``stale``, a failed computation may be answered with the last stored body (``STALE``).
+        """
         if not self.usable():
             self.stats.count(endpoint, BYPASS)
             return await compute(), BYPASS
@@ -219,13 +236,32 @@ class ResponseCache:
         self.stats.count(endpoint, MISS)
         try:
             body = await compute()
-        except BaseException:
+        except BaseException as exc:
             if lookup.key is not None and lookup.lock_token is not None:
                 await self._store(lookup.key, lookup.lock_token, None, ttl)  # unlock only
-            raise
+            served = await self._stale(stale, exc)
+            if served is None:
+                raise
+            self.stats.count(endpoint, STALE)
+            return served, STALE
         if lookup.key is not None and lookup.lock_token is not None:
-            await self._store(lookup.key, lookup.lock_token, body, ttl)
+            await self._store(lookup.key, lookup.lock_token, body, ttl, stale)
         return body, MISS
+
+    async def _stale(self, stale: StaleIfError | None, exc: BaseException) -> bytes | None:
+        """The last stored body under ``stale``, if ``exc`` is an error it covers."""
+        if stale is None or not isinstance(exc, Exception) or not stale.applies(exc):
+            return None
+        try:
+            found = await self._call(lambda: self.redis.get(stale.key))
+        except REDIS_FAILURES:
+            return None
+        return cast(bytes | None, found)
+
+    async def forget(self, key: str) -> None:
+        """Delete ``key`` (a stale copy of something deleted); best effort."""
+        with contextlib.suppress(*REDIS_FAILURES):
+            await self._call(lambda: self.redis.delete(key))
 
     def _eval(self, script: str, keys: list[str], args: list[str]) -> Awaitable[Any]:
         runner = self._scripts.get(script)
@@ -294,10 +330,14 @@ class ResponseCache:
                 return lookup
         return Lookup(MISS)  # waited long enough: compute without storing
 
-    async def _store(self, key: str, token: str, body: bytes | None, ttl: int) -> None:
+    async def _store(
+        self, key: str, token: str, body: bytes | None, ttl: int, stale: StaleIfError | None = None
+    ) -> None:
         try:
             if body is not None:
                 await self._call(lambda: self.redis.set(key, body, ex=ttl))
+                if stale is not None and stale.ttl > 0:
+                    await self._call(lambda: self.redis.set(stale.key, body, ex=stale.ttl))
             await self._call(lambda: self._eval(_UNLOCK, [keys.LOCK_PREFIX + key], [token]))
         except REDIS_FAILURES:
             pass  # the breaker has noted it; the lock expires by itself

@@ -15,12 +15,29 @@ from flask import Response, request
 from werkzeug.http import unquote_etag
 
 from service.core import keys
+from service.domain.articles import IfMatch
 from service.domain.rate_limits import Counter
-from service.infra.cache import Count
+from service.infra import db_errors
+from service.infra.cache import STALE, Count, StaleIfError
 from service.web import context
 from service.web.rate_limits import apply_count, enforce_counter
 
 Build = Callable[[], Awaitable[tuple[bytes, str] | None]]
+
+
+def parse_if_match(value: str) -> IfMatch:
+    """An ``If-Match`` field value (RFC 9110, 13.1.1): ``*``, or a list of entity tags, of
+    which only the strong ones (``"..."``) can ever match. Weak tags (``W/"..."``) and items
+    that are not entity tags (unquoted text) are dropped: a condition naming none matches
+    nothing."""
+    if value.strip() == "*":
+        return IfMatch(any_tag=True)
+    tags = {
+        item[1:-1]
+        for item in (part.strip() for part in value.split(","))
+        if len(item) >= 2 and item[0] == item[-1] == '"' and '"' not in item[1:-1]
+    }
+    return IfMatch(tags=frozenset(tags))
 
 
 def body_etag(body: bytes) -> str:
@@ -36,8 +53,13 @@ async def cached_response(
     ttl: int,
     build: Build,
     rate_limit: Counter | None = None,
+    stale_key: str | None = None,
 ) -> Response | None:
     """The response for a cacheable GET, or None when ``build`` found nothing (a 404).
+
+    With ``stale_key``, the last body stored is kept there for ``CACHE_STALE_SECONDS`` and
+    answered (``X-Cache: STALE``) when the database cannot be reached and the current entry
+    is missing.
 
     ``rate_limit`` is counted in the cache lookup's own Redis round trip (a hit costs one)."""
     cache = context.cache()
@@ -60,7 +82,12 @@ async def cached_response(
         compute=compute,
         count=count,
         on_count=(lambda n: apply_count(rate_limit, n)) if rate_limit else None,
+        stale=None
+        if stale_key is None
+        else StaleIfError(stale_key, context.settings().cache_stale_seconds, db_errors.unreachable),
     )
+    if outcome == STALE:
+        await context.abandon_transaction()
     if stored is None:
         return None
     raw_etag, body = keys.unpack_entry(stored)

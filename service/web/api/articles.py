@@ -11,7 +11,7 @@ from service.core import keys
 from service.core.errors import InvalidInput, NotFound
 from service.core.types import ArticleStatus
 from service.domain import articles as data
-from service.domain import rate_limits
+from service.domain import rate_limits, view_counts
 from service.domain.callers import Caller
 from service.domain.schemas import (
     ArticleCreate,
@@ -20,14 +20,20 @@ from service.domain.schemas import (
     ArticlePage,
     ArticlePublic,
     ArticleUpdate,
+    ArticleViews,
     PopularArticles,
 )
 from service.infra import queue
 from service.web import context
 from service.web.endpoint import endpoint, json_response
-from service.web.errors import APIError
-from service.web.http_cache import Build, body_etag, cached_response, invalidate_after_commit
-from service.web.rate_limits import client_ip
+from service.web.http_cache import (
+    Build,
+    body_etag,
+    cached_response,
+    invalidate_after_commit,
+    parse_if_match,
+)
+from service.web.rate_limits import client_ip, enforce_counter
 
 bp = Blueprint("articles", __name__, url_prefix="/api/v1/articles")
 
@@ -35,9 +41,9 @@ LISTS = keys.ARTICLES_GENERATION
 
 
 def _etag(article: ArticlePublic) -> str:
-    """Names the representation: the version (edits), the view count and the processing
-    status (both change without an edit). ``If-Match`` compares the version part only."""
-    return f'"{article.version}-{article.views}-{article.status}"'
+    """The strong ETag of the representation (``data.entity_tag``): version, view count and
+    processing status."""
+    return f'"{data.entity_tag(article)}"'
 
 
 def _with_etag(article: ArticlePublic, status: int = 200) -> Response:
@@ -46,18 +52,11 @@ def _with_etag(article: ArticlePublic, status: int = 200) -> Response:
     return response
 
 
-def _if_match() -> int | None:
-    """The version ``If-Match`` requires (None: no condition); 412 for a foreign ETag."""
-    if "If-Match" not in request.headers:
-        return None
-    condition = request.if_match
-    if condition.star_tag:
-        return None
-    for tag in condition.as_set():
-        version = tag.split("-", 1)[0]
-        if version.isdigit():
-            return int(version)
-    raise APIError(412, "precondition_failed", "If-Match names no version of this article.")
+def _if_match() -> data.IfMatch | None:
+    """The request's ``If-Match`` condition (None: no header). Only its strong tags can match;
+    the domain compares them whole with the article's current tag (412 when none does)."""
+    value = request.headers.get("If-Match")
+    return None if value is None else parse_if_match(value)
 
 
 def process_after_commit(article: ArticlePublic) -> None:
@@ -81,7 +80,11 @@ def _read_limit() -> rate_limits.Counter:
 
 
 async def _cached(
-    endpoint: str, entry: tuple[list[str], str], ttl: int, build: Build
+    endpoint: str,
+    entry: tuple[list[str], str],
+    ttl: int,
+    build: Build,
+    stale_key: str | None = None,
 ) -> Response | None:
     """The cached response of ``entry`` (generations, key template), read rate limit counted."""
     generations, template = entry
@@ -92,6 +95,7 @@ async def _cached(
         ttl=ttl,
         build=build,
         rate_limit=_read_limit(),
+        stale_key=stale_key,
     )
 
 
@@ -134,8 +138,9 @@ async def list_articles(query: ArticleListQuery) -> Response:
 
     Offset pages reach the first 10,000 articles; ``total`` is exact up to 1,000 matches and
     PostgreSQL's estimate beyond (``total_is_estimate``). Every page carries ``next_cursor``,
-    which continues at constant cost however deep. Filters: ``author_id``, ``tag`` and ``q``
-    (words at the start of title words, any case). Cached (``X-Cache``), with an ``ETag``.
+    which continues at constant cost however deep, and is null on the last page. Filters:
+    ``author_id``, ``tag`` and ``q`` (words at the start of title words, any case). Cached
+    (``X-Cache``), with an ``ETag``.
     """
     if query.cursor is not None and query.page is not None:
         raise InvalidInput.at(
@@ -162,23 +167,19 @@ async def _list_page(
 ) -> ArticlePage | ArticleCursorPage:
     session = context.db_session()  # cache fills read the primary (see service.web.http_cache)
     if query.cursor is not None:
-        items = await data.list_after(
+        after = await data.list_after(
             session, filters=filters, cursor=query.cursor, per_page=query.per_page
         )
-        return ArticleCursorPage(
-            articles=items, next_cursor=data.next_cursor(items, query.per_page)
-        )
+        return ArticleCursorPage(articles=after.articles, next_cursor=after.next_cursor)
     page = query.page or 1
-    items, total, estimated = await data.list_page(
-        session, filters=filters, page=page, per_page=query.per_page
-    )
+    found = await data.list_page(session, filters=filters, page=page, per_page=query.per_page)
     return ArticlePage(
-        articles=items,
-        total=total,
-        total_is_estimate=estimated,
-        pages=-(-total // query.per_page),
+        articles=found.articles,
+        total=found.total,
+        total_is_estimate=found.estimated,
+        pages=-(-found.total // query.per_page),
         current_page=page,
-        next_cursor=data.next_cursor(items, query.per_page),
+        next_cursor=found.next_cursor,
     )
 
 
@@ -210,12 +211,27 @@ async def read(article_id: int) -> Response:
         return article.model_dump_json().encode(), _etag(article)
 
     ttl = context.settings().cache_ttl_article
-    response = await _cached("article", keys.article_entry(article_id), ttl, build)
+    stale_key = keys.article_stale(article_id)
+    response = await _cached("article", keys.article_entry(article_id), ttl, build, stale_key)
     if response is None:
         raise NotFound(f"Article {article_id} does not exist.")
     if response.status_code == 200:
         await context.views().record(context.resources(), article_id)
     return response
+
+
+@bp.get("/<id:article_id>/views")
+@endpoint(response=ArticleViews, errors=(404, 429), tags=["articles"])
+async def views(article_id: int) -> ArticleViews:
+    """An article's view count: those flushed into PostgreSQL plus those still in Redis (a
+    view is counted when its read is answered; a flush in progress may hold a few back).
+    Not cached, and reading it is not a view."""
+    await enforce_counter(_read_limit())
+    stored = await data.stored_views(context.read_db_session(), article_id)
+    if stored is None:
+        raise NotFound(f"Article {article_id} does not exist.")
+    pending = await view_counts.not_flushed(context.resources(), article_id)
+    return ArticleViews(id=article_id, views=stored + pending)
 
 
 @bp.patch("/<id:article_id>")
@@ -229,10 +245,13 @@ async def read(article_id: int) -> Response:
 )
 async def edit(article_id: int, body: ArticleUpdate, caller: Caller) -> Response:
     """Change some fields (author only). Send ``If-Match`` with the ETag you read to be sure
-    nobody changed the article since; a stale one gets 412."""
+    nobody changed the article since; a stale one gets 412. The ETag is compared whole
+    (strong comparison): it also moves when the view count or processing status changes."""
     changes = body.changes()
     if not changes:
-        raise InvalidInput("Nothing to change: send at least one field.")
+        raise InvalidInput.at(
+            ["body"], "Nothing to change: send at least one field.", why="no field to change"
+        )
     article = await data.update_article(
         context.db_session(),
         article_id=article_id,
@@ -259,3 +278,4 @@ async def remove(article_id: int, caller: Caller) -> None:
         context.db_session(), article_id=article_id, caller=caller.user, if_match=_if_match()
     )
     invalidate_after_commit(keys.article_generation(article_id), LISTS)
+    context.after_commit(lambda: context.cache().forget(keys.article_stale(article_id)))
