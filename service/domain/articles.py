@@ -22,7 +22,7 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -169,7 +169,11 @@ def encode_cursor(published_at: datetime, article_id: int) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, int]:
-    """The position a cursor points after; 422 for anything that is not one of ours."""
+    """The position a cursor points after; 422 for anything that is not one of ours.
+
+    Every field is checked against what its column can hold before it reaches PostgreSQL: the
+    id within ``BIGINT`` ids (``MAX_ID``), the time zone-aware and representable in UTC (a
+    ``0001-01-01T00:00:00+14:00`` is year 0 in UTC, which no driver can send)."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         data = orjson.loads(raw)
@@ -181,7 +185,15 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
             or published_at.tzinfo is None
         ):
             raise ValueError(article_id)
-    except (ValueError, TypeError, KeyError, binascii.Error, orjson.JSONDecodeError):
+        published_at = published_at.astimezone(UTC)  # OverflowError past year 1 or 9999
+    except (
+        ValueError,
+        TypeError,
+        KeyError,
+        OverflowError,
+        binascii.Error,
+        orjson.JSONDecodeError,
+    ):
         raise InvalidInput.at(
             ["query", "cursor"],
             "The cursor is not valid; start again without it.",
