@@ -270,6 +270,15 @@ class Settings(BaseSettings):
                 "SECRET_KEY to a random value, e.g. the output of: "
                 "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
             )
+        if self.env == "production" and not self.password_reset_url:
+            # Built from the request's Host header, a reset link could point at any host a
+            # client names: someone asking a reset for another person's address would have
+            # the mail carry that person's token to their own site.
+            raise ValueError(
+                "PASSWORD_RESET_URL is not set; production will not start without it (the "
+                "link would otherwise follow the request's Host header). Set it to your public "
+                "reset page, e.g. https://news.example.com/reset-password?token={token}"
+            )
         return self
 
     @property

@@ -49,9 +49,21 @@ def test_production_refuses_a_missing_default_or_short_secret(secret: str | None
         Settings(env="production", _env_file=None, **kwargs)
 
 
+RESET = "https://news.example.com/reset-password?token={token}"
+
+
 def test_production_accepts_a_long_random_secret() -> None:
-    settings = Settings(env="production", secret_key="x" * 48, _env_file=None)
+    settings = Settings(
+        env="production", secret_key="x" * 48, password_reset_url=RESET, _env_file=None
+    )
     assert settings.env == "production"
+
+
+def test_production_refuses_a_reset_link_built_from_the_host_header() -> None:
+    with pytest.raises(ValidationError, match="PASSWORD_RESET_URL"):
+        Settings(env="production", secret_key="x" * 48, _env_file=None)
+    development = Settings(env="development", _env_file=None)
+    assert development.password_reset_url is None  # the page of the server asked
 
 
 def test_production_process_will_not_start_without_a_secret(tmp_path: Path) -> None:
