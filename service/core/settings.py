@@ -277,7 +277,7 @@ class Settings(BaseSettings):
             raise ValueError(
                 "PASSWORD_RESET_URL is not set; production will not start without it (the "
                 "link would otherwise follow the request's Host header). Set it to your public "
-                "reset page, e.g. https://news.example.com/reset-password?token={token}"
+                "reset page, e.g. https://news.example.com/reset-password#token={token}"
             )
         return self
 

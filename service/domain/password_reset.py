@@ -52,7 +52,7 @@ SALT = "password-reset"
 PASSWORD_RESET = "password_reset"  # the ``kind`` of mail ``send_email`` sends
 # The link of a mail whose job came without one (enqueued by an API from before ``link``)
 # while PASSWORD_RESET_URL is unset: the reset page of ``make run``'s default address.
-FALLBACK_LINK = "http://127.0.0.1:8000/reset-password?token={token}"
+FALLBACK_LINK = "http://127.0.0.1:8000/reset-password#token={token}"
 
 
 class InvalidResetToken(Exception):

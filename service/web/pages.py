@@ -77,4 +77,6 @@ def reset_link() -> str:
     configured = context.settings().password_reset_url
     if configured:
         return configured
-    return url_for("pages.reset_password", _external=True) + "?token={token}"
+    # In the fragment, the token never reaches a server: not this one's access log or traces,
+    # not a proxy's log, not a Referer (the page's script reads it and removes it).
+    return url_for("pages.reset_password", _external=True) + "#token={token}"
