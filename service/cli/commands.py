@@ -27,6 +27,8 @@
 - ``seed --count N [--authors A]``: N fake articles by A seed authors (``service.cli.seed``).
 - ``healthcheck [--role api|worker|migrate]``: the image's HEALTHCHECK; the role defaults to
   the container's main command (``service.cli.healthcheck``).
+- ``queue [--json]``: per job queue its depth, the age of its oldest job and whether a worker
+  runs it, and the view-flush lag, read from ``REDIS_URL`` (``service.cli.queue_status``).
 
 The last three use ``DATABASE_URL``; their errors (e-mail taken, unknown e-mail, invalid input,
 database unreachable) are one line on stderr and exit status 1.
@@ -50,7 +52,7 @@ from typing import Any
 
 from dotenv import dotenv_values
 
-from service.cli import dev, healthcheck, metrics_dir
+from service.cli import dev, healthcheck, metrics_dir, queue_status
 from service.cli.admin import count_arg, data_command, positive_arg
 from service.cli.concurrency import default_workers
 from service.cli.embedded import EmbeddedPostgres, EmbeddedRedis, die_with_parent
@@ -345,7 +347,13 @@ def main(argv: list[str] | None = None) -> int:
     seed_parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     health_parser = commands.add_parser("healthcheck", help="the image's HEALTHCHECK, per role")
     health_parser.add_argument("--role", choices=["auto", *healthcheck.ROLES], default="auto")
+    queue_parser = commands.add_parser(
+        "queue", help="job queue depth, oldest job age, workers and view-flush lag"
+    )
+    queue_parser.add_argument("--json", action="store_true", help="one JSON object")
     args = parser.parse_args(argv)
+    if args.command == "queue":
+        return queue_status.run(args.json)
     if args.command in ("create-user", "create-api-key", "seed"):
         return data_command(args)
     if args.command in ("run", "dev"):

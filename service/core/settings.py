@@ -162,6 +162,10 @@ class Settings(BaseSettings):
     job_timeout_seconds: int = Field(300, ge=1)
     job_keep_result_seconds: int = Field(3600, ge=0)
     worker_shutdown_wait_seconds: int = Field(20, ge=0)  # in-flight jobs may finish on SIGTERM
+    # A queue whose oldest ready job has waited longer (or views waiting longer to be flushed)
+    # is marked as backlogged by `python -m service queue`, /readyz and the example alerts
+    # (service.infra.backlog): on the bulk queue, the sign to add workers. Never refuses work.
+    queue_backlog_warn_seconds: int = Field(60, ge=1)
 
     # Mail: through SMTP when SMTP_HOST is set, else written as .eml files to MAIL_OUTBOX.
     smtp_host: str | None = None

@@ -11,15 +11,19 @@ of the arq worker; ``arq worker.WorkerSettings`` run bare serves none.
 
 Besides the worker's pool and Redis figures (``service.infra.metrics``):
 
-* ``job_runs_total`` and ``job_duration_seconds`` by ``function`` and ``outcome``
-  (``completed``, ``retried``, ``failed``, or ``cancelled``: timed out or stopped);
+* ``job_runs_total`` by ``function``, ``queue`` (the queue of the worker that ran it) and
+  ``outcome`` (``completed``, ``retried``, ``failed``, or ``cancelled``: timed out or
+  stopped), ``job_duration_seconds`` by ``function`` and ``outcome``;
 * ``view_flush_batch_size`` (articles per flushed batch) and ``view_flush_views_total``;
 * read from Redis at each scrape, the same from every worker replica (aggregate them with
   ``max``, not ``sum``): ``job_queue_depth`` by ``queue`` (``interactive``, ``bulk``,
   ``periodic``) and ``state`` (``ready``, or ``deferred`` to a later time),
+  ``job_queue_oldest_job_age_seconds`` and ``job_queue_running`` by ``queue``,
   ``views_pending_articles`` (articles with views not yet flushed),
-  ``view_flush_last_success_timestamp_seconds`` and ``view_flush_lag_seconds`` (since the
-  last successful flush, by any worker). A scrape while Redis is down omits these.
+  ``view_flush_last_success_timestamp_seconds``, ``view_flush_lag_seconds`` (since the last
+  successful flush, by any worker) and ``view_flush_oldest_pending_seconds`` (how old the
+  oldest view not yet flushed can be); definitions in ``service.infra.backlog``. A scrape
+  while Redis is down omits these.
 """
 
 from __future__ import annotations
@@ -29,7 +33,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
@@ -39,17 +42,19 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 from redis.asyncio import Redis
 
-from service.core import keys
 from service.core.errors import REDIS_FAILURES
 from service.core.settings import Settings
 from service.core.types import Message, Receive, Scope, Send
+from service.infra.backlog import Backlog, queue_label, read_backlog
 from service.infra.resources import close_redis, make_redis
 
 log = logging.getLogger(__name__)
 
 JOB_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
-JOB_RUNS = Counter("job_runs", "Job runs by function and outcome.", ["function", "outcome"])
+JOB_RUNS = Counter(
+    "job_runs", "Job runs by function, queue and outcome.", ["function", "queue", "outcome"]
+)
 JOB_DURATION = Histogram(
     "job_duration_seconds",
     "Job run time by function and outcome.",
@@ -64,9 +69,10 @@ VIEW_FLUSH_BATCH = Histogram(
 VIEW_FLUSH_VIEWS = Counter("view_flush_views", "Views moved from Redis into PostgreSQL.")
 
 
-def record_job(function: str, outcome: str, started: float) -> None:
-    """One run of ``function`` that began at ``started`` (``time.perf_counter()``)."""
-    JOB_RUNS.labels(function, outcome).inc()
+def record_job(function: str, outcome: str, started: float, queue: str | None = None) -> None:
+    """One run of ``function`` that began at ``started`` (``time.perf_counter()``) on the
+    worker of arq queue ``queue`` (its Redis key)."""
+    JOB_RUNS.labels(function, queue_label(queue), outcome).inc()
     JOB_DURATION.labels(function, outcome).observe(time.perf_counter() - started)
 
 
@@ -75,49 +81,11 @@ def record_flush(articles: int, views: int) -> None:
     VIEW_FLUSH_VIEWS.inc(views)
 
 
-# Each job queue by the name its depth is labelled with.
-QUEUES = {
-    "interactive": keys.QUEUE_INTERACTIVE,
-    "bulk": keys.QUEUE_BULK,
-    "periodic": keys.QUEUE_PERIODIC,
-}
-
-
-@dataclass(frozen=True)
-class QueueFigures:
-    ready: dict[str, int]  # by queue label
-    deferred: dict[str, int]
-    pending_articles: int
-    flushed_at: float | None
-    read_at: float
-
-
-async def read_queue_figures(redis: Redis) -> QueueFigures:
-    """The queues' and view-flush figures, in one round trip."""
-    now = time.time()
-    async with redis.pipeline(transaction=False) as pipe:
-        for queue in QUEUES.values():
-            pipe.zcard(queue)
-            pipe.zcount(queue, "-inf", int(now * 1000))  # arq scores a job by its run time, ms
-        pipe.hlen(keys.VIEWS_PENDING)
-        pipe.get(keys.VIEWS_FLUSHED_AT)
-        *depths, pending, flushed_at = await pipe.execute()
-    totals = dict(zip(QUEUES, depths[0::2], strict=True))
-    ready = {label: int(n) for label, n in zip(QUEUES, depths[1::2], strict=True)}
-    return QueueFigures(
-        ready=ready,
-        deferred={label: int(totals[label]) - ready[label] for label in QUEUES},
-        pending_articles=int(pending),
-        flushed_at=float(flushed_at) if flushed_at else None,
-        read_at=now,
-    )
-
-
 class QueueCollector(Collector):
     """Yields the figures the scrape read just before rendering (none if Redis failed)."""
 
     def __init__(self) -> None:
-        self.figures: QueueFigures | None = None
+        self.figures: Backlog | None = None
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         figures = self.figures
@@ -126,25 +94,46 @@ class QueueCollector(Collector):
         depth = GaugeMetricFamily(
             "job_queue_depth", "Jobs waiting, by queue and state.", labels=["queue", "state"]
         )
-        for label in QUEUES:
-            depth.add_metric([label, "ready"], figures.ready[label])
-            depth.add_metric([label, "deferred"], figures.deferred[label])
+        oldest = GaugeMetricFamily(
+            "job_queue_oldest_job_age_seconds",
+            "Seconds the oldest job due to run has waited, by queue (0: none due).",
+            labels=["queue"],
+        )
+        running = GaugeMetricFamily(
+            "job_queue_running",
+            "1 while a worker of the queue keeps its health record (written every 10 s).",
+            labels=["queue"],
+        )
+        for queue in figures.queues:
+            depth.add_metric([queue.name, "ready"], queue.ready)
+            depth.add_metric([queue.name, "deferred"], queue.deferred)
+            oldest.add_metric([queue.name], queue.oldest_job_age_seconds)
+            running.add_metric([queue.name], 1.0 if queue.running else 0.0)
         yield depth
+        yield oldest
+        yield running
         yield GaugeMetricFamily(
             "views_pending_articles",
             "Articles with views counted in Redis and not yet flushed.",
-            value=figures.pending_articles,
+            value=figures.views_pending_articles,
         )
-        if figures.flushed_at is not None:
+        lag = figures.view_oldest_pending_seconds
+        if lag is not None:
+            yield GaugeMetricFamily(
+                "view_flush_oldest_pending_seconds",
+                "How old the oldest view not yet flushed can be (0: none waits).",
+                value=lag,
+            )
+        if figures.view_flushed_at is not None:
             yield GaugeMetricFamily(
                 "view_flush_last_success_timestamp_seconds",
                 "When a view flush last succeeded (any worker).",
-                value=figures.flushed_at,
+                value=figures.view_flushed_at,
             )
             yield GaugeMetricFamily(
                 "view_flush_lag_seconds",
                 "Seconds since a view flush last succeeded (any worker).",
-                value=max(0.0, figures.read_at - figures.flushed_at),
+                value=max(0.0, figures.read_at - figures.view_flushed_at),
             )
 
 
@@ -209,7 +198,7 @@ class WorkerMetricsServer:
         redis = self._redis
         try:
             async with asyncio.timeout(self.settings.readiness_timeout):
-                QUEUE.figures = await read_queue_figures(redis)
+                QUEUE.figures = await read_backlog(redis)
         except REDIS_FAILURES as exc:
             QUEUE.figures = None
             log.warning("metrics: queue figures not read, Redis unavailable: %s", exc)

@@ -2,8 +2,8 @@
 
 ``job`` wraps a job function so its log lines carry its arq job id and the id of the request
 that caused it (``service.core.logs``), and counts its outcome (``completed``, ``retried``,
-``failed``, ``cancelled``: timed out or stopped) with its duration in the worker's metrics
-(``service.jobs.metrics``).
+``failed``, ``cancelled``: timed out or stopped) with its duration and the queue of the worker
+that ran it in the worker's metrics (``service.jobs.metrics``).
 """
 
 from __future__ import annotations
@@ -38,19 +38,21 @@ def job(func: Callable[..., Awaitable[R]]) -> Callable[..., Coroutine[Any, Any, 
         # arq runs each job in a task of its own: these context variables stay with it.
         current_request_id.set(request_id)
         current_job_id.set(str(ctx.get("job_id", "-")))
+        # The worker's own connection knows its queue (arq sets ctx["redis"] per worker).
+        queue = getattr(ctx.get("redis"), "default_queue_name", None)
         started = time.perf_counter()
         try:
             result = await func(ctx, *args, **kwargs)
         except Retry:
-            record_job(name, "retried", started)
+            record_job(name, "retried", started, queue)
             raise
         except Exception:
-            record_job(name, "failed", started)
+            record_job(name, "failed", started, queue)
             raise
         except BaseException:  # cancelled: arq's job timeout, or the worker stopping
-            record_job(name, "cancelled", started)
+            record_job(name, "cancelled", started, queue)
             raise
-        record_job(name, "completed", started)
+        record_job(name, "completed", started, queue)
         return result
 
     @functools.wraps(func)

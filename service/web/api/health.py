@@ -8,6 +8,7 @@ from flask import Blueprint, Response, abort, jsonify, request
 
 from service.infra import exposition
 from service.infra import metrics as process_metrics
+from service.infra.backlog import backlog_detail
 from service.infra.health import check_dependencies
 from service.web.context import resources
 from service.web.errors import error_response
@@ -23,8 +24,19 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 async def readyz() -> Response:
-    """Readiness: PostgreSQL (primary and read) and Redis answer within a short timeout."""
-    checks = await check_dependencies(resources())
+    """Readiness: PostgreSQL (primary and read) and Redis answer within a short timeout.
+
+    A ready body also shows the job queues and the view-flush lag (``service.infra.backlog``):
+    for the operator to read, never a reason to fail, since a backlog is not cured by taking
+    the API out of its load balancer (``queues`` and ``views`` are left out when Redis did
+    not answer that read in time)."""
+    res = resources()
+    checks, backlog = await asyncio.gather(
+        check_dependencies(res),
+        backlog_detail(
+            res.redis, res.settings.readiness_timeout, res.settings.queue_backlog_warn_seconds
+        ),
+    )
     down = [name for name, state in checks.items() if state != "ok"]
     if down:
         response = error_response(
@@ -35,7 +47,7 @@ async def readyz() -> Response:
         )
         response.headers["Retry-After"] = "5"
         return response
-    return jsonify(status="ready", checks=checks)
+    return jsonify(status="ready", checks=checks, **backlog)
 
 
 @bp.get("/metrics")
