@@ -27,7 +27,7 @@ from tests.support.live import LiveServer
 from tests.support.worker import WorkerProcess
 
 BACKLOG = int(os.environ.get("BACKLOG_JOBS", "100"))  # README figure: BACKLOG_JOBS=500
-WITHIN = 1800.0  # a bound for a stuck worker, far above any expected drain time
+WITHIN = 300.0  # a bound for a stuck worker, far above any expected drain time
 WORDS = [
     "council",
     "budget",
