@@ -51,6 +51,10 @@ def _worker(config: Config, sockets: Sockets, shutdown_event: Event) -> None:
     async def shutdown_trigger() -> None:
         await check_multiprocess_shutdown_event(shutdown_event, asyncio.sleep)
         drain.begin(config.graceful_timeout)
+        # Hypercorn closes keep-alive connections it sees idle as soon as this returns, and a
+        # request whose bytes have arrived but are not read yet would go with them. Answers
+        # say Connection: close from now on; a moment lets those requests be read and begun.
+        await asyncio.sleep(drain.quiesce_seconds(config.graceful_timeout))
 
     loop_factory = None
     if config.worker_class == "uvloop":

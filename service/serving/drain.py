@@ -5,6 +5,9 @@ From then on:
 
 * every response carries ``Connection: close``, so a keep-alive client opens its next request
   on another worker (or the next instance) instead of this closing one;
+* for ``quiesce_seconds`` the worker goes on serving as before (new connections included,
+  each answered once with ``Connection: close``), so that a request already sent on a
+  kept-alive connection is read before the server closes the connections it sees idle;
 * a request still running ``grace - CUT_MARGIN`` seconds later is cut: its task is cancelled
   (its greenlet rolls back and returns its connections), it is answered 503 with
   ``Retry-After`` if nothing was sent yet, and one line logs how many were cut. The cut
@@ -24,6 +27,14 @@ import time
 log = logging.getLogger(__name__)
 
 CUT_MARGIN = 1.0  # seconds before the server's graceful timeout
+QUIESCE_SECONDS = 2.0  # at most, before idle keep-alive connections are closed
+
+
+def quiesce_seconds(grace: float) -> float:
+    """How long a stopping worker keeps serving as before (answers with ``Connection:
+    close``) so that requests already sent on kept-alive connections are read, not dropped
+    with a connection closed as idle: ``QUIESCE_SECONDS``, at most a quarter of the grace."""
+    return min(QUIESCE_SECONDS, grace / 4)
 
 running: set[asyncio.Task[object]] = set()
 _cut: set[asyncio.Task[object]] = set()
