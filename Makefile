@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test-deps run dev test lint bench bench-quick bench-serving bench-pagination bench-cache bench-views bench-metrics bench-deps clean
+.PHONY: install test-deps run dev test lint bench bench-quick bench-serving bench-pagination bench-cache bench-views bench-metrics bench-deps faults clean
 
 # Create the virtual environment and install the project (again when pyproject.toml changes).
 $(STAMP): pyproject.toml
@@ -87,6 +87,12 @@ bench-views: bench-deps
 # Prometheus metrics on vs off on a cache hit, alternating rounds: docs/METRICS.md.
 bench-metrics: bench-deps
 	$(BIN)/python -m bench.metrics
+
+# The fault suite: PostgreSQL stopped, Redis killed, SIGTERM, the worker killed, slow bodies, a
+# held event loop, each under load against servers of its own (loopback, about 2 minutes on 2
+# cores): docs/FAULTS.md. Not part of `make test`.
+faults: $(STAMP)
+	$(BIN)/python -m bench.faults
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
