@@ -54,7 +54,7 @@ end
 """
 REPORT = ROOT / "docs" / "VIEWS.md"
 DESIGNS = {
-    "buffered counters": ("service.asgi:app", "worker:WorkerSettings"),
+    "buffered counters": ("service.asgi:app", "worker:PeriodicSettings"),  # the view flush
     "job per view": (
         "bench.baselines.job_per_view:app",
         "bench.baselines.job_per_view:WorkerSettings",

@@ -68,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.lab")
     parser.add_argument("--quick", action="store_true", help="the reduced pass (~3 minutes)")
     parser.add_argument("--only", default="", help="comma-separated claims (no report)")
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="with --only: put the claims' new figures into the latest results and report",
+    )
     args = parser.parse_args(argv)
     missing = need("wrk", "nginx")
     if missing:
@@ -122,17 +127,33 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": {"total": round(time.monotonic() - began, 1), **timings},
         "claims": results,
     }
+    if args.only and args.update:
+        document = _merged(document, chosen)
     # A partial run (--only) is for trying a claim out: its figures stay out of the results.
-    results_dir = Path(tempfile.gettempdir()) if args.only else ROOT / "bench" / "results"
+    trial = args.only and not args.update
+    results_dir = Path(tempfile.gettempdir()) if trial else ROOT / "bench" / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
     json_path = results_dir / f"{started}.json"
     json_path.write_text(json.dumps(document, indent=2))
     print(f"wrote {json_path}")
-    if args.only:
+    if trial:
         return 0
     report = write_report(document, json_path, CLAIMS)
     print(f"wrote {report.relative_to(ROOT)} in {document['seconds']['total']:.0f} s")
     return 1 if any("error" in r for r in results.values()) else 0
+
+
+def _merged(document: dict[str, Any], chosen: list[str]) -> dict[str, Any]:
+    """The latest full run's results with ``chosen`` claims measured again (``--update``)."""
+    runs = sorted(p for p in (ROOT / "bench" / "results").glob("2*.json"))
+    if not runs:
+        return document
+    latest = json.loads(runs[-1].read_text())
+    for name in chosen:
+        latest["claims"][name] = document["claims"][name]
+        latest["seconds"][name] = document["seconds"][name]
+    latest["updated"] = {**latest.get("updated", {}), **dict.fromkeys(chosen, document["started"])}
+    return dict(latest, machine=document["machine"])
 
 
 if __name__ == "__main__":

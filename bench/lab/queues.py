@@ -8,6 +8,12 @@ worker each; 50 hot cached articles read by 32 connections. Views answered 200 a
 in the server's access log; a run ends when every answered view is in ``articles.views``
 (or after a bounded wait), and 2 s later (0.5 s in the quick pass) the total is checked
 again for double counting.
+
+Then the queue's real work, scaled out (``bench.lab.drain``): 5,000 queued articles to
+summarise, drained by 1, 2 and 4 bulk worker processes with the CPU step in a thread, and by
+one process with 1 and 2 CPU processes (the default here), while the API serves a steady read
+load (wrk, 8 connections pausing 20 ms between requests); the first setup keeps arq's 0.5 s
+poll and 10 jobs (stopped after 25 s, its drain projected from its rate).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import Worker
-from bench.lab import chart
+from bench.lab import chart, drain
 from bench.lab.core import (
     Lab,
     hypercorn,
@@ -38,7 +44,7 @@ DRAIN_LIMIT = 120.0
 
 
 def plan(lab: Lab) -> int:
-    return len(DESIGNS) * lab.mode.rounds
+    return len(DESIGNS) * lab.mode.rounds + drain.plan(lab)
 
 
 def _total(lab: Lab) -> int:
@@ -103,7 +109,11 @@ def run(lab: Lab) -> dict[str, Any]:
             "lost": sum(r["lost"] for r in mine),
             "errors": sum(r["errors"] for r in mine),
         }
-    return {"runs": runs, "summary": summary}
+    lab.status("queues: draining a backlog")
+    server = hypercorn(lab, DESIGNS["buffered counters"][0], env, "drain-api")
+    with running(server):
+        scale_out = drain.run(lab, server, env)
+    return {"runs": runs, "summary": summary, "scale_out": scale_out}
 
 
 def section(data: dict[str, Any], chart_path: Path) -> tuple[list[str], str]:
@@ -150,4 +160,8 @@ def section(data: dict[str, Any], chart_path: Path) -> tuple[list[str], str]:
         f"with buffered counters, the backlog draining for "
         f"{per_view['drain_s']['median']:.0f} s after the load stopped)."
     )
+    if "scale_out" in data:
+        more, drained = drain.section(data["scale_out"], chart_path.with_name("queues-drain.png"))
+        lines += ["", *more]
+        verdict += " " + drained
     return lines, verdict

@@ -63,6 +63,16 @@ def write_report(document: dict[str, Any], json_path: Path, claims: dict[str, Mo
         "take CPU from the server under test: figures compare designs side by side in one run, "
         "they are not capacity figures.",
         "",
+        *(
+            [
+                "Measured again since: "
+                + ", ".join(f"{k} on {v}" for k, v in document["updated"].items())
+                + f" (`python -m bench.lab --only {','.join(document['updated'])} --update`).",
+                "",
+            ]
+            if document.get("updated")
+            else []
+        ),
         "## Verdicts",
         "",
         *verdicts,

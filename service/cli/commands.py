@@ -370,9 +370,12 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.pop(metrics_dir.VARIABLE, None)
         from service.jobs import worker  # its settings are read at import
 
+        # Processes for the bulk worker's CPU step: the cgroup CPU quota, as WEB_CONCURRENCY.
+        cpus = default_workers()
         if args.settings is None:
-            return worker.main()  # a worker per role of WORKER_ROLES
+            return worker.main(cpus=cpus)  # a worker per role of WORKER_ROLES
         module, _, name = args.settings.partition(":")
-        return worker.main(getattr(importlib.import_module(module), name or "WorkerSettings"))
+        settings_cls = getattr(importlib.import_module(module), name or "WorkerSettings")
+        return worker.main(settings_cls, cpus=cpus)
     migrate()
     return 0

@@ -156,7 +156,16 @@ class Settings(BaseSettings):
         "bulk",
         "periodic",
     ]
-    worker_max_jobs: int = Field(10, ge=1)
+    worker_max_jobs: int = Field(40, ge=1)
+    # How often the bulk worker looks for new jobs (arq's poll_delay; it starts new jobs only
+    # when it looks, so WORKER_MAX_JOBS / this is its ceiling in jobs per second).
+    worker_poll_seconds: float = Field(0.05, gt=0, le=5)
+    # Processes that run process_article's CPU step (summary and keywords) beside the bulk
+    # worker, each on a core of its own; unset: the container's CPU quota (as WEB_CONCURRENCY,
+    # service.cli.concurrency); 0: a thread of the worker process (one core per process at
+    # most, the GIL). They run at WORKER_CPU_NICE (0 to 19) so the API wins a shared CPU.
+    worker_cpu_processes: int | None = Field(None, ge=0, le=256)
+    worker_cpu_nice: int = Field(10, ge=0, le=19)
     worker_interactive_max_jobs: int = Field(10, ge=1)
     worker_periodic_max_jobs: int = Field(4, ge=1)
     job_timeout_seconds: int = Field(300, ge=1)
@@ -225,6 +234,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("worker_cpu_processes", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("worker_roles")
     @classmethod

@@ -7,17 +7,19 @@ still succeeds: ``sweep_pending`` (a cron job) enqueues every article pending fo
 than ``PROCESS_STALE_SECONDS``.
 
 The job reads the article, computes off the event loop (``analyser`` is CPU work, normally
-``service.domain.text_analysis.analyse``), and writes summary, keywords and ``processed`` only
-``WHERE version = <the version read> AND status = 'pending'``: a job for an old version, or a
-job run twice, changes nothing. A failure is retried with a growing delay; after the last
-try the article becomes ``failed`` with the reason in ``processing_error``.
+``service.domain.text_analysis.analyse``, run by ``offload``: a thread by default, the bulk
+worker's process pool in production, ``service.jobs.cpu_pool``), and writes summary,
+keywords and ``processed`` only ``WHERE version = <the version read> AND status =
+'pending'``: a job for an old version, or a job run twice, changes nothing. A failure is
+retried with a growing delay; after the last try the article becomes ``failed`` with the
+reason in ``processing_error``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -96,6 +98,10 @@ def retry_delay(attempt: int) -> int:
     return int(min(2**attempt, 60))
 
 
+# How the CPU step is run: ``offload(analyser, title, content)``; ``asyncio.to_thread`` fits.
+Offload = Callable[..., Awaitable["Analysis"]]
+
+
 class RetryLater(Exception):
     """Processing failed on try ``attempt``; run it again after ``delay`` seconds."""
 
@@ -112,6 +118,7 @@ async def process(
     attempt: int,
     max_tries: int,
     analyser: Callable[[str, str], Analysis],
+    offload: Offload | None = None,
 ) -> str:
     """One try at processing ``article_id`` at ``version``; the outcome in a word.
 
@@ -122,7 +129,7 @@ async def process(
             text = await pending_version(session, article_id, version)
         if text is None:
             return "skipped"
-        analysis = await asyncio.to_thread(analyser, text.title, text.content)
+        analysis = await (offload or asyncio.to_thread)(analyser, text.title, text.content)
         async with sessionmaker() as session:
             written = await finish(session, article_id, version, analysis=analysis)
         return "processed" if written else "skipped"

@@ -94,6 +94,7 @@ async def process_article(ctx: dict[str, Any], article_id: int, version: int) ->
             attempt=int(ctx.get("job_try", 1)),
             max_tries=res.settings.process_max_tries,
             analyser=analyse,
+            offload=ctx.get("offload"),  # the worker's CpuPool.run; a thread without one
         )
     except processing.RetryLater as retry:
         raise Retry(defer=retry.delay) from retry

@@ -18,8 +18,12 @@ same class is that role's liveness probe.
 
 The workers of a process share one ``Resources`` (engines, Redis), built on the process's
 event loop by the first to start and closed by the last to stop; settings come from the same
-environment as the API. The supervised process also serves its metrics on
-``WORKER_METRICS_PORT`` (``service.jobs.metrics``).
+environment as the API. The bulk worker runs ``process_article``'s CPU step in
+``WORKER_CPU_PROCESSES`` processes of its own (``service.jobs.cpu_pool``; by default one per
+CPU of the container's quota), so one worker process uses every core it is given, and it looks
+at its queue every ``WORKER_POLL_SECONDS`` (arq starts new jobs only when it looks: with
+arq's 0.5 s and 10 jobs it could never start more than 20 a second). The supervised process
+also serves its metrics on ``WORKER_METRICS_PORT`` (``service.jobs.metrics``).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from service.core.redis_url import is_sentinel_url, parse_sentinel_url
 from service.core.settings import Settings
 from service.infra import metrics, tracing
 from service.infra.resources import Resources
+from service.jobs.cpu_pool import CpuPool, available_cpus
 from service.jobs.metrics import WorkerMetricsServer
 from service.jobs.supervisor import supervise
 from service.jobs.tasks import (
@@ -49,8 +54,24 @@ from service.jobs.tasks import (
     sweep_pending,
 )
 
+log = logging.getLogger(__name__)
+
 settings = Settings()
 configure_logging(settings.log_level, settings.resolved_log_format)
+
+# ``(processes, why)`` when WORKER_CPU_PROCESSES is unset: `python -m service worker` sets it
+# from the cgroup CPU quota (service.cli.concurrency); the bare arq CLI uses the CPUs available.
+cpu_default: tuple[int, str] | None = None
+
+
+def cpu_processes() -> tuple[int, str]:
+    """How many CPU processes the bulk worker runs, and why."""
+    if settings.worker_cpu_processes is not None:
+        return settings.worker_cpu_processes, "WORKER_CPU_PROCESSES"
+    if cpu_default is not None:
+        return cpu_default
+    cpus = available_cpus()
+    return cpus, f"{cpus} CPU(s) available"
 
 
 class _Shared:
@@ -59,6 +80,7 @@ class _Shared:
     def __init__(self) -> None:
         self.resources: Resources | None = None
         self.sampler: metrics.Sampler | None = None
+        self.pool: CpuPool | None = None
         self.users = 0
         self.lock = asyncio.Lock()
 
@@ -76,6 +98,25 @@ class _Shared:
             self.users += 1
             return self.resources
 
+    async def cpu_pool(self) -> CpuPool | None:
+        """The process's CPU pool (started once), None when the CPU step runs in a thread."""
+        async with self.lock:
+            if self.pool is None:
+                processes, why = cpu_processes()
+                if processes == 0:
+                    log.info("article processing in a thread of the worker (%s=0)", why)
+                    return None
+                pool = CpuPool(processes, nice=settings.worker_cpu_nice)
+                await pool.start()
+                log.info(
+                    "article processing in %d CPU process(es) at nice %d: %s",
+                    processes,
+                    settings.worker_cpu_nice,
+                    why,
+                )
+                self.pool = pool
+            return self.pool
+
     async def release(self) -> None:
         async with self.lock:
             self.users -= 1
@@ -83,6 +124,9 @@ class _Shared:
                 return
             sampler, self.sampler = self.sampler, None
             resources, self.resources = self.resources, None
+            pool, self.pool = self.pool, None
+            if pool is not None:
+                await pool.close()
             if sampler is not None:
                 await sampler.stop()
             if resources is not None:
@@ -94,6 +138,13 @@ _shared = _Shared()
 
 async def startup(ctx: dict[str, Any]) -> None:
     ctx["resources"] = await _shared.acquire()
+
+
+async def bulk_startup(ctx: dict[str, Any]) -> None:
+    await startup(ctx)
+    pool = await _shared.cpu_pool()
+    if pool is not None:
+        ctx["offload"] = pool.run
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -150,6 +201,7 @@ InteractiveSettings = _settings(
 
 BulkSettings = _settings(
     "BulkSettings",
+    on_startup=bulk_startup,
     queue_name=keys.QUEUE_BULK,
     functions=[
         _process_article,
@@ -160,6 +212,10 @@ BulkSettings = _settings(
         func(prune_view_batches, name="cron:prune_view_batches"),
     ],
     max_jobs=settings.worker_max_jobs,
+    # arq starts jobs only when it polls: at most max_jobs per poll. Each poll reads up to
+    # queue_read_limit ids from the head of the queue (arq's default, max(5 x max_jobs, 100)),
+    # skipping those other workers already run: enough for a few workers on one queue.
+    poll_delay=settings.worker_poll_seconds,
 )
 
 PeriodicSettings = _settings(
@@ -190,9 +246,12 @@ def role_settings(roles: Sequence[str]) -> list[Any]:
     return [ROLES[role] for role in roles]
 
 
-def main(settings_cls: Any = None) -> int:
+def main(settings_cls: Any = None, *, cpus: tuple[int, str] | None = None) -> int:
     """The supervised worker process (one event loop for its whole life): a worker per role
-    of ``WORKER_ROLES``, or of ``settings_cls`` alone when given."""
+    of ``WORKER_ROLES``, or of ``settings_cls`` alone when given. ``cpus``: the default count
+    of CPU processes and why (``cpu_default``)."""
+    global cpu_default
+    cpu_default = cpus
     logging.getLogger("arq").propagate = True  # no arq CLI here to print its lines
     classes = [settings_cls] if settings_cls is not None else role_settings(settings.worker_roles)
     with asyncio.Runner() as runner:  # the process's one loop, closed when the workers stop

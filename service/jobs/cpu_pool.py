@@ -1,0 +1,93 @@
+"""The bulk worker's CPU step (summary and keywords) in processes of its own.
+
+One arq worker process runs ``process_article``'s I/O (arq, PostgreSQL, Redis) on its event
+loop; the analysis is pure Python CPU work. In a thread of that process (``asyncio.to_thread``)
+it holds the GIL: the whole worker then uses one core at most, and the loop's own work waits
+behind it. ``CpuPool`` runs it in ``WORKER_CPU_PROCESSES`` processes instead (a
+``ProcessPoolExecutor``, one core each), sized by default from the container's CPU quota.
+
+The processes are started with ``spawn`` (no fork of a process that runs an event loop and
+threads), load the analyser once, run at ``WORKER_CPU_NICE`` (a shared machine gives the API
+the CPU first) and die with the worker (``PR_SET_PDEATHSIG``: a SIGKILLed worker leaves no
+orphans). A process that dies (OOM killer, SIGKILL) breaks the executor: the jobs it held
+fail and are retried by arq, and the next job gets a new pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import multiprocessing
+import os
+import signal
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _init_process(nice: int) -> None:
+    """In each pool process: die with the worker, lower the priority, load the analyser."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the worker, which stops us
+    if nice:
+        with contextlib.suppress(OSError):
+            os.nice(nice)
+    import service.domain.text_analysis  # noqa: F401  (YAKE, numpy: once, not per job)
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask), else the machine's count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+class CpuPool:
+    """``processes`` processes for CPU-bound calls, started on first use; ``run`` awaits one."""
+
+    def __init__(self, processes: int, *, nice: int = 0) -> None:
+        self.processes = processes
+        self.nice = nice
+        self._executor: ProcessPoolExecutor | None = None
+
+    def _get(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(
+                max_workers=self.processes,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_process,
+                initargs=(self.nice,),
+            )
+        return self._executor
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        executor = self._get()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+        except BrokenProcessPool:
+            if self._executor is executor:  # the first job to notice replaces it
+                log.warning("a CPU process died; starting a new pool of %d", self.processes)
+                self._executor = None
+                executor.shutdown(wait=False, cancel_futures=True)
+            raise
+
+    async def start(self) -> None:
+        """Start the processes now (a job never waits for YAKE to load)."""
+        await asyncio.gather(*(self.run(os.getpid) for _ in range(self.processes)))
+
+    async def close(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            await asyncio.to_thread(executor.shutdown, True, cancel_futures=True)
