@@ -36,6 +36,7 @@ def quiesce_seconds(grace: float) -> float:
     with a connection closed as idle: ``QUIESCE_SECONDS``, at most a quarter of the grace."""
     return min(QUIESCE_SECONDS, grace / 4)
 
+
 running: set[asyncio.Task[object]] = set()
 _cut: set[asyncio.Task[object]] = set()
 _started_at: float | None = None

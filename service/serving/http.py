@@ -84,8 +84,12 @@ class _Exchange:
         for name, value in self.defaults:  # e.g. security headers, unless the app set them
             if name not in present:
                 self.headers.append((name, value))
-        if self.body is not None and self.body.too_slow and b"connection" not in present:
-            # The rest of a body cut for its rate is never read: the connection cannot go on.
+        body = self.body
+        unread = body is not None and (not body.complete or body.too_slow or body.overflowed)
+        if unread and b"connection" not in present:
+            # Answered before the request body was read (a 404 from routing, a body cut for
+            # its rate or its size): the server closes the connection after this answer; say
+            # so, and the client does not send its next request on it.
             self.headers.append((b"connection", b"close"))
         return self.write
 
