@@ -163,6 +163,13 @@ class _Stop(Exception):
 
 
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    """Start the stop, once: the first SIGINT or SIGTERM raises ``_Stop``; every later one
+    (a second Ctrl-C, a supervisor signalling again) is ignored, so it can never interrupt the
+    stop in progress, its logging included, and the stop ends quietly with exit code 0."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+        return  # a signal that was already being delivered when the first one was handled
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise _Stop(signal.Signals(signum).name)
 
 

@@ -13,8 +13,10 @@ from pydantic import (
     ConfigDict,
     EmailStr,
     Field,
+    RootModel,
     StringConstraints,
     field_validator,
+    model_validator,
 )
 
 from service.core.types import MAX_ID, ArticleStatus
@@ -36,7 +38,11 @@ class Input(BaseModel):
 
 
 class Output(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    # Every field is in every response, defaults included: the schema marks them required, so
+    # a generated client reads them as always there.
+    model_config = ConfigDict(
+        from_attributes=True, json_schema_serialization_defaults_required=True
+    )
 
     # True for a response holding a credential (a session token, an API key): it is sent
     # with ``Cache-Control: no-store`` (``service.web.endpoint``).
@@ -50,16 +56,41 @@ def _normalise_email(value: str) -> str:
 
 Email = Annotated[EmailStr, AfterValidator(_normalise_email), Field(max_length=254)]
 Password = Annotated[str, Field(min_length=10, max_length=128)]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+# Unicode White_Space, listed: a text input is checked as sent (its length, and that it holds
+# something besides these), then these are stripped from its ends. Listed rather than `\s`
+# or `str.strip()`, whose sets differ between ECMA-262, Python and Rust: the pattern below
+# means the same to the server (pydantic-core, Rust) and to any JSON Schema validator.
+WHITESPACE = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680"
+    + "".join(map(chr, range(0x2000, 0x200B)))
+    + "\u2028\u2029\u202f\u205f\u3000"
+)
+NOT_BLANK = "[^" + "".join(f"\\u{ord(c):04x}" for c in WHITESPACE) + "]"
+
+
+def _strip(value: str) -> str:
+    return value.strip(WHITESPACE)
+
+
+# A text input: at most so many characters as sent, at least one of them not white space;
+# surrounding white space is then removed.
+Name = Annotated[str, Field(max_length=100, pattern=NOT_BLANK), AfterValidator(_strip)]
+# A tag's characters, written so the pattern means the same to every engine that reads it:
+# Unicode letters and digits by their general category, which pydantic-core's (Rust) regex
+# engine, ECMA-262 with the `u` flag (JSON Schema validators such as ajv) and schemathesis all
+# read alike; `\w` would be Unicode to the server and ASCII to ECMA-262.
+TAG_PATTERN = r"^[\p{L}\p{N}_][\p{L}\p{N}_ .+#-]*$"
 Tag = Annotated[
     str,
-    StringConstraints(
-        strip_whitespace=True,
-        to_lower=True,
+    Field(
         min_length=1,
         max_length=40,
-        pattern=r"^[\w][\w .+#-]*$",
+        pattern=TAG_PATTERN,
+        description="A letter, digit or `_` (any script: `café` and `日本` are tags), then "
+        "letters, digits and ` _.+#-`. Trailing spaces are removed and the tag is stored, "
+        "matched and returned in lower case: `Python` and `python` are one tag.",
     ),
+    AfterValidator(lambda tag: tag.rstrip(" ").lower()),
 ]
 
 
@@ -147,7 +178,7 @@ class ApiKeyList(Output):
 
 # --- articles ---------------------------------------------------------------------------
 
-Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
+Title = Annotated[str, Field(max_length=300, pattern=NOT_BLANK), AfterValidator(_strip)]
 Content = Annotated[str, StringConstraints(min_length=1, max_length=100_000)]
 Tags = Annotated[list[Tag], Field(max_length=10)]
 
@@ -170,16 +201,42 @@ class ArticleCreate(Input):
     _dedupe = field_validator("tags")(_unique)
 
 
-class ArticleUpdate(Input):
-    """Any subset of the fields; at least one."""
+def _present_fields_only(schema: dict[str, Any]) -> None:
+    """The schema of an update: at least one field, and a field given is never null (left
+    out, it keeps its value)."""
+    for name, prop in schema["properties"].items():
+        branches = [b for b in prop.pop("anyOf", []) if b.get("type") != "null"]
+        if branches:
+            prop.update(branches[0])
+        prop.pop("default", None)
+        schema["properties"][name] = prop
+    schema["minProperties"] = 1
+    schema["examples"] = [{"title": "Harbour ferries keep the summer timetable until October"}]
 
-    model_config = _example(title="Harbour ferries keep the summer timetable until October")
+
+class ArticleUpdate(Input):
+    """Any subset of the fields; at least one, none null (leave a field out to keep it)."""
+
+    model_config = ConfigDict(json_schema_extra=_present_fields_only)
 
     title: Title | None = None
     content: Content | None = None
     tags: Tags | None = None
 
     _dedupe = field_validator("tags")(lambda tags: _unique(tags) if tags is not None else None)
+
+    @field_validator("title", "content", "tags", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("must not be null: leave the field out to keep its value")
+        return value
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> ArticleUpdate:
+        if not self.model_fields_set:
+            raise ValueError("Nothing to change: send at least one field.")
+        return self
 
     def changes(self) -> dict[str, Any]:
         return self.model_dump(exclude_unset=True, exclude_none=True)
@@ -235,13 +292,31 @@ class ArticleViews(Output):
 
 
 class ArticleListQuery(Input):
-    page: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    page: Annotated[int, Field(ge=1, le=10_000)] | None = Field(
+        default=None,
+        description="An offset page (`kind: offset` answer), 1 when neither `page` nor "
+        "`cursor` is given. Not with `cursor`: both at once is a 422. Offset pages reach the "
+        "first 10,000 articles: `page` x `per_page` beyond that is a 422 `page_too_deep` "
+        "(go on with `next_cursor`).",
+    )
     per_page: Annotated[int, Field(ge=1, le=100)] = 20
-    cursor: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    cursor: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+        default=None,
+        description="A `next_cursor` from a previous page: the page after it, by keyset "
+        "(`kind: cursor` answer). Not with `page`: both at once is a 422.",
+    )
     author_id: Annotated[int, Field(ge=1, le=MAX_ID)] | None = None
     tag: Tag | None = None
     q: (
-        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+        Annotated[
+            str,
+            Field(
+                max_length=100,
+                pattern=r"[\p{L}\p{N}_]",
+                description="Words (at least one letter or digit); titles match when they contain "
+                "words starting with each of them, in any case.",
+            ),
+        ]
         | None
     ) = None
 
@@ -252,6 +327,7 @@ NEXT_CURSOR = "The cursor of the next page; null on the last page (nothing follo
 class ArticlePage(Output):
     """Offset pagination (``page``, ``per_page``), the guide's shape, plus a cursor to go on."""
 
+    kind: Literal["offset"] = Field(default="offset", description="An offset page.")
     articles: list[ArticleSummary]
     total: int
     total_is_estimate: bool
@@ -263,8 +339,16 @@ class ArticlePage(Output):
 class ArticleCursorPage(Output):
     """Keyset pagination (``cursor``): constant cost however deep."""
 
+    kind: Literal["cursor"] = Field(default="cursor", description="A keyset page.")
     articles: list[ArticleSummary]
     next_cursor: str | None = Field(description=NEXT_CURSOR)
+
+
+class ArticleListPage(RootModel[ArticlePage | ArticleCursorPage]):
+    """A page of ``GET /articles``: ``kind`` says which: ``offset`` (asked by ``page``, or
+    neither) or ``cursor`` (asked by ``cursor``)."""
+
+    root: Annotated[ArticlePage | ArticleCursorPage, Field(discriminator="kind")]
 
 
 class PopularArticles(Output):

@@ -22,7 +22,8 @@ credential (``carries_credential``: a session token, a new API key) is sent with
 ``Cache-Control: no-store``.
 
 Chosen over flask-openapi3 and spectree: both wrap views in their own sync/async machinery
-and Flask subclass, which would sit between Flask and ``service.web.app.LoopNativeFlask``.
+and Flask subclass, which would sit between Flask and ``service.web.app.LoopNativeFlask``
+(the decision and its reasons: docs/OPENAPI.md).
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from service.core.types import MAX_ID
 from service.domain.schemas import ErrorEnvelope, Liveness, Readiness
+from service.web import openapi_examples as examples
 from service.web.endpoint import Operation, summary_and_description
 
 ERROR_DESCRIPTIONS = {
@@ -29,7 +30,8 @@ ERROR_DESCRIPTIONS = {
     400: "Malformed request (e.g. invalid JSON)",
     401: "Missing or invalid credentials",
     403: "Not allowed for this caller",
-    404: "Not found",
+    404: "Not found (an id that does not exist, or cannot: 0 or beyond the largest id)",
+    405: "The path does not take this method (`Allow` lists those it takes)",
     409: "Conflict with the current state",
     412: "If-Match names no current ETag (compared whole, strong comparison)",
     413: "Request body too large",
@@ -85,6 +87,11 @@ HEADERS: dict[str, dict[str, Any]] = {
         "required": True,
         "schema": {"type": "integer", "minimum": 0},
     },
+    "Allow": {
+        "description": "The methods the path takes.",
+        "required": True,
+        "schema": {"type": "string"},
+    },
     "WWW-Authenticate": {
         "description": "How to authenticate: a bearer token (RFC 6750).",
         "required": True,
@@ -134,6 +141,81 @@ SECURITY_SCHEMES = {
         "needs credentials), or an API key (only where `apiKey` is accepted too).",
     },
 }
+# Flask endpoint -> operationId: the names a generated client's functions take.
+OPERATION_IDS = {
+    "users.register": "register",
+    "users.me": "me",
+    "auth.login": "login",
+    "auth.logout": "logout",
+    "auth.request_password_reset": "request_password_reset",
+    "auth.confirm_password_reset": "confirm_password_reset",
+    "api_keys.create_key": "create_api_key",
+    "api_keys.list_keys": "list_api_keys",
+    "api_keys.delete_key": "delete_api_key",
+    "articles.create": "create_article",
+    "articles.list_articles": "list_articles",
+    "articles.popular": "popular_articles",
+    "articles.read": "get_article",
+    "articles.views": "get_article_views",
+    "articles.edit": "update_article",
+    "articles.remove": "delete_article",
+    "health.healthz": "healthz",
+    "health.readyz": "readyz",
+    "health.metrics": "metrics",
+}
+_ARTICLE_ID = {"article_id": "$response.body#/id"}
+# operationId -> status -> the links of that response (what a client, or a stateful test,
+# calls next with a value from the answer).
+LINKS: dict[str, dict[int, dict[str, Any]]] = {
+    "create_article": {
+        201: {
+            name: {
+                "operationId": target,
+                "parameters": _ARTICLE_ID,
+                "description": f"The article created ({what}); its id is in the body and in "
+                "`Location`.",
+            }
+            for name, target, what in (
+                ("GetArticle", "get_article", "read it"),
+                ("GetArticleViews", "get_article_views", "its view count"),
+                ("UpdateArticle", "update_article", "change it"),
+                ("DeleteArticle", "delete_article", "delete it"),
+            )
+        }
+    },
+    "list_articles": {
+        200: {
+            "NextPage": {
+                "operationId": "list_articles",
+                "parameters": {"cursor": "$response.body#/next_cursor"},
+                "description": "The next page, by keyset, while `next_cursor` is not null "
+                "(give the same `per_page` and filters).",
+            }
+        }
+    },
+    "create_api_key": {
+        201: {
+            "DeleteApiKey": {
+                "operationId": "delete_api_key",
+                "parameters": {"key_id": "$response.body#/id"},
+                "description": "Revoke the key created.",
+            }
+        }
+    },
+}
+# Answers every path can give, whatever the operation: a method it does not take.
+METHOD_NOT_ALLOWED = {
+    "description": ERROR_DESCRIPTIONS[405],
+    "headers": {"Allow": {"$ref": "#/components/headers/Allow"}},
+    "content": {
+        "application/json": {
+            "schema": {"$ref": "#/components/schemas/ErrorEnvelope"},
+            **examples.error(405),
+        }
+    },
+}
+SERVERS = [{"url": "/", "description": "This server (every path starts with it)."}]
+
 SESSION_ONLY = (
     "Needs a session token (`Authorization: Bearer`, from `POST /api/v1/auth/login`): "
     "an API key gets 401."
@@ -163,10 +245,27 @@ def _query_params(model: type[BaseModel], defs: dict[str, Any]) -> list[dict[str
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
     defs.update(schema.pop("$defs", {}))
     required = set(schema.get("required", []))
-    return [
-        {"name": name, "in": "query", "required": name in required, "schema": prop}
-        for name, prop in schema["properties"].items()
-    ]
+    params = []
+    for name, prop in schema["properties"].items():
+        param = {"name": name, "in": "query", "required": name in required}
+        prop = _never_null(prop)
+        if "description" in prop:
+            param["description"] = prop.pop("description")
+        param["schema"] = prop
+        params.append(param)
+    return params
+
+
+def _never_null(prop: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter's schema: it is given or left out, never null (pydantic's ``X |
+    None = None`` is ``anyOf [X, null]`` with a null default)."""
+    branches = [branch for branch in prop.get("anyOf", []) if branch.get("type") != "null"]
+    if len(branches) == 1:
+        rest = {key: value for key, value in prop.items() if key != "anyOf"}
+        prop = {**rest, **branches[0]}
+    if prop.get("default", "") is None:
+        del prop["default"]
+    return prop
 
 
 # (model, mode) -> {"$ref": ...}; the model is Any because pydantic also accepts dataclasses.
@@ -182,7 +281,7 @@ PROBE_ERRORS = {
     503: "Not ready: the details name each dependency and its state",
 }
 METRICS_CONTENT = {
-    media: {"schema": {"type": "string"}}
+    media: {"schema": {"type": "string"}, "example": examples.METRICS}
     for media in ("text/plain", "application/openmetrics-text")
 }
 
@@ -248,7 +347,12 @@ def _responses(op: Operation, endpoint: str, refs: Refs) -> dict[str, Any]:
         }
     }
     if op.response is not None:
-        responses[str(op.status)]["content"] = _json_content(refs, op.response, "serialization")
+        content = _json_content(refs, op.response, "serialization")
+        content["application/json"].update(examples.success(op.response))
+        responses[str(op.status)]["content"] = content
+    links = LINKS.get(OPERATION_IDS[endpoint], {}).get(op.status)
+    if links:
+        responses[str(op.status)]["links"] = links
     for code in op.errors:
         if code == 304:
             responses["304"] = {
@@ -260,9 +364,15 @@ def _responses(op: Operation, endpoint: str, refs: Refs) -> dict[str, Any]:
         responses[str(code)] = {
             "description": ERROR_DESCRIPTIONS.get(code, "Error"),
             "headers": _headers(*_error_headers(code), *counted),
-            "content": _json_content(refs, ErrorEnvelope, "serialization"),
+            "content": _error_content(refs, code),
         }
     return responses
+
+
+def _error_content(refs: Refs, code: int, *, probe: bool = False) -> dict[str, Any]:
+    content = _json_content(refs, ErrorEnvelope, "serialization")
+    content["application/json"].update(examples.error(code, probe=probe))
+    return content
 
 
 def _security(op: Operation) -> list[dict[str, list[str]]] | None:
@@ -299,7 +409,7 @@ def _operation_entry(
     if 412 in op.errors:
         params.append(_ref("parameters", "If-Match"))
     entry: dict[str, Any] = {
-        "operationId": method + "_" + re.sub(r"\W+", "_", path).strip("_"),
+        "operationId": OPERATION_IDS[endpoint],
         "summary": op.summary,
         "parameters": params,
         "responses": _responses(op, endpoint, refs),
@@ -345,6 +455,7 @@ def _probe_paths(app: Flask, refs: Refs) -> dict[str, dict[str, Any]]:
         ok: dict[str, Any] = {"description": "Success", "headers": _headers()}
         if body is not None:
             ok["content"] = _json_content(refs, body, "serialization")
+            ok["content"]["application/json"].update(examples.success(body))
         else:
             ok["content"] = METRICS_CONTENT
         responses = {"200": ok}
@@ -352,10 +463,10 @@ def _probe_paths(app: Flask, refs: Refs) -> dict[str, dict[str, Any]]:
             responses[str(code)] = {
                 "description": PROBE_ERRORS[code],
                 "headers": _headers(*_error_headers(code)),
-                "content": _json_content(refs, ErrorEnvelope, "serialization"),
+                "content": _error_content(refs, code, probe=True),
             }
         entry: dict[str, Any] = {
-            "operationId": "get_" + rule.rule.strip("/"),
+            "operationId": OPERATION_IDS[rule.endpoint],
             "summary": summary,
             "tags": ["operations"],
             "parameters": [],
@@ -407,10 +518,12 @@ def build_document(app: Flask, *, title: str, version: str, description: str) ->
     document = {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version, "description": description},
+        "servers": SERVERS,
         "tags": list(tags.values()),
         "paths": dict(sorted(paths.items())),
         "components": {
             "schemas": schemas,
+            "responses": {"MethodNotAllowed": METHOD_NOT_ALLOWED},
             "headers": HEADERS,
             "parameters": PARAMETERS,
             "securitySchemes": SECURITY_SCHEMES,

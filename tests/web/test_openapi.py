@@ -3,10 +3,11 @@
 The document is valid OpenAPI 3.1 and tells the truth to a reader of the interactive docs:
 each request body's example is accepted by the live server, each operation accepts exactly
 the credentials it declares, the probes answer as declared, and the responses carry the
-headers the document names (``assert_documented``). The schemathesis run generates requests
-from the live document (a bounded number of examples per operation) against the real server:
-no 5xx, and every response matches the document (status code, content type, body schema,
-headers).
+headers the document names (``assert_documented``). It is also usable by a generated
+client: readable operation ids, an example for every body and every answer (each valid
+against its schema), links between operations, one schema that describes every list page.
+Every schemathesis check runs in ``test_contract_fuzz.py``; a generated client runs the whole
+flow in ``test_generated_client.py``.
 """
 
 from __future__ import annotations
@@ -17,21 +18,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import jsonschema
+import jsonschema_rs
 import schemathesis
-from hypothesis import HealthCheck, given, settings
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_headers_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
 from tests.support.api import account, login
-from tests.support.live import LiveServer
 
 HEADERS = {
+    "Allow",
     "X-Request-ID",
     "ETag",
     "Location",
@@ -69,8 +62,9 @@ def resolve(document: Any, node: Any) -> Any:
 
 
 def validate(document: Any, instance: Any, schema: Any) -> None:
-    """``instance`` against ``schema``, whose ``$ref``s point into the document."""
-    jsonschema.Draft202012Validator({**schema, "components": document["components"]}).validate(
+    """``instance`` against ``schema``, whose ``$ref``s point into the document. Patterns
+    are read as ECMA-262 reads them (``\\p{L}``), as JSON Schema says."""
+    jsonschema_rs.Draft202012Validator({**schema, "components": document["components"]}).validate(
         instance
     )
 
@@ -388,30 +382,177 @@ async def test_each_operation_accepts_exactly_the_credentials_it_declares(
         assert await call.status(fresh) != 401, where
 
 
-CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_schema_conformance,
-    response_headers_conformance,
-]
+OPERATION_IDS = {
+    "list_articles",
+    "get_article",
+    "create_article",
+    "update_article",
+    "delete_article",
+    "get_article_views",
+    "popular_articles",
+    "register",
+    "login",
+    "logout",
+    "create_api_key",
+    "list_api_keys",
+    "delete_api_key",
+    "me",
+    "request_password_reset",
+    "confirm_password_reset",
+    "healthz",
+    "readyz",
+    "metrics",
+}
 
 
-def test_generated_requests_get_no_5xx_and_documented_responses(live: LiveServer) -> None:
-    schema = schemathesis.openapi.from_url(live.url + "/api/v1/openapi.json")
-    operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) >= 11
-    for operation in operations:
+def media_examples(media: Any) -> list[Any]:
+    """The example values of a media type object: ``example`` or each of ``examples``."""
+    if "example" in media:
+        return [media["example"]]
+    return [named["value"] for named in media.get("examples", {}).values()]
 
-        @given(case=operation.as_strategy())
-        @settings(
-            max_examples=30,
-            deadline=None,
-            derandomize=True,
-            database=None,
-            suppress_health_check=list(HealthCheck),
+
+async def test_operation_ids_servers_and_an_example_of_every_answer(
+    client: httpx.AsyncClient,
+) -> None:
+    document = await fetch_document(client)
+    assert document["servers"] == [
+        {"url": "/", "description": document["servers"][0]["description"]}
+    ]
+    ids = [operation["operationId"] for _, _, operation in operations(document)]
+    assert sorted(ids) == sorted(OPERATION_IDS)
+    counted = 0
+    for path, method, operation in operations(document):
+        for status, response in operation["responses"].items():
+            for media_type, media in response.get("content", {}).items():
+                values = media_examples(media)
+                assert values, (method, path, status, media_type)
+                for value in values:
+                    if media_type == "application/json":
+                        validate(document, value, media["schema"])
+                    else:
+                        assert isinstance(value, str)
+                    counted += 1
+                if status.startswith(("4", "5")) and media_type == "application/json":
+                    code = values[0]["error"]["code"]
+                    assert code != "error" and code.islower(), (method, path, status)
+    assert counted > 90
+    # A 405 is not an operation's answer but a path's: a reusable response, with Allow.
+    not_allowed = document["components"]["responses"]["MethodNotAllowed"]
+    assert not_allowed["headers"] == {"Allow": {"$ref": "#/components/headers/Allow"}}
+    response = await client.request("PUT", "/api/v1/articles/1")
+    assert response.status_code == 405 and "Allow" in response.headers
+    validate(document, response.json(), not_allowed["content"]["application/json"]["schema"])
+
+
+async def test_the_list_declares_both_pages_and_the_rules_it_enforces(
+    client: httpx.AsyncClient,
+) -> None:
+    document = await fetch_document(client)
+    schemas = document["components"]["schemas"]
+    listing = document["paths"]["/api/v1/articles"]["get"]
+    media = listing["responses"]["200"]["content"]["application/json"]
+    page_schema = resolve(document, media["schema"])
+    assert page_schema["discriminator"]["propertyName"] == "kind"
+    assert {branch["$ref"].rsplit("/", 1)[1] for branch in page_schema["oneOf"]} == {
+        "ArticlePage",
+        "ArticleCursorPage",
+    }
+    for name, kind in (("ArticlePage", "offset"), ("ArticleCursorPage", "cursor")):
+        assert schemas[name]["properties"]["kind"]["const"] == kind
+        assert "kind" in schemas[name]["required"]
+    assert set(media["examples"]) == {"offset", "cursor"}
+
+    # Both answers the server gives validate against the one schema.
+    ann = await account(client)
+    tag = "contract-" + ann.email[:8]
+    for n in range(3):
+        made = await client.post(
+            "/api/v1/articles",
+            json={"title": f"T{n}", "content": "C", "tags": [tag]},
+            headers=ann.api_key,
         )
-        def holds(case: Any) -> None:
-            case.call_and_validate(checks=CHECKS)
+        assert made.status_code == 201
+    offset = await client.get("/api/v1/articles", params={"tag": tag, "per_page": 2})
+    assert offset.json()["kind"] == "offset"
+    assert_documented(document, "/api/v1/articles", "get", offset)
+    cursor = await client.get(
+        "/api/v1/articles",
+        params={"tag": tag, "per_page": 2, "cursor": offset.json()["next_cursor"]},
+    )
+    assert cursor.json()["kind"] == "cursor" and len(cursor.json()["articles"]) == 1
+    assert_documented(document, "/api/v1/articles", "get", cursor)
 
-        holds()
+    # page and cursor are exclusive: both descriptions say so, and the server refuses both.
+    params = {p["name"]: p for p in listing["parameters"] if "name" in p}
+    for name in ("page", "cursor"):
+        assert "422" in params[name]["description"], name
+        assert "null" not in str(params[name]["schema"]), name  # given or left out
+    both = await client.get(
+        "/api/v1/articles", params={"page": 1, "cursor": offset.json()["next_cursor"]}
+    )
+    assert both.status_code == 422
+    assert both.json()["error"]["details"][0]["loc"] == ["query", "cursor"]
+    assert_documented(document, "/api/v1/articles", "get", both)
+    # The list reads PostgreSQL: it declares the 503 of an outage, as every read does.
+    for path in ("/api/v1/articles", ARTICLE, "/api/v1/articles/popular", ARTICLE + "/views"):
+        assert "503" in document["paths"][path]["get"]["responses"], path
+
+
+async def test_tags_and_updates_are_refused_exactly_as_the_schema_says(
+    client: httpx.AsyncClient,
+) -> None:
+    document = await fetch_document(client)
+    schemas = document["components"]["schemas"]
+    tag_schema = schemas["ArticleCreate"]["properties"]["tags"]["items"]
+    assert "\\w" not in tag_schema["pattern"]  # \w is ASCII to ECMA-262, Unicode to Python
+    assert "lower case" in tag_schema["description"]
+    update = schemas["ArticleUpdate"]
+    assert update["minProperties"] == 1
+    assert "null" not in str(update["properties"])
+    ann = await account(client)
+    made = await client.post(
+        "/api/v1/articles", json={"title": "T", "content": "C"}, headers=ann.api_key
+    )
+    url = f"/api/v1/articles/{made.json()['id']}"
+    tags = {"café": True, "日本": True, "C++": True, "x_1.0": True, "-x": False, "a!": False}
+    tags |= {"\u00e9\u0301": False, "a\u00b7b": False}  # a combining mark, a middle dot
+    for tag, valid in tags.items():
+        schema_says = jsonschema_rs.Draft202012Validator(tag_schema).is_valid(tag)
+        assert schema_says == valid, tag
+        response = await client.patch(url, json={"tags": [tag]}, headers=ann.api_key)
+        assert (response.status_code == 200) == valid, (tag, response.text)
+        if valid:
+            assert response.json()["tags"] == [tag.lower()]
+    for body in ({}, {"title": None}, {"title": "ok", "tags": None}):
+        assert not jsonschema_rs.Draft202012Validator(
+            {**update, "components": document["components"]}
+        ).is_valid(body)
+        response = await client.patch(url, json=body, headers=ann.api_key)
+        assert response.status_code == 422, body
+        assert_documented(document, ARTICLE, "patch", response)
+
+
+async def test_links_lead_from_a_created_article_and_from_a_page_onwards(
+    client: httpx.AsyncClient,
+) -> None:
+    document = await fetch_document(client)
+    by_id = {op["operationId"]: op for _, _, op in operations(document)}
+    created = by_id["create_article"]["responses"]["201"]["links"]
+    assert {link["operationId"] for link in created.values()} == {
+        "get_article",
+        "get_article_views",
+        "update_article",
+        "delete_article",
+    }
+    for link in created.values():
+        assert link["parameters"] == {"article_id": "$response.body#/id"}
+        assert link["operationId"] in by_id
+    next_page = by_id["list_articles"]["responses"]["200"]["links"]["NextPage"]
+    assert next_page == {
+        "operationId": "list_articles",
+        "parameters": {"cursor": "$response.body#/next_cursor"},
+        "description": next_page["description"],
+    }
+    revoke = by_id["create_api_key"]["responses"]["201"]["links"]["DeleteApiKey"]
+    assert revoke["parameters"] == {"key_id": "$response.body#/id"}

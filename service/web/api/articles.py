@@ -16,6 +16,7 @@ from service.domain.callers import Caller
 from service.domain.schemas import (
     ArticleCreate,
     ArticleCursorPage,
+    ArticleListPage,
     ArticleListQuery,
     ArticlePage,
     ArticlePublic,
@@ -132,9 +133,14 @@ async def create(body: ArticleCreate, caller: Caller) -> Response:
 
 
 @bp.get("")
-@endpoint(query=ArticleListQuery, response=ArticlePage, errors=(304, 429), tags=["articles"])
+@endpoint(
+    query=ArticleListQuery, response=ArticleListPage, errors=(304, 429, 503), tags=["articles"]
+)
 async def list_articles(query: ArticleListQuery) -> Response:
     """Articles, newest first: offset pages (``page``) or keyset pages (``cursor``).
+
+    The answer's ``kind`` says which: ``offset`` (``page``, or neither parameter) or
+    ``cursor``; asking for both is a 422.
 
     Offset pages reach the first 10,000 articles; ``total`` is exact up to 1,000 matches and
     PostgreSQL's estimate beyond (``total_is_estimate``). Every page carries ``next_cursor``,
@@ -156,7 +162,9 @@ async def list_articles(query: ArticleListQuery) -> Response:
     async def build() -> tuple[bytes, str]:
         return _body_and_etag(await _list_page(query, filters))
 
-    key = hashlib.blake2b(query.model_dump_json().encode(), digest_size=12).hexdigest()
+    # "v2": pages carry ``kind``; entries cached before it are not served.
+    digest_of = b"v2:" + query.model_dump_json().encode()
+    key = hashlib.blake2b(digest_of, digest_size=12).hexdigest()
     response = await _cached("list", keys.list_entry(key), context.settings().cache_ttl_list, build)
     assert response is not None
     return response
@@ -184,7 +192,7 @@ async def _list_page(
 
 
 @bp.get("/popular")
-@endpoint(response=PopularArticles, errors=(304, 429), tags=["articles"])
+@endpoint(response=PopularArticles, errors=(304, 429, 503), tags=["articles"])
 async def popular() -> Response:
     """The 10 most viewed articles. Cached (``X-Cache``), with an ``ETag``."""
 
@@ -200,7 +208,7 @@ async def popular() -> Response:
 
 
 @bp.get("/<id:article_id>")
-@endpoint(response=ArticlePublic, errors=(304, 404, 429), tags=["articles"])
+@endpoint(response=ArticlePublic, errors=(304, 404, 429, 503), tags=["articles"])
 async def read(article_id: int) -> Response:
     """One article, with an ``ETag`` naming its version. Cached (``X-Cache``)."""
 
@@ -221,7 +229,7 @@ async def read(article_id: int) -> Response:
 
 
 @bp.get("/<id:article_id>/views")
-@endpoint(response=ArticleViews, errors=(404, 429), tags=["articles"])
+@endpoint(response=ArticleViews, errors=(404, 429, 503), tags=["articles"])
 async def views(article_id: int) -> ArticleViews:
     """An article's view count: those flushed into PostgreSQL plus those still in Redis (a
     view is counted when its read is answered; a flush in progress may hold a few back).

@@ -22,7 +22,10 @@ DESCRIPTION = (
     '`{"error": {"code", "message", "details"?, "request_id"}}`. Write endpoints take an '
     "`API-Key` header or `Authorization: Bearer <API key or session token>`; managing API "
     "keys and logging out take a session token only (`Authorization: Bearer`, from "
-    "`POST /api/v1/auth/login`). Every response carries `X-Request-ID`."
+    "`POST /api/v1/auth/login`). Every response carries `X-Request-ID`. A method a path "
+    "does not take answers 405 with `Allow` (`components/responses/MethodNotAllowed`); an id "
+    "that cannot exist (0, or beyond 9223372036854775807) is a 404 for every method, as an id "
+    "that does not. A body larger than the server's limit is a 413 before it is read."
 )
 
 PAGE = """<!doctype html>

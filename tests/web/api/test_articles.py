@@ -384,9 +384,31 @@ async def test_popular_lists_the_ten_most_viewed(
     assert [a["id"] for a in body["articles"]] == list(reversed(ids))[:10]
 
 
-async def test_ids_beyond_bigint_are_404_not_500(client: httpx.AsyncClient) -> None:
-    for path in ("/api/v1/articles/9223372036854775808", "/api/v1/articles/0"):
-        assert (await client.get(path)).status_code == 404
+async def test_ids_that_cannot_exist_are_404_for_every_method(client: httpx.AsyncClient) -> None:
+    """0, one past the largest bigint, 21 and 5,000 digits: no such article, whatever the
+    method (never a 405 with an Allow header made up from the path's other routes)."""
+    ann = await account(client)
+    for number in ("0", "9223372036854775808", "1" * 21, "9" * 5000, "00"):
+        for method, path in (
+            ("GET", "/api/v1/articles/{}"),
+            ("PATCH", "/api/v1/articles/{}"),
+            ("DELETE", "/api/v1/articles/{}"),
+            ("GET", "/api/v1/articles/{}/views"),
+            ("DELETE", "/api/v1/api-keys/{}"),
+        ):
+            url = path.format(number)
+            response = await client.request(method, url, json={"title": "x"}, headers=ann.session)
+            assert response.status_code == 404, (method, url[:60], response.text[:200])
+            assert "Allow" not in response.headers
+            assert response.json()["error"]["code"] == "not_found"
+    # Leading zeros name the same id.
+    article = await publish(client, ann)
+    padded = await client.get(f"/api/v1/articles/000{article['id']}")
+    assert padded.status_code == 200 and padded.json()["id"] == article["id"]
+    # A method the path does not take is still a 405, with the true Allow.
+    put = await client.put(f"/api/v1/articles/{article['id']}", json={})
+    assert put.status_code == 405
+    assert set(put.headers["Allow"].replace(" ", "").split(",")) >= {"GET", "PATCH", "DELETE"}
 
 
 async def test_nul_characters_are_422_not_500(client: httpx.AsyncClient) -> None:
