@@ -174,6 +174,7 @@ def test_the_default_format_follows_env(env: str, chosen: str | None, expected: 
         env=env,  # type: ignore[arg-type]
         log_format=chosen,  # type: ignore[arg-type]
         secret_key="s" * 40,  # type: ignore[arg-type]
+        password_reset_url="https://news.example.com/reset-password#token={token}",
     )
     assert settings.resolved_log_format == expected
 

@@ -34,10 +34,13 @@ KILL_FOR = 12.0  # seconds of random SIGKILLs
 SETTLE_WITHIN = 60.0  # seconds for every effect to land once the kills stop
 
 _RECORD_WRITES = """
-CREATE TABLE processing_writes (article_id bigint, version int, summary text);
+CREATE TABLE processing_writes (
+  seq bigserial PRIMARY KEY, article_id bigint, version int, summary text
+);
 CREATE FUNCTION record_processing() RETURNS trigger AS $$
 BEGIN
-  INSERT INTO processing_writes VALUES (NEW.id, NEW.version, NEW.summary);
+  INSERT INTO processing_writes (article_id, version, summary)
+    VALUES (NEW.id, NEW.version, NEW.summary);
   RETURN NEW;
 END $$ LANGUAGE plpgsql;
 CREATE TRIGGER processing_writes AFTER UPDATE ON articles FOR EACH ROW
@@ -200,7 +203,8 @@ async def test_killed_workers_process_every_article_and_count_every_view_once(
     assert wrong == {}, "summaries not made from the final version"
     # One write per article and version at most (an edited article's first version may have
     # been processed before the edit), the last one for the final version.
-    writes = await conn.fetch("SELECT article_id, version FROM processing_writes ORDER BY ctid")
+    # In the order they were made (ctid order is not: concurrent inserts land on other pages).
+    writes = await conn.fetch("SELECT article_id, version FROM processing_writes ORDER BY seq")
     per_article: dict[int, list[int]] = {}
     for w in writes:
         per_article.setdefault(w["article_id"], []).append(w["version"])

@@ -37,6 +37,8 @@ class WorkerProcess:
         self._log: IO[bytes] | None = None
 
     def start(self) -> WorkerProcess:
+        if self._log is not None:  # started again after a kill
+            self._log.close()
         self._log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             self.command, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT

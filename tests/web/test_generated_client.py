@@ -99,13 +99,16 @@ def _retry_on_stale(attempt: Callable[[str], Any], read: Callable[[], str]) -> A
     return response
 
 
-def test_a_generated_client_runs_the_whole_flow(generated: ModuleType, live: LiveServer) -> None:
+def test_a_generated_client_runs_the_whole_flow(
+    generated: ModuleType, live: LiveServer, request: pytest.FixtureRequest
+) -> None:
     api = Api(generated)
     m = api.models
     timeout = httpx.Timeout(30)
     anonymous = generated.Client(
         base_url=live.url, timeout=timeout, raise_on_unexpected_status=True
     )
+    request.addfinalizer(lambda: anonymous.get_httpx_client().close())
 
     # Register, log in, who am I.
     email = f"client-{uuid.uuid4().hex[:12]}@example.com"
@@ -120,6 +123,7 @@ def test_a_generated_client_runs_the_whole_flow(generated: ModuleType, live: Liv
     session = generated.AuthenticatedClient(
         base_url=live.url, token=token.token, timeout=timeout, raise_on_unexpected_status=True
     )
+    request.addfinalizer(lambda: session.get_httpx_client().close())
     me = api.op("users", "me").sync(client=session)
     assert isinstance(me, m.UserPublic) and me.email == email and me.id == made.parsed.id
 
@@ -138,6 +142,7 @@ def test_a_generated_client_runs_the_whole_flow(generated: ModuleType, live: Liv
         timeout=timeout,
         raise_on_unexpected_status=True,
     )
+    request.addfinalizer(lambda: keyed.get_httpx_client().close())
     tag = f"gen{uuid.uuid4().hex[:10]}"
     ids = []
     for n in range(ARTICLES):
