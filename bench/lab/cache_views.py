@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from bench.common import Worker
-from bench.lab.core import Lab, hypercorn, running
+from bench.lab.core import Lab, hypercorn, running, sql
 
 HOT = 200
 RATE = 400  # requests per second, paced
@@ -61,10 +61,15 @@ def run(lab: Lab) -> dict[str, Any]:
     env = lab.env(VIEW_FLUSH_SECONDS=FLUSH_SECONDS)
     server = hypercorn(lab, "service.asgi:app", env, "cache-views")
     log = lab.work / "cache-views-worker.log"
-    worker = Worker("worker:PeriodicSettings", env, log)
+    # INFO: arq logs each cron run, which is how the flushes are counted.
+    worker = Worker("worker:PeriodicSettings", {**env, "LOG_LEVEL": "INFO"}, log)
+    stored = f"SELECT coalesce(sum(views), 0) AS n FROM articles WHERE id <= {HOT}"
+    before = int(sql(lab, stored)[0]["n"])
     with running(server, worker):
         lab.status("caching: hit ratio with views flowing")
         seen = asyncio.run(_paced(server.url, seconds))
+        time.sleep(float(FLUSH_SECONDS) + 1)  # the last views flushed
+    flushed = int(sql(lab, stored)[0]["n"]) - before
     if lab.bar is not None:
         lab.bar.update(1)
     flushes = log.read_text().count("cron:flush_views()")
@@ -76,6 +81,7 @@ def run(lab: Lab) -> dict[str, Any]:
         "seconds": seconds,
         "rate": RATE,
         "flushes": flushes,
+        "views_flushed": flushed,
         "counts": {kind: dict(counts) for kind, counts in seen.items()},
         "hit_ratio": ratios,
     }
@@ -89,7 +95,8 @@ def lines(data: dict[str, Any]) -> tuple[list[str], str]:
         "",
         f"With views flowing ({data['rate']} reads/s for {data['seconds']:.0f} s over {HOT} hot "
         f"articles and list page 1, the worker flushing views every {FLUSH_SECONDS} s, "
-        f"{data['flushes']} flushes): article hit ratio **{ratio['article']:.1%}** "
+        f"{data['flushes']} flushes moving {data.get('views_flushed', 0):,} views into "
+        f"PostgreSQL): article hit ratio **{ratio['article']:.1%}** "
         f"({counts['article']}), list page 1 **{ratio['list']:.1%}** ({counts['list']}).",
     ]
     held = min(ratio.values()) >= TARGET

@@ -82,7 +82,7 @@ def run(lab: Lab) -> dict[str, Any]:
                 while recorded < answered and time.monotonic() - sent < DRAIN_LIMIT:
                     time.sleep(0.05)
                     recorded = _total(lab) - before
-                drain = time.monotonic() - sent
+                drained_in = time.monotonic() - sent
                 time.sleep(settle)  # anything counted twice would show now
                 recorded = _total(lab) - before
                 seconds = float(lab.mode.duration)
@@ -93,9 +93,9 @@ def run(lab: Lab) -> dict[str, Any]:
                         "answered": answered,
                         "recorded": recorded,
                         "lost": answered - recorded,
-                        "drain_s": drain,
+                        "drain_s": drained_in,
                         "api_views_per_s": answered / seconds,
-                        "recorded_views_per_s": recorded / (seconds + drain),
+                        "recorded_views_per_s": recorded / (seconds + drained_in),
                         "errors": figures["errors"],
                     }
                 )
@@ -137,11 +137,11 @@ def section(data: dict[str, Any], chart_path: Path) -> tuple[list[str], str]:
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for name, v in s.items():
-        api, rec, drain = v["api_views_per_s"], v["recorded_views_per_s"], v["drain_s"]
+        api, rec, drained_in = v["api_views_per_s"], v["recorded_views_per_s"], v["drain_s"]
         lines.append(
             f"| {name} | {api['median']:,.0f} ({api['min']:,.0f} to {api['max']:,.0f}) | "
             f"{rec['median']:,.0f} ({rec['min']:,.0f} to {rec['max']:,.0f}) | "
-            f"{drain['median']:.1f} | {v['lost']} | {v['errors']} |"
+            f"{drained_in['median']:.1f} | {v['lost']} | {v['errors']} |"
         )
     buffered, per_view = s["buffered counters"], s["job per view"]
     api = buffered["api_views_per_s"]["median"] / per_view["api_views_per_s"]["median"]
