@@ -34,11 +34,15 @@ T = TypeVar("T")
 _PR_SET_PDEATHSIG = 1
 
 
-def _init_process(nice: int) -> None:
+def _init_process(nice: int, worker_pid: int) -> None:
     """In each pool process: die with the worker, lower the priority, load the analyser."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != worker_pid:
+        # The worker died while this process was starting, before the death signal was
+        # asked for (it is only sent for a death after the prctl): nobody will stop us.
+        os._exit(0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the worker, which stops us
     if nice:
         with contextlib.suppress(OSError):
@@ -68,7 +72,7 @@ class CpuPool:
                 max_workers=self.processes,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_process,
-                initargs=(self.nice,),
+                initargs=(self.nice, os.getpid()),
             )
         return self._executor
 
