@@ -96,6 +96,12 @@ def views_replayed(token: str) -> str:
 QUEUE_INTERACTIVE = "arq:queue:interactive"  # a person is waiting: send_email, ping
 QUEUE_BULK = "arq:queue"  # as much as there is: process_article
 QUEUE_PERIODIC = "arq:queue:periodic"  # the cron jobs, enqueued by their own workers
+# Each queue by its role (WORKER_ROLES, metric labels).
+QUEUES: dict[str, str] = {
+    "interactive": QUEUE_INTERACTIVE,
+    "bulk": QUEUE_BULK,
+    "periodic": QUEUE_PERIODIC,
+}
 
 
 def process_job_id(article_id: int, version: int) -> str:

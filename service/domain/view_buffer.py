@@ -57,10 +57,10 @@ class ViewBuffer:
         self.counts: dict[int, int] = {}  # views buffered since the last move started
         self.moving: tuple[str, dict[int, int]] | None = None  # (token, counts) being moved
         self.dropping = False  # a drop was logged for the current outage
+        self.held = 0  # views in ``counts`` and ``moving``: kept, not summed on every view
 
     def __len__(self) -> int:
-        moving = sum(self.moving[1].values()) if self.moving else 0
-        return sum(self.counts.values()) + moving
+        return self.held
 
     def add(self, article_id: int) -> bool:
         """Keep one view of ``article_id``; False when the buffer is full (the view is lost)."""
@@ -75,6 +75,7 @@ class ViewBuffer:
                 )
             return False
         self.counts[article_id] = self.counts.get(article_id, 0) + 1
+        self.held += 1
         metrics.VIEWS_BUFFERED.inc()
         return True
 
@@ -98,6 +99,7 @@ class ViewBuffer:
             await guard.call(lambda: redis.eval(_REPLAY, 2, keys.VIEWS_PENDING, replay, *args))  # type: ignore[arg-type,return-value]
         self.moving = None
         moved = sum(counts.values())
+        self.held -= moved
         metrics.VIEWS_BUFFERED.dec(moved)
         self.dropping = False
         log.info("%d buffered view(s) of %d article(s) counted", moved, len(counts))

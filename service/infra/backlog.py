@@ -45,12 +45,8 @@ from service.core.errors import REDIS_FAILURES
 
 log = logging.getLogger(__name__)
 
-# Each job queue by the name its figures are labelled with.
-QUEUES: dict[str, str] = {
-    "interactive": keys.QUEUE_INTERACTIVE,
-    "bulk": keys.QUEUE_BULK,
-    "periodic": keys.QUEUE_PERIODIC,
-}
+# Each job queue by the name its figures are labelled with (its role).
+QUEUES = keys.QUEUES
 
 # The arq queue a label names, and back (an unknown queue keeps its Redis name).
 LABELS: dict[str, str] = {key: label for label, key in QUEUES.items()}

@@ -11,13 +11,12 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from service.cli.embedded import free_port
-from tests.support.databases import ROOT, ServerStack
+from tests.support import stack_run
+from tests.support.databases import ServerStack
 
 
 def _other_redis_db(url: str, db: int = 13) -> str:
@@ -39,22 +38,9 @@ def test_many_sigterms_stop_the_stack_quietly_with_exit_code_0(
         "WORKER_METRICS_PORT": str(free_port()),
         "WORKER_SHUTDOWN_WAIT_SECONDS": "2",
     }
-    log = tmp_path / "run.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "service", "run", "--data-dir", str(tmp_path / "data")],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc, log = stack_run.start("run", env, tmp_path)
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None:
-            if "Newsdesk is up." in log.read_text():
-                break
-            time.sleep(0.3)
-        assert "Newsdesk is up." in log.read_text(), log.read_text()
+        stack_run.wait_until_up(proc, log)
 
         # A burst: the first starts the stop; the rest arrive while it logs and stops the API.
         sent = 0

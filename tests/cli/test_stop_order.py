@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import psutil
 
 from service.cli.embedded import free_port
-from tests.support.databases import ROOT
+from tests.support import stack_run
 
 # In the order they must appear in the log.
 STOP_LINES = [
@@ -36,22 +33,9 @@ def test_ctrl_c_stops_the_api_then_the_worker_then_the_servers(tmp_path: Path) -
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env.update(PORT=str(port), WEB_CONCURRENCY="1", WORKER_METRICS_PORT=str(free_port()))
-    log = tmp_path / "run.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "service", "run", "--data-dir", str(tmp_path / "data")],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc, log = stack_run.start("run", env, tmp_path)
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None:
-            if "Newsdesk is up." in log.read_text() and "Starting worker" in log.read_text():
-                break
-            time.sleep(0.5)
-        assert "Newsdesk is up." in log.read_text(), log.read_text()
+        stack_run.wait_until_up(proc, log, "Starting worker")
         assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).status_code == 200
         family = psutil.Process(proc.pid).children(recursive=True)
 
