@@ -26,10 +26,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from arq.constants import default_queue_name
-from arq.worker import Worker, create_worker
+from arq.worker import Worker
 from redis.exceptions import RedisError
 
 from service.core.errors import REDIS_FAILURES
+from service.jobs.queue_worker import create_worker
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import httpx
 import pytest
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from service.core.settings import normalise_database_url
 from service.domain import processing, text_analysis
@@ -26,9 +26,9 @@ STORY = (
 
 
 @pytest.fixture
-async def sessions(stack: ServerStack) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+async def engine(stack: ServerStack) -> AsyncIterator[AsyncEngine]:
     engine = create_async_engine(normalise_database_url(stack.database_url))
-    yield async_sessionmaker(engine, expire_on_commit=False)
+    yield engine
     await engine.dispose()
 
 
@@ -55,7 +55,7 @@ def test_retry_delays_grow_and_are_capped() -> None:
 
 async def test_a_job_for_an_old_version_writes_nothing(
     client: httpx.AsyncClient,
-    sessions: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
     pg: asyncpg.Connection,
 ) -> None:
     ann = await account(client)
@@ -65,22 +65,20 @@ async def test_a_job_for_an_old_version_writes_nothing(
     edited = await client.patch(url, json={"content": final}, headers=ann.api_key)
     assert edited.status_code == 200
     old = await processing.process(
-        sessions, article["id"], 1, attempt=1, max_tries=3, analyser=analyse
+        engine, article["id"], 1, attempt=1, max_tries=3, analyser=analyse
     )
     assert old == "skipped"
     status = await pg.fetchval("SELECT status FROM articles WHERE id = $1", article["id"])
     assert status == "pending"
     new = await processing.process(
-        sessions, article["id"], 2, attempt=1, max_tries=3, analyser=analyse
+        engine, article["id"], 2, attempt=1, max_tries=3, analyser=analyse
     )
     assert new == "processed"
     row = await pg.fetchrow("SELECT summary, status FROM articles WHERE id = $1", article["id"])
     assert row["status"] == "processed" and row["summary"] == final
     # Run twice (arq delivers at least once): nothing changes.
     assert (
-        await processing.process(
-            sessions, article["id"], 2, attempt=1, max_tries=3, analyser=analyse
-        )
+        await processing.process(engine, article["id"], 2, attempt=1, max_tries=3, analyser=analyse)
         == "skipped"
     )
     shown = (await client.get(url)).json()
@@ -89,7 +87,7 @@ async def test_a_job_for_an_old_version_writes_nothing(
 
 async def test_failures_retry_then_end_as_failed_with_a_reason(
     client: httpx.AsyncClient,
-    sessions: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
     pg: asyncpg.Connection,
 ) -> None:
     ann = await account(client)
@@ -101,13 +99,13 @@ async def test_failures_retry_then_end_as_failed_with_a_reason(
     for attempt in (1, 2):
         with pytest.raises(processing.RetryLater) as retry:
             await processing.process(
-                sessions, article["id"], 1, attempt=attempt, max_tries=3, analyser=broken
+                engine, article["id"], 1, attempt=attempt, max_tries=3, analyser=broken
             )
         assert retry.value.delay == processing.retry_delay(attempt)
         status = await pg.fetchval("SELECT status FROM articles WHERE id = $1", article["id"])
         assert status == "pending"
     outcome = await processing.process(
-        sessions, article["id"], 1, attempt=3, max_tries=3, analyser=broken
+        engine, article["id"], 1, attempt=3, max_tries=3, analyser=broken
     )
     assert outcome == "failed"
     row = await pg.fetchrow(
