@@ -56,6 +56,9 @@ def server_env(stack: ServerStack, **extra: str) -> dict[str, str]:
         "READINESS_TIMEOUT": "10",
         "DB_POOL_TIMEOUT": "30",
         "DB_CONNECT_TIMEOUT": "30",
+        # Workers at full priority: niced below the machine's other work they would measure
+        # that load, not the queues (tests/jobs/test_cpu_pool.py tests WORKER_NICE itself).
+        "WORKER_NICE": "0",
     }
     env.update(extra)
     return env

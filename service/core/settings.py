@@ -163,9 +163,14 @@ class Settings(BaseSettings):
     # Processes that run process_article's CPU step (summary and keywords) beside the bulk
     # worker, each on a core of its own; unset: the container's CPU quota (as WEB_CONCURRENCY,
     # service.cli.concurrency); 0: a thread of the worker process (one core per process at
-    # most, the GIL). They run at WORKER_CPU_NICE (0 to 19) so the API wins a shared CPU.
+    # most, the GIL). They run under SCHED_IDLE (WORKER_CPU_IDLE: a core only when nothing
+    # else wants it), else at WORKER_CPU_NICE (0 to 19), so the API wins a shared CPU.
     worker_cpu_processes: int | None = Field(None, ge=0, le=256)
+    worker_cpu_idle: bool = True
     worker_cpu_nice: int = Field(10, ge=0, le=19)
+    # Niceness of a `python -m service worker` process (its event loop: the jobs' I/O): on a
+    # machine shared with the API, background work gets the CPU second.
+    worker_nice: int = Field(10, ge=0, le=19)
     worker_interactive_max_jobs: int = Field(10, ge=1)
     worker_periodic_max_jobs: int = Field(4, ge=1)
     job_timeout_seconds: int = Field(300, ge=1)

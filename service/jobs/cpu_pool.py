@@ -23,7 +23,7 @@ import multiprocessing
 import os
 import signal
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
@@ -34,7 +34,22 @@ T = TypeVar("T")
 _PR_SET_PDEATHSIG = 1
 
 
-def _init_process(nice: int, worker_pid: int) -> None:
+def lower_priority(nice: int, *, idle: bool) -> str:
+    """Lower this process's CPU priority: ``SCHED_IDLE`` when ``idle`` (it runs only when no
+    ordinary process wants the core; Linux), else ``nice``. What was done, in words."""
+    if idle and hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            return "SCHED_IDLE"
+        except OSError:
+            pass
+    if nice:
+        with contextlib.suppress(OSError):
+            os.nice(nice)
+    return f"nice {nice}"
+
+
+def _init_process(nice: int, idle: bool, worker_pid: int) -> None:
     """In each pool process: die with the worker, lower the priority, load the analyser."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
@@ -44,9 +59,7 @@ def _init_process(nice: int, worker_pid: int) -> None:
         # asked for (it is only sent for a death after the prctl): nobody will stop us.
         os._exit(0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the worker, which stops us
-    if nice:
-        with contextlib.suppress(OSError):
-            os.nice(nice)
+    lower_priority(nice, idle=idle)
     import service.domain.text_analysis  # noqa: F401  (YAKE, numpy: once, not per job)
 
 
@@ -61,9 +74,10 @@ def available_cpus() -> int:
 class CpuPool:
     """``processes`` processes for CPU-bound calls, started on first use; ``run`` awaits one."""
 
-    def __init__(self, processes: int, *, nice: int = 0) -> None:
+    def __init__(self, processes: int, *, nice: int = 0, idle: bool = False) -> None:
         self.processes = processes
         self.nice = nice
+        self.idle = idle
         self._executor: ProcessPoolExecutor | None = None
 
     def _get(self) -> ProcessPoolExecutor:
@@ -72,7 +86,7 @@ class CpuPool:
                 max_workers=self.processes,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_process,
-                initargs=(self.nice, os.getpid()),
+                initargs=(self.nice, self.idle, os.getpid()),
             )
         return self._executor
 
@@ -95,3 +109,23 @@ class CpuPool:
         executor, self._executor = self._executor, None
         if executor is not None:
             await asyncio.to_thread(executor.shutdown, True, cancel_futures=True)
+
+
+class CpuThread:
+    """The CPU step in one thread of the worker (``WORKER_CPU_PROCESSES=0``): the same ``run``.
+
+    One thread, not asyncio's default executor (up to 32 threads): with ``WORKER_MAX_JOBS``
+    jobs running, several threads doing pure Python work would only take the GIL from each
+    other and from the event loop, every switch a futex call (measured: 22 articles/s with
+    the default executor, half the machine's CPU time in the kernel)."""
+
+    processes = 0
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cpu-step")
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._executor.shutdown, True, cancel_futures=True)

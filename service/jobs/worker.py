@@ -29,7 +29,9 @@ also serves its metrics on ``WORKER_METRICS_PORT`` (``service.jobs.metrics``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,7 +44,7 @@ from service.core.redis_url import is_sentinel_url, parse_sentinel_url
 from service.core.settings import Settings
 from service.infra import metrics, tracing
 from service.infra.resources import Resources
-from service.jobs.cpu_pool import CpuPool, available_cpus
+from service.jobs.cpu_pool import CpuPool, CpuThread, available_cpus
 from service.jobs.metrics import WorkerMetricsServer
 from service.jobs.supervisor import supervise
 from service.jobs.tasks import (
@@ -80,7 +82,7 @@ class _Shared:
     def __init__(self) -> None:
         self.resources: Resources | None = None
         self.sampler: metrics.Sampler | None = None
-        self.pool: CpuPool | None = None
+        self.pool: CpuPool | CpuThread | None = None
         self.users = 0
         self.lock = asyncio.Lock()
 
@@ -98,20 +100,27 @@ class _Shared:
             self.users += 1
             return self.resources
 
-    async def cpu_pool(self) -> CpuPool | None:
-        """The process's CPU pool (started once), None when the CPU step runs in a thread."""
+    async def cpu_pool(self) -> CpuPool | CpuThread:
+        """Where the process runs the CPU step (made once): its CPU processes, or one thread."""
         async with self.lock:
             if self.pool is None:
                 processes, why = cpu_processes()
                 if processes == 0:
                     log.info("article processing in a thread of the worker (%s=0)", why)
-                    return None
-                pool = CpuPool(processes, nice=settings.worker_cpu_nice)
+                    self.pool = CpuThread()
+                    return self.pool
+                pool = CpuPool(
+                    processes,
+                    nice=settings.worker_cpu_nice,
+                    idle=settings.worker_cpu_idle,
+                )
                 await pool.start()
                 log.info(
-                    "article processing in %d CPU process(es) at nice %d: %s",
+                    "article processing in %d CPU process(es) (%s): %s",
                     processes,
-                    settings.worker_cpu_nice,
+                    "SCHED_IDLE"
+                    if settings.worker_cpu_idle
+                    else f"nice {settings.worker_cpu_nice}",
                     why,
                 )
                 self.pool = pool
@@ -142,9 +151,7 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 async def bulk_startup(ctx: dict[str, Any]) -> None:
     await startup(ctx)
-    pool = await _shared.cpu_pool()
-    if pool is not None:
-        ctx["offload"] = pool.run
+    ctx["offload"] = (await _shared.cpu_pool()).run
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -252,6 +259,10 @@ def main(settings_cls: Any = None, *, cpus: tuple[int, str] | None = None) -> in
     of CPU processes and why (``cpu_default``)."""
     global cpu_default
     cpu_default = cpus
+    if settings.worker_nice:
+        # Before any thread or CPU process exists: they inherit it.
+        with contextlib.suppress(OSError):
+            os.nice(settings.worker_nice)
     logging.getLogger("arq").propagate = True  # no arq CLI here to print its lines
     classes = [settings_cls] if settings_cls is not None else role_settings(settings.worker_roles)
     with asyncio.Runner() as runner:  # the process's one loop, closed when the workers stop

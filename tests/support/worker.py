@@ -30,6 +30,7 @@ class WorkerProcess:
             "REDIS_URL": stack.redis_url,
             "LOG_LEVEL": "INFO",
             "WORKER_METRICS_PORT": "0",  # a test that scrapes the worker gives it a free port
+            "WORKER_NICE": "0",  # as tests.conftest.server_env: the suite's machine is shared
             **env,
         }
         self.log_path = log_path
