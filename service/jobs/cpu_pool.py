@@ -7,8 +7,9 @@ behind it. ``CpuPool`` runs it in ``WORKER_CPU_PROCESSES`` processes instead (a
 ``ProcessPoolExecutor``, one core each), sized by default from the container's CPU quota.
 
 The processes are started with ``spawn`` (no fork of a process that runs an event loop and
-threads), load the analyser once, run at ``WORKER_CPU_NICE`` (a shared machine gives the API
-the CPU first) and die with the worker (``PR_SET_PDEATHSIG``: a SIGKILLed worker leaves no
+threads), load the analyser once, run under ``SCHED_IDLE`` (``WORKER_CPU_IDLE``; else at
+``WORKER_CPU_NICE``: a shared machine gives the API, and the worker's own loop, the CPU
+first) and die with the worker (``PR_SET_PDEATHSIG``: a SIGKILLed worker leaves no
 orphans). A process that dies (OOM killer, SIGKILL) breaks the executor: the jobs it held
 fail and are retried by arq, and the next job gets a new pool.
 """
