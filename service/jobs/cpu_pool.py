@@ -60,8 +60,11 @@ def _init_process(nice: int, idle: bool, worker_pid: int) -> None:
         # asked for (it is only sent for a death after the prctl): nobody will stop us.
         os._exit(0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the worker, which stops us
-    lower_priority(nice, idle=idle)
     import service.domain.text_analysis  # noqa: F401  (YAKE, numpy: once, not per job)
+
+    # Only now: loading YAKE at idle priority could take minutes on a busy machine, and the
+    # worker waits for its CPU processes before it takes jobs.
+    lower_priority(nice, idle=idle)
 
 
 def available_cpus() -> int:

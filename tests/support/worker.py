@@ -30,7 +30,9 @@ class WorkerProcess:
             "REDIS_URL": stack.redis_url,
             "LOG_LEVEL": "INFO",
             "WORKER_METRICS_PORT": "0",  # a test that scrapes the worker gives it a free port
-            "WORKER_NICE": "0",  # as tests.conftest.server_env: the suite's machine is shared
+            # As tests.conftest.server_env: the suite's machine is shared.
+            "WORKER_NICE": "0",
+            "WORKER_CPU_IDLE": "false",
             **env,
         }
         self.log_path = log_path
