@@ -56,12 +56,12 @@ def server_env(stack: ServerStack, **extra: str) -> dict[str, str]:
         "READINESS_TIMEOUT": "10",
         "DB_POOL_TIMEOUT": "30",
         "DB_CONNECT_TIMEOUT": "30",
-        # Workers at full priority and CPU processes niced, not SCHED_IDLE: on a machine whose
-        # cores other work keeps busy, an idle-priority step would never run and a niced
-        # worker would measure that load, not the queues (tests/jobs/test_cpu_pool.py tests
-        # both settings themselves).
+        # Workers and their CPU processes at full priority: on a machine whose cores other work
+        # keeps busy, an idle-priority step would never run and a niced one would measure that
+        # load, not the queues (tests/jobs/test_cpu_pool.py tests these settings themselves).
         "WORKER_NICE": "0",
         "WORKER_CPU_IDLE": "false",
+        "WORKER_CPU_NICE": "0",
     }
     env.update(extra)
     return env

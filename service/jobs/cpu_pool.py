@@ -62,9 +62,25 @@ def _init_process(nice: int, idle: bool, worker_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the worker, which stops us
     import service.domain.text_analysis  # noqa: F401  (YAKE, numpy: once, not per job)
 
-    # Only now: loading YAKE at idle priority could take minutes on a busy machine, and the
-    # worker waits for its CPU processes before it takes jobs.
-    lower_priority(nice, idle=idle)
+    # Lowered by the first real call, not here: the worker waits for its CPU processes to
+    # answer (``CpuPool.start``) before it takes jobs, and at idle priority on a busy machine
+    # that answer could take minutes.
+    global _lower_to
+    _lower_to = (nice, idle)
+
+
+# The priority this pool process drops to before its first call, once (``_init_process``).
+_lower_to: tuple[int, bool] | None = None
+
+
+def _call(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a pool process, at the pool's lowered priority."""
+    global _lower_to
+    if _lower_to is not None:
+        nice, idle = _lower_to
+        _lower_to = None
+        lower_priority(nice, idle=idle)
+    return fn(*args)
 
 
 def available_cpus() -> int:
@@ -95,6 +111,9 @@ class CpuPool:
         return self._executor
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._submit(_call, fn, *args)
+
+    async def _submit(self, fn: Callable[..., T], *args: Any) -> T:
         executor = self._get()
         try:
             return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
@@ -105,14 +124,23 @@ class CpuPool:
                 executor.shutdown(wait=False, cancel_futures=True)
             raise
 
-    async def start(self) -> None:
-        """Start the processes now (a job never waits for YAKE to load)."""
-        await asyncio.gather(*(self.run(os.getpid) for _ in range(self.processes)))
+    async def start(self) -> list[int]:
+        """Start the processes now (a job never waits for YAKE to load); their pids."""
+        return await asyncio.gather(*(self._submit(os.getpid) for _ in range(self.processes)))
 
     async def close(self) -> None:
+        """Stop the processes. They hold nothing (the worker has finished its jobs, or put them
+        back, before it closes the pool), and under SCHED_IDLE on a busy machine they could
+        take minutes to read a request to exit: they are killed."""
         executor, self._executor = self._executor, None
-        if executor is not None:
-            await asyncio.to_thread(executor.shutdown, True, cancel_futures=True)
+        if executor is None:
+            return
+        processes = list(getattr(executor, "_processes", {}).values())
+        executor.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            with contextlib.suppress(OSError, ValueError):
+                process.kill()
+        await asyncio.to_thread(lambda: [p.join(10) for p in processes])
 
 
 class CpuThread:

@@ -33,6 +33,7 @@ class WorkerProcess:
             # As tests.conftest.server_env: the suite's machine is shared.
             "WORKER_NICE": "0",
             "WORKER_CPU_IDLE": "false",
+            "WORKER_CPU_NICE": "0",
             **env,
         }
         self.log_path = log_path
