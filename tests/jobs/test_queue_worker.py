@@ -103,11 +103,13 @@ async def test_two_workers_on_one_queue_run_every_job_once(
 
 async def test_a_worker_runs_at_most_max_jobs_at_once(stack: ServerStack, queue: ArqRedis) -> None:
     name = f"q-{uuid.uuid4().hex}"
-    for n in range(12):
-        await queue.enqueue_job("step", f"slow-{n}", 0.2, _queue_name=name)
+    for n in range(9):
+        await queue.enqueue_job("step", f"slow-{n}", 1.0, _queue_name=name)
     async with workers(stack, name, max_jobs=3):
-        await until(lambda: len(ran) == 12)
-    assert most_at_once == 3
+        await until(lambda: len(ran) == 9)
+    # Never more than max_jobs; more than one at once (a loaded machine may not start all
+    # three within a job's second, so exactly 3 is not asked for).
+    assert 1 < most_at_once <= 3
 
 
 async def test_a_deferred_job_waits_for_its_time(stack: ServerStack, queue: ArqRedis) -> None:
