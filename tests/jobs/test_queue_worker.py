@@ -71,8 +71,14 @@ async def workers(
     try:
         yield made
     finally:
+        # Let the last jobs finish their bookkeeping (arq writes their results after the
+        # function returns): cancelled midway, a loaded machine left connections open.
+        await until(lambda: all(t.done() for w in made for t in w.tasks.values()))
         for task in tasks:
             task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for w in made:
             await w.close()
 
