@@ -35,19 +35,16 @@ T = TypeVar("T")
 _PR_SET_PDEATHSIG = 1
 
 
-def lower_priority(nice: int, *, idle: bool) -> str:
+def lower_priority(nice: int, *, idle: bool) -> None:
     """Lower this process's CPU priority: ``SCHED_IDLE`` when ``idle`` (it runs only when no
-    ordinary process wants the core; Linux), else ``nice``. What was done, in words."""
+    ordinary process wants the core; Linux), else (or if refused) ``nice``."""
     if idle and hasattr(os, "SCHED_IDLE"):
-        try:
+        with contextlib.suppress(OSError):
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-            return "SCHED_IDLE"
-        except OSError:
-            pass
+            return
     if nice:
         with contextlib.suppress(OSError):
             os.nice(nice)
-    return f"nice {nice}"
 
 
 def _init_process(nice: int, idle: bool, worker_pid: int) -> None:
