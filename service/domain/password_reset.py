@@ -42,6 +42,7 @@ from service.domain.login_sessions import end_all_sessions
 from service.domain.models import User
 from service.domain.passwords import hash_password
 from service.domain.users import set_password_hash, user_by_email
+from service.infra import db_cleanup
 from service.infra.mail import build_message, deliver
 from service.infra.queue import enqueue
 from service.infra.resources import Resources
@@ -159,7 +160,7 @@ async def send_password_reset(
     """Mail a reset token to the user with ``email``, in a link made from the template
     ``link`` (``reset_link_for``); False (nothing sent) if there is no such user."""
     assert res.sessionmaker is not None
-    async with res.sessionmaker() as session:
+    async with db_cleanup.session_scope(res.sessionmaker) as session:
         user = await user_by_email(session, email)
     settings = res.settings
     if user is None:
@@ -214,13 +215,13 @@ async def reset_password(
         )
     ).scalar_one_or_none()
     if user is None or not claim.matches(user.password_hash):
-        await session.rollback()
+        await db_cleanup.roll_back(session)
         raise InvalidResetToken("used, or the user is gone")
     await set_password_hash(session, user_id=user.id, password_hash=password_hash)
     try:
         await end_all_sessions(redis, user_id=user.id)
     except Exception:
-        await session.rollback()
+        await db_cleanup.roll_back(session)
         raise
     await session.commit()
     # A login with the old password between the revocation and the commit would have made a

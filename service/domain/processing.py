@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from service.core.types import ArticleStatus
 from service.domain.models import Article
+from service.infra import db_cleanup
 
 if TYPE_CHECKING:  # the analyser (YAKE) is loaded by the worker only
     from service.domain.text_analysis import Analysis
@@ -141,12 +142,12 @@ async def process(
     and each round trip is event-loop time taken from the next job."""
     autocommit = _autocommit(engine)
     try:
-        async with autocommit.connect() as conn:
+        async with db_cleanup.connection_scope(autocommit) as conn:
             text = await pending_version(conn, article_id, version)
         if text is None:
             return "skipped"
         analysis = await (offload or asyncio.to_thread)(analyser, text.title, text.content)
-        async with autocommit.connect() as conn:
+        async with db_cleanup.connection_scope(autocommit) as conn:
             written = await finish(conn, article_id, version, analysis=analysis)
         return "processed" if written else "skipped"
     except Exception as exc:
@@ -157,7 +158,7 @@ async def process(
         log.error(
             "processing article %s failed for good after %d tries: %s", article_id, attempt, reason
         )
-        async with autocommit.connect() as conn:
+        async with db_cleanup.connection_scope(autocommit) as conn:
             await finish(conn, article_id, version, error=reason)
         return "failed"
 

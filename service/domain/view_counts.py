@@ -42,6 +42,7 @@ from sqlalchemy.types import BigInteger
 from service.core import keys
 from service.core.errors import REDIS_FAILURES
 from service.domain.view_buffer import ViewBuffer
+from service.infra import db_cleanup
 from service.infra.cache import HitCount
 from service.infra.resources import Resources
 
@@ -192,7 +193,7 @@ async def apply_chunk(
         {"id": chunk_id},
     )
     if inserted.first() is None:
-        await session.rollback()
+        await db_cleanup.roll_back(session)
         return False
     await session.execute(_APPLY, {"ids": ids, "counts": counts})
     await session.commit()
@@ -203,7 +204,7 @@ async def apply(sessionmaker: async_sessionmaker[AsyncSession], batch: Batch, si
     """Step 2: every chunk of ``batch`` not applied yet; returns the views added now."""
     added = 0
     for chunk_id, ids, counts in batch.chunks(size):
-        async with sessionmaker() as session:
+        async with db_cleanup.session_scope(sessionmaker) as session:
             if await apply_chunk(session, chunk_id, ids, counts):
                 added += sum(counts)
     return added

@@ -7,6 +7,9 @@ SQLAlchemy invalidated as a disconnect, or no pooled connection freed up within
 ``DB_POOL_TIMEOUT``. The API answers those with 503 and ``Retry-After``
 (``service.web.errors``), never with a 500.
 
+``outcome_unknown(exc)`` is True when that happened to a COMMIT that may have reached the
+server: whether the write was applied cannot be known from here (``web.transactions``).
+
 ``invalid_value(exc)`` is True for PostgreSQL's data exceptions (class ``22``: a number out of
 range, a date out of range, malformed text): a value from the client that no validation
 caught. The API answers 422.
@@ -63,6 +66,17 @@ def unreachable(exc: BaseException) -> bool:
     return isinstance(exc, OSError | TimeoutError)
 
 
+def outcome_unknown(exc: BaseException) -> bool:
+    """True when a COMMIT met a dead connection after it may have reached the server: asyncpg
+    reports a connection closed in the middle of the operation. A connection asyncpg already
+    knew was closed (``InterfaceError``) never sent the COMMIT: nothing was written."""
+    return (
+        isinstance(exc, sa_exc.DBAPIError)
+        and not isinstance(exc, sa_exc.InterfaceError)
+        and unreachable(exc)
+    )
+
+
 def invalid_value(exc: BaseException) -> bool:
     """True for a data exception (SQLSTATE class 22): a value PostgreSQL cannot take."""
     if isinstance(exc, sa_exc.DataError):
@@ -89,6 +103,17 @@ class Outage:
                 "database unreachable (%s: %s); answering 503 until it answers again",
                 type(exc).__name__,
                 reason[:200],
+            )
+
+    def lost(self, exc: BaseException, step: str) -> None:
+        """A clean-up step (a rollback, a close) met a connection the server had dropped; the
+        request or job it belonged to answers what it had decided. Logged once per outage."""
+        if self.since is None:
+            self.since = time.monotonic()
+            log.warning(
+                "database connection lost (%s failed: %s); it is discarded",
+                step,
+                type(exc).__name__,
             )
 
     def recovered(self) -> None:

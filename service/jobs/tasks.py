@@ -21,6 +21,7 @@ from service.core import keys
 from service.domain import processing, view_counts
 from service.domain.password_reset import PASSWORD_RESET, send_password_reset
 from service.domain.text_analysis import analyse
+from service.infra import db_cleanup
 from service.infra.queue import submit
 from service.infra.resources import Resources
 from service.jobs.metrics import record_flush
@@ -40,7 +41,7 @@ async def ping(ctx: dict[str, Any]) -> str:
     """Round-trip through PostgreSQL: proves a worker is up and can reach the database."""
     res = _resources(ctx)
     assert res.engine is not None
-    async with res.engine.connect() as conn:
+    async with db_cleanup.connection_scope(res.engine) as conn:
         value = (await conn.execute(text("SELECT 'pong'"))).scalar_one()
     return str(value)
 
@@ -74,7 +75,7 @@ async def prune_view_batches(ctx: dict[str, Any]) -> int:
     """Forget applied view batches older than a week (daily)."""
     res = _resources(ctx)
     assert res.sessionmaker is not None
-    async with res.sessionmaker() as session:
+    async with db_cleanup.session_scope(res.sessionmaker) as session:
         return await view_counts.prune(session)
 
 
@@ -127,7 +128,7 @@ async def sweep_pending(ctx: dict[str, Any]) -> dict[str, int]:
     after_id = 0
     stopped = False
     while not stopped:
-        async with res.sessionmaker() as session:
+        async with db_cleanup.session_scope(res.sessionmaker) as session:
             page = await processing.stale_pending(
                 session, res.settings.process_stale_seconds, after_id=after_id, limit=SWEEP_PAGE
             )

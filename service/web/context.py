@@ -12,7 +12,6 @@ never returns None for something a request must have.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service.core.settings import Settings
 from service.domain.callers import Caller
 from service.domain.view_counts import ViewCounter
+from service.infra import db_cleanup
 from service.infra.cache import ResponseCache
 from service.infra.resources import Resources
 
@@ -113,8 +113,7 @@ async def abandon_transaction() -> None:
     on it (served stale), so there is nothing to commit."""
     state = existing_request_state()
     if state is not None and state.db_session is not None:
-        with contextlib.suppress(Exception):  # an invalidated connection rolls back locally
-            await state.db_session.rollback()
+        await db_cleanup.roll_back(state.db_session)
 
 
 def db_session() -> AsyncSession:

@@ -119,9 +119,22 @@ def _handle_redis_down(exc: RedisError) -> Response:
     return _handle_domain_error(Unavailable())
 
 
-def database_error_response(exc: Exception) -> Response:
+COMMIT_OUTCOME_UNKNOWN = (
+    "The database connection was lost while this change was being committed: it may or may "
+    "not have been saved. Read the resource before repeating the request."
+)
+
+
+def database_error_response(exc: Exception, *, committing: bool = False) -> Response:
     """503 with ``Retry-After`` when PostgreSQL cannot be reached (logged once per outage),
-    422 for a value it cannot take; anything else is a bug (500)."""
+    422 for a value it cannot take; anything else is a bug (500). ``committing``: ``exc`` came
+    from the request's COMMIT, whose outcome is unknown when the connection died in flight
+    (503 ``commit_outcome_unknown``)."""
+    if committing and db_errors.outcome_unknown(exc):
+        db_errors.OUTAGE.failed(exc)
+        response = error_response(503, "commit_outcome_unknown", COMMIT_OUTCOME_UNKNOWN)
+        response.headers["Retry-After"] = RETRY_AFTER_UNAVAILABLE
+        return response
     if db_errors.unreachable(exc):
         db_errors.OUTAGE.failed(exc)
         return _handle_domain_error(Unavailable("The database is unavailable; try again shortly."))

@@ -39,7 +39,11 @@ ERROR_DESCRIPTIONS = {
     422: "Invalid fields, or an unknown or repeated query parameter",
     428: "If-Match required",
     429: "Rate limit exceeded",
-    503: "A dependency is unavailable",
+    503: (
+        "A dependency is unavailable (`service_unavailable`), or the database connection was "
+        "lost while a write was committing (`commit_outcome_unknown`: the change may or may not "
+        "be saved; read the resource before repeating the request)"
+    ),
 }
 
 REF = "#/components/{kind}/{name}"

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from sqlalchemy import event, text
 
 from service.asgi import asgi_app
+from service.core.errors import NotFound
 from service.core.logs import configure_logging
 from service.core.request_id import current_request_id
 from service.core.settings import Settings
@@ -133,6 +134,50 @@ async def create_item() -> tuple[Response, int]:
     if request.args.get("fail") == "1":
         raise RuntimeError("failure after the insert")
     return jsonify(item.model_dump()), 201
+
+
+# A deferred constraint trigger that ends its own backend at COMMIT: the connection dies while
+# the COMMIT is in flight, as in a crash or a failover at that moment (nothing is committed).
+DIE_AT_COMMIT = (
+    "CREATE FUNCTION pg_temp.die() RETURNS trigger LANGUAGE plpgsql AS "
+    "$$ BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); PERFORM pg_sleep(5); "
+    "RETURN NULL; END $$",
+    "CREATE TEMP TABLE doomed (x int)",
+    "CREATE CONSTRAINT TRIGGER die AFTER INSERT ON doomed DEFERRABLE INITIALLY DEFERRED "
+    "FOR EACH ROW EXECUTE FUNCTION pg_temp.die()",
+    "INSERT INTO doomed VALUES (1)",
+)
+
+
+@probes.route("/lose-connection", methods=["GET", "POST"])
+async def lose_connection() -> tuple[Response, int]:
+    """Queries (a POST inserts ``name`` into probe_items first), then has the request's backend
+    terminated and waits until the driver has seen its connection close, so the after-request
+    hook meets a dead connection; answers ``status``. ``at=commit`` instead arranges for the
+    backend to end itself while the COMMIT runs."""
+    session = context.db_session()
+    if request.method == "POST":
+        await session.execute(
+            text("INSERT INTO probe_items (name, count) VALUES (:name, 0)"),
+            {"name": request.args["name"]},
+        )
+    pid = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+    if request.args.get("at") == "commit":
+        for statement in DIE_AT_COMMIT:
+            await session.execute(text(statement))
+    else:
+        raw = (await (await session.connection()).get_raw_connection()).driver_connection
+        engine = context.app_state(current_app).resources.engine
+        async with engine.connect() as other:
+            await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        for _ in range(1000):  # asyncpg reads the close within milliseconds; 10 s at most
+            if raw.is_closed():
+                break
+            await asyncio.sleep(0.01)
+    status = int(request.args.get("status", "200"))
+    if status == 404:
+        raise NotFound("nothing here")
+    return jsonify(pid=pid), status
 
 
 @probes.get("/environ")
