@@ -10,7 +10,7 @@
   file under ``service/`` (or a ``RELOAD_DIRS`` directory) changes (``service.cli.dev``).
 - ``serve``: Hypercorn with ``hypercorn.toml``, bind and worker count from the environment
   (``BIND``, or ``HOST``/``PORT``; ``WEB_CONCURRENCY``, by default the container's CPU quota,
-  see ``service.cli.concurrency``). ``SERVER=uvicorn`` (uvloop, httptools) or
+  see ``service.core.cpus``). ``SERVER=uvicorn`` (uvloop, httptools) or
   ``SERVER=granian`` (``--interface asgi``, uvloop) serves the same app with the same bind,
   workers, backlog and graceful timeout (from ``hypercorn.toml``; uvicorn also its keep-alive).
   uvicorn serves HTTP/1.1 only; their access lines are their own (no route template or
@@ -54,8 +54,8 @@ from dotenv import dotenv_values
 
 from service.cli import dev, healthcheck, metrics_dir, queue_status
 from service.cli.admin import count_arg, data_command, positive_arg
-from service.cli.concurrency import default_workers
 from service.cli.embedded import EmbeddedPostgres, EmbeddedRedis, die_with_parent
+from service.core.cpus import default_workers
 from service.core.logs import configure_logging, default_log_format
 from service.core.settings import env_file
 

@@ -78,11 +78,18 @@ SECRET_PLACEHOLDER = "<redacted>"
 # reset token (base64url JSON, which starts with ``eyJ``, a dot, a signature), spelled here
 # because core imports nothing of ours; tests/core/test_logs.py checks real ones.
 # The domain needs no dot: arq shortens the argument list it logs, maybe inside an address.
+#
+# Linear in the line's length: each alternative may only start where a run of its characters
+# starts (the negative lookbehinds), and its runs are possessive (``++``). Without them, a long
+# run of address characters holding ``nd_`` but no ``@`` was scanned again from every position
+# in it: 2.5 s for one 64 KiB path, with the event loop held.
+_LOCAL = r"A-Za-z0-9.!#$%&*+/=?^_`{|}~-"
+_TOKEN = r"A-Za-z0-9_-"
 _SECRETS = re.compile(
-    r"(?P<email>[A-Za-z0-9.!#$%&*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)"
-    r"|(?P<bearer>(?i:bearer)\s+)\S+"
-    r"|\bnds?_[A-Za-z0-9_-]{16,}"
-    r"|\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,}"
+    rf"(?P<email>(?<![{_LOCAL}])[{_LOCAL}]++@[A-Za-z0-9-]++(?:\.[A-Za-z0-9-]++)*+)"
+    r"|(?P<bearer>(?i:bearer)\s++)\S++"
+    rf"|(?<![{_TOKEN}])nds?_[{_TOKEN}]{{16,}}+"
+    rf"|(?<![{_TOKEN}])eyJ[{_TOKEN}]{{8,}}+\.[{_TOKEN}]{{16,}}+"
 )
 # Cheap pre-check: a line without any of these cannot match (most lines).
 _MARKERS = ("@", "nd_", "nds_", "eyJ", "earer", "EARER")
@@ -113,6 +120,33 @@ def redact(text: str) -> str:
     if not any(marker in text for marker in _MARKERS):
         return text
     return _SECRETS.sub(_placeholder, text)
+
+
+# The longest request path an access line carries: a client chooses its path, and each
+# character is redaction and log-storage cost. Longer ones are cut and say so.
+MAX_LOGGED_PATH = 2048
+
+
+def cut_path(path: str) -> str:
+    """``path`` as an access line logs it: at most ``MAX_LOGGED_PATH`` characters, marked
+    ``...[cut, N chars]`` when it was longer."""
+    if len(path) <= MAX_LOGGED_PATH:
+        return path
+    return f"{path[:MAX_LOGGED_PATH]}...[cut, {len(path)} chars]"
+
+
+# C0 controls, DEL and C1 controls, written as escapes in text lines: a CR, LF or ESC from a
+# request path or a user's text must not start a forged line or drive a terminal.
+_CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))} | {
+    ord("\n"): "\\n",
+    ord("\r"): "\\r",
+    ord("\t"): "\\t",
+}
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with control characters written as ``\\n``, ``\\r``, ``\\t``, ``\\xNN``."""
+    return text.translate(_CONTROLS)
 
 
 # --- formats ---------------------------------------------------------------------------------
@@ -166,10 +200,15 @@ class RequestIdFilter(logging.Filter):
 
 
 class TextFormatter(logging.Formatter):
-    """The human format (``FORMAT``), redacted."""
+    """The human format (``FORMAT``), redacted, one line per record: control characters in
+    the message are escaped (a traceback still follows on lines of its own)."""
 
     def __init__(self) -> None:
         super().__init__(FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
 
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))

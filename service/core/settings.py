@@ -132,6 +132,23 @@ class Settings(BaseSettings):
     rate_limit_login_email: RateLimit = "10/minute"
     rate_limit_write: RateLimit = "120/minute"
     rate_limit_read: RateLimit = "1200/minute"
+    # Failed authentications (a wrong password, an unknown API key or session token) per
+    # client address, over every way of authenticating (service.web.rate_limits).
+    rate_limit_auth_failures: RateLimit = "60/minute"
+    # Search requests (?q=) per client address, on top of RATE_LIMIT_READ.
+    rate_limit_search: RateLimit = "60/minute"
+    # IPv6 clients share one rate-limit bucket per network of this prefix length (a client is
+    # usually given a whole /64).
+    rate_limit_ipv6_prefix: int = Field(64, ge=16, le=128)
+    # Live credentials a user may hold: creating a key past MAX_API_KEYS_PER_USER is refused
+    # (409); a login past MAX_SESSIONS_PER_USER ends the user's oldest session.
+    max_api_keys_per_user: int = Field(20, ge=1, le=10_000)
+    max_sessions_per_user: int = Field(50, ge=1, le=10_000)
+    # Password hashing threads per process (argon2id holds 64 MiB per hash; unset: the CPU
+    # quota, service.core.cpus); a request that waits longer than PASSWORD_HASH_WAIT_SECONDS
+    # for one is answered 503 with Retry-After (service.domain.passwords).
+    password_hash_concurrency: int | None = Field(None, ge=1, le=256)
+    password_hash_wait_seconds: float = Field(2.0, gt=0)
     # X-Forwarded-For is believed only from these proxies (comma-separated IPs or CIDRs).
     trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = []
     # Origins allowed by CORS (comma-separated, or "*"); empty: CORS off.
@@ -162,7 +179,7 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = Field(0.05, gt=0, le=5)
     # Processes that run process_article's CPU step (summary and keywords) beside the bulk
     # worker, each on a core of its own; unset: the container's CPU quota (as WEB_CONCURRENCY,
-    # service.cli.concurrency); 0: a thread of the worker process (one core per process at
+    # service.core.cpus); 0: a thread of the worker process (one core per process at
     # most, the GIL). They run under SCHED_IDLE (WORKER_CPU_IDLE: a core only when nothing
     # else wants it), else at WORKER_CPU_NICE (0 to 19), so the API wins a shared CPU.
     worker_cpu_processes: int | None = Field(None, ge=0, le=256)
@@ -240,7 +257,7 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
-    @field_validator("worker_cpu_processes", mode="before")
+    @field_validator("worker_cpu_processes", "password_hash_concurrency", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value

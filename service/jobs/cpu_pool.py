@@ -80,14 +80,6 @@ def _call(fn: Callable[..., T], *args: Any) -> T:
     return fn(*args)
 
 
-def available_cpus() -> int:
-    """The CPUs this process may run on (its affinity mask), else the machine's count."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 class CpuPool:
     """``processes`` processes for CPU-bound calls, started on first use; ``run`` awaits one."""
 

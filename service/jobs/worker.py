@@ -39,12 +39,13 @@ from arq import cron, func
 from arq.connections import RedisSettings
 
 from service.core import keys
+from service.core.cpus import default_workers
 from service.core.logs import configure_logging
 from service.core.redis_url import is_sentinel_url, parse_sentinel_url
 from service.core.settings import Settings
 from service.infra import metrics, tracing
 from service.infra.resources import Resources
-from service.jobs.cpu_pool import CpuPool, CpuThread, available_cpus
+from service.jobs.cpu_pool import CpuPool, CpuThread
 from service.jobs.metrics import WorkerMetricsServer
 from service.jobs.supervisor import supervise
 from service.jobs.tasks import (
@@ -62,7 +63,7 @@ settings = Settings()
 configure_logging(settings.log_level, settings.resolved_log_format)
 
 # ``(processes, why)`` when WORKER_CPU_PROCESSES is unset: `python -m service worker` sets it
-# from the cgroup CPU quota (service.cli.concurrency); the bare arq CLI uses the CPUs available.
+# from the cgroup CPU quota (service.core.cpus); the bare arq CLI reads the same quota.
 cpu_default: tuple[int, str] | None = None
 
 
@@ -72,8 +73,7 @@ def cpu_processes() -> tuple[int, str]:
         return settings.worker_cpu_processes, "WORKER_CPU_PROCESSES"
     if cpu_default is not None:
         return cpu_default
-    cpus = available_cpus()
-    return cpus, f"{cpus} CPU(s) available"
+    return default_workers()
 
 
 class _Shared:

@@ -8,7 +8,8 @@ headers and the raw path but not the route template. ``AccessLogger`` (Hypercorn
 ``duration_ms``, the request id the response carries in ``X-Request-ID``, the trace id the
 tracing middleware left in the scope (``TRACE_SCOPE_KEY``), and logs them as record fields,
 so a JSON line has the same schema as every other line. The path is logged without its
-query string (query strings are the client's to fill).
+query string (query strings are the client's to fill), and cut to ``MAX_LOGGED_PATH``
+characters (``service.core.logs.cut_path``).
 
 In text format an access line reads as it always did (after the time, level and logger)::
 
@@ -28,7 +29,7 @@ from typing import Any
 from hypercorn.config import Config
 from hypercorn.logging import Logger
 
-from service.core.logs import handler
+from service.core.logs import cut_path, handler
 from service.core.types import ROUTE_SCOPE_KEY
 from service.infra.tracing import TRACE_SCOPE_KEY
 
@@ -60,7 +61,7 @@ class AccessLogger(Logger):
                 headers[bytes(name).lower()] = bytes(value)
         status = response["status"] if response is not None else None
         method = request.get("method", "GET")  # a websocket has none
-        path = request.get("path", "")
+        path = cut_path(request.get("path", ""))
         protocol = f"HTTP/{request['http_version']}" if "http_version" in request else "WS"
         client = request.get("client")
         remote = f"{client[0]}:{client[1]}" if client and len(client) == 2 else "-"

@@ -13,6 +13,7 @@ from werkzeug.wsgi import get_host
 
 from service.core.settings import Settings
 from service.core.types import ROUTE_SCOPE_KEY
+from service.domain import passwords
 from service.domain.view_counts import ViewCounter
 from service.infra.resources import Resources
 from service.serving.bridge import await_
@@ -140,6 +141,8 @@ def create_app(settings: Settings | None = None, *, views: ViewCounter | None = 
         app, context.AppState(settings, Resources(settings), views=views or ViewCounter())
     )
 
+    # The process's password hashing threads, sized from the settings (see the module).
+    passwords.configure(settings.password_hash_concurrency, settings.password_hash_wait_seconds)
     transactions.init_app(app)
     errors.register_error_handlers(app)
     rate_limits.init_app(app)

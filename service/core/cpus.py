@@ -1,4 +1,6 @@
-"""How many Hypercorn workers ``python -m service serve`` starts when ``WEB_CONCURRENCY`` is unset.
+"""How many CPUs this process really has: the default for ``WEB_CONCURRENCY`` (Hypercorn
+workers of ``python -m service serve``), ``WORKER_CPU_PROCESSES`` and
+``PASSWORD_HASH_CONCURRENCY``.
 
 ``os.cpu_count()`` is the host's CPU count: a container limited to half a CPU on a 16-core
 node would start 16 workers, each with its own pools (16 times the PostgreSQL connections)
@@ -87,3 +89,8 @@ def default_workers(root: Path = CGROUP_ROOT, cpus: int | None = None) -> tuple[
     if limit is None:
         return cpus, f"{cpus} CPU(s) available, no cgroup CPU quota"
     return max(1, min(math.ceil(limit), cpus)), f"cgroup CPU quota {limit:g} of {cpus} CPU(s)"
+
+
+def cpu_budget(root: Path = CGROUP_ROOT) -> int:
+    """The CPU quota rounded up, capped by the available CPUs (``default_workers``' count)."""
+    return default_workers(root)[0]

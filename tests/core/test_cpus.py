@@ -1,4 +1,4 @@
-"""service.cli.concurrency: the default Hypercorn worker count follows the cgroup CPU quota
+"""service.core.cpus: the default Hypercorn worker count follows the cgroup CPU quota
 (real cgroup files written to a temporary directory), and ``python -m service serve`` starts
 that many workers."""
 
@@ -14,14 +14,14 @@ import httpx
 import psutil
 import pytest
 
-from service.cli.concurrency import (
+from service.cli.embedded import free_port
+from service.core.cpus import (
     available_cpus,
     cgroup_cpu_limit,
     default_workers,
     parse_cfs,
     parse_cpu_max,
 )
-from service.cli.embedded import free_port
 from tests.support.databases import ROOT, ServerStack
 
 SERVE_READY_WITHIN = 60.0  # seconds for `serve` to answer /healthz on a busy machine
