@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     redis_max_connections: int = Field(50, ge=1)
     redis_socket_timeout: float = Field(2.0, gt=0)
     readiness_timeout: float = Field(1.0, gt=0)
+    # /readyz answers from a check at most this old: probes and clients cannot make each
+    # request cost a database and a Redis round trip.
+    readiness_cache_seconds: float = Field(1.0, ge=0)
     max_content_length: int = Field(1024 * 1024, ge=1)
     # A request body must arrive at BODY_MIN_RATE bytes/s on average once BODY_GRACE_SECONDS
     # of reading have passed, or it is answered 408 and its connection closed (0: no minimum).
@@ -126,6 +129,14 @@ class Settings(BaseSettings):
     cache_timeout: float = Field(0.25, gt=0)  # per Redis call made by the cache
     cache_breaker_seconds: float = Field(5.0, gt=0)  # how long to bypass a failing Redis
     http_max_age: int = Field(0, ge=0)  # Cache-Control max-age on anonymous reads
+    # A Redis of the cache's own (maxmemory with allkeys-lru), away from sessions, rate limits
+    # and queues, which must never be evicted; unset: the cache shares REDIS_URL.
+    cache_redis_url: str | None = None
+    # The largest body the cache stores; a bigger answer is served uncached.
+    cache_max_entry_bytes: int = Field(256 * 1024, ge=1024)
+    # List pages cached per generation of the article lists (canonical queries only); past it
+    # a list page is served uncached.
+    cache_max_list_keys: int = Field(300, ge=1)
     # Rate limits: "<count>/<second|minute|hour|day>", kept in Redis and shared by all workers.
     rate_limit_register: RateLimit = "10/hour"
     rate_limit_login_ip: RateLimit = "30/minute"
@@ -137,6 +148,11 @@ class Settings(BaseSettings):
     rate_limit_auth_failures: RateLimit = "60/minute"
     # Search requests (?q=) per client address, on top of RATE_LIMIT_READ.
     rate_limit_search: RateLimit = "60/minute"
+    # Search (?q=): each term a prefix of at least SEARCH_MIN_PREFIX characters, at most
+    # SEARCH_MAX_TERMS terms, and the search's statements cut at SEARCH_TIMEOUT_MS.
+    search_min_prefix: int = Field(2, ge=1, le=32)
+    search_max_terms: int = Field(4, ge=1, le=32)
+    search_timeout_ms: int = Field(2000, ge=1)
     # IPv6 clients share one rate-limit bucket per network of this prefix length (a client is
     # usually given a whole /64).
     rate_limit_ipv6_prefix: int = Field(64, ge=16, le=128)
@@ -203,7 +219,9 @@ class Settings(BaseSettings):
     smtp_port: int = Field(25, ge=1, le=65535)
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
-    smtp_starttls: bool = False
+    # "opportunistic": STARTTLS when the server offers it; "required": refuse to send without
+    # it; "off": cleartext (a local relay only).
+    smtp_tls: Literal["opportunistic", "required", "off"] = "opportunistic"
     smtp_timeout: float = Field(10.0, gt=0)
     mail_from: str = "Newsdesk <no-reply@newsdesk.invalid>"
     mail_outbox: str = ".data/outbox"

@@ -55,7 +55,7 @@ async def deliver(settings: Settings, message: EmailMessage) -> str:
             password=(
                 settings.smtp_password.get_secret_value() if settings.smtp_password else None
             ),
-            start_tls=settings.smtp_starttls,
+            start_tls=START_TLS[settings.smtp_tls],
             timeout=settings.smtp_timeout,
         )
         where = f"smtp://{settings.smtp_host}:{settings.smtp_port}"
@@ -64,6 +64,11 @@ async def deliver(settings: Settings, message: EmailMessage) -> str:
     path = await asyncio.to_thread(write_to_outbox, Path(settings.mail_outbox), message)
     log.info("mail %s written to %s (SMTP_HOST is not set)", _mail_id(message), path)
     return str(path)
+
+
+# SMTP_TLS -> aiosmtplib's start_tls: None upgrades when the server offers STARTTLS (and
+# verifies its certificate), True refuses to send without it, False never upgrades.
+START_TLS: dict[str, bool | None] = {"opportunistic": None, "required": True, "off": False}
 
 
 def _mail_id(message: EmailMessage) -> str:
