@@ -361,6 +361,7 @@ def main() -> int:
                 "DATABASE_URL": url,
                 "REDIS_URL": redis.url(db_no),
                 "ENV": "test",
+                "PASSWORD_RESET_URL": "http://127.0.0.1/reset-password#token={token}",
                 "LOG_LEVEL": "WARNING",
                 "RATE_LIMIT_READ": "1000000/minute",
             }

@@ -133,6 +133,7 @@ def ab(args: argparse.Namespace) -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     env = {"ENV": "test", "LOG_LEVEL": "WARNING", "DB_POOL_SIZE": "8",
+           "PASSWORD_RESET_URL": "http://127.0.0.1/reset-password#token={token}",
            "RATE_LIMIT_READ": "100000000/minute"}  # fmt: skip
     probes: dict[str, tuple[str, Path | None]] = {}
     for probe in args.probes.split(","):

@@ -223,6 +223,7 @@ def main() -> int:
             "DATABASE_URL": db_url,
             "REDIS_URL": redis.url(),
             "ENV": "test",
+            "PASSWORD_RESET_URL": "http://127.0.0.1/reset-password#token={token}",
             "DB_POOL_SIZE": "10",
             "LOG_LEVEL": "WARNING",
         }

@@ -90,6 +90,7 @@ def main() -> int:
             "DATABASE_URL": db_url,
             "REDIS_URL": redis_server.url(),
             "ENV": "test",
+            "PASSWORD_RESET_URL": "http://127.0.0.1/reset-password#token={token}",
             "LOG_LEVEL": "WARNING",
             "RATE_LIMIT_READ": "100000000/minute",
             "CACHE_TTL_ARTICLE": "3600",

@@ -18,6 +18,10 @@ from tests.support.live import LiveServer
 # No dotenv file for the tests and every process they start: a developer's .env (read by
 # Settings and `python -m service run`) must not change their outcome.
 os.environ[ENV_FILE_VARIABLE] = ""
+# Outside development the server will not start without a reset page of its own (a link
+# built from the Host header would follow any host a client names); tests of the link set
+# their own.
+os.environ.setdefault("PASSWORD_RESET_URL", "http://127.0.0.1/reset-password#token={token}")
 
 # The live server's pool: small, so pool-sharing assertions are meaningful.
 POOL_SIZE = 5
@@ -71,7 +75,10 @@ def server_env(stack: ServerStack, **extra: str) -> dict[str, str]:
 def live(stack: ServerStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """The app plus test probes, served by a real Hypercorn over loopback sockets."""
     log = tmp_path_factory.mktemp("live") / "server.log"
-    server = LiveServer("tests.support.probe_app:app", server_env(stack), log).start()
+    server = LiveServer("tests.support.probe_app:app", server_env(stack), log)
+    # Reset links lead to this server's own page (tests/web/test_reset_page.py opens them).
+    server.env["PASSWORD_RESET_URL"] = f"{server.url}/reset-password#token={{token}}"
+    server.start()
     yield server
     server.stop()
 

@@ -55,6 +55,7 @@ class Stack:
             **os.environ,
             "ENV_FILE": "",  # never the checkout's .env
             "ENV": "test",
+            "PASSWORD_RESET_URL": "http://127.0.0.1/reset-password#token={token}",
             "DATABASE_URL": self.database_url,
             "REDIS_URL": self.redis.url(),
             "BIND": f"127.0.0.1:{self.port}",

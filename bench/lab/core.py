@@ -60,6 +60,7 @@ class Lab:
             "DATABASE_URL": self.database_url,
             "REDIS_URL": self.redis.url(),
             "ENV": "test",
+            "PASSWORD_RESET_URL": "http://127.0.0.1/reset-password#token={token}",
             "LOG_LEVEL": "WARNING",
             "RATE_LIMIT_READ": "100000000/minute",
             **extra,

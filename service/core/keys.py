@@ -45,9 +45,20 @@ def list_entry(query_digest: str) -> tuple[list[str], str]:
     return [ARTICLES_GENERATION], f"cache:{{e}}:list:{{g1}}:{query_digest}"
 
 
+# The list pages stored under one generation of the lists (the {e} and {g1} of ``list_entry``):
+# a sorted set of their keys scored by expiry time (ms), which bounds how many are stored at
+# once (CACHE_MAX_LIST_KEYS, ``service.infra.cache.Quota``).
+LIST_ENTRIES = "cache:{e}:lists:{g1}"
+
+
 def pack_entry(etag: str, body: bytes) -> bytes:
     """A cached response as stored: its ETag, a newline, its body."""
     return etag.encode("latin-1") + b"\n" + body
+
+
+# Stored in place of an entry bigger than CACHE_MAX_ENTRY_BYTES (never a packed entry, which
+# holds at least a newline): readers compute the response at once, without waiting on a lock.
+UNCACHEABLE = b""
 
 
 def unpack_entry(stored: bytes) -> tuple[bytes, bytes]:
@@ -67,13 +78,23 @@ def rate_limit(name: str, identity: str, window_index: int) -> str:
 # --- login sessions (service.domain.login_sessions) -----------------------------------------
 
 
+LOGIN_SESSION_PREFIX = "session:"
+
+
 def login_session(token_hash: str) -> str:
     """Holds the user id of a live session token (by its SHA-256, hex)."""
-    return f"session:{token_hash}"
+    return f"{LOGIN_SESSION_PREFIX}{token_hash}"
 
 
 def user_sessions(user_id: int) -> str:
-    """The set of a user's live session hashes (to revoke them all at once)."""
+    """A user's live session hashes, a sorted set scored by creation time (to revoke them all
+    at once, and to end the oldest past MAX_SESSIONS_PER_USER)."""
+    return f"user-sessions-by-age:{user_id}"
+
+
+def legacy_user_sessions(user_id: int) -> str:
+    """The unordered set of session hashes that releases before the sorted set wrote; read
+    only to revoke them, and gone within SESSION_TTL_SECONDS of an upgrade."""
     return f"user-sessions:{user_id}"
 
 

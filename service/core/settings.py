@@ -229,7 +229,10 @@ class Settings(BaseSettings):
     # Where the reset link points; {token} is replaced by the token. Unset: the page this
     # server serves, at the scheme, host and port the reset was asked on (service.web.pages).
     password_reset_url: str | None = None
-    rate_limit_reset: RateLimit = "5/hour"  # reset requests per e-mail address
+    # Reset mails per e-mail address and client, and per e-mail address from anywhere (a
+    # ceiling against mail bombing); past either the request still answers 202, sending nothing.
+    rate_limit_reset: RateLimit = "5/hour"
+    rate_limit_reset_address: RateLimit = "20/hour"
 
     # Prometheus metrics (service.infra.metrics). Off: no /metrics, no per-request counting.
     # The API's workers share PROMETHEUS_MULTIPROC_DIR (read by prometheus_client itself; made
@@ -328,14 +331,16 @@ class Settings(BaseSettings):
                 "SECRET_KEY to a random value, e.g. the output of: "
                 "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
             )
-        if self.env == "production" and not self.password_reset_url:
+        if self.env != "development" and not self.password_reset_url:
             # Built from the request's Host header, a reset link could point at any host a
             # client names: someone asking a reset for another person's address would have
-            # the mail carry that person's token to their own site.
+            # the mail carry that person's token to their own site. Only development on a
+            # loopback host may build it so (service.web.pages.reset_link).
             raise ValueError(
-                "PASSWORD_RESET_URL is not set; production will not start without it (the "
-                "link would otherwise follow the request's Host header). Set it to your public "
-                "reset page, e.g. https://news.example.com/reset-password#token={token}"
+                f"PASSWORD_RESET_URL is not set; with ENV={self.env} the server will not start "
+                "without it (the link would otherwise follow the request's Host header). Set "
+                "it to your public reset page, e.g. "
+                "https://news.example.com/reset-password#token={token}"
             )
         return self
 

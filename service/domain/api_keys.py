@@ -7,12 +7,31 @@ import hmac
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.core.errors import Conflict
 from service.domain.credentials import api_key_prefix, digest, new_api_key
 from service.domain.models import ApiKey, User
 
 
-async def issue_key(session: AsyncSession, *, user_id: int, name: str) -> tuple[ApiKey, str]:
-    """A new key for ``user_id``: the row and the key itself (shown once, stored hashed)."""
+async def issue_key(
+    session: AsyncSession, *, user_id: int, name: str, limit: int = 20
+) -> tuple[ApiKey, str]:
+    """A new key for ``user_id``: the row and the key itself (shown once, stored hashed).
+
+    ``Conflict`` (``too_many_api_keys``) when the user already holds ``limit`` live keys: each
+    key is a credential of its own, and keys without end would be a way round anything
+    counted per credential. The user's row is locked first, so concurrent requests cannot
+    both take the last slot."""
+    await session.execute(select(User.id).where(User.id == user_id).with_for_update())
+    live = await session.scalar(
+        select(func.count())
+        .select_from(ApiKey)
+        .where(ApiKey.user_id == user_id, ApiKey.revoked_at.is_(None))
+    )
+    if (live or 0) >= limit:
+        raise Conflict(
+            f"You hold {live} live API keys, the most allowed; revoke one before creating another.",
+            code="too_many_api_keys",
+        )
     key, prefix = new_api_key()
     row = ApiKey(user_id=user_id, name=name, prefix=prefix, key_hash=digest(key))
     session.add(row)

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.core.errors import Unauthenticated
 from service.domain.api_keys import owner_of_key
-from service.domain.credentials import SESSION_PREFIX, digest
+from service.domain.credentials import SESSION_PREFIX
 from service.domain.login_sessions import session_user
 from service.domain.models import User
 from service.domain.users import user_by_id
@@ -32,8 +32,9 @@ class Caller:
 
     @property
     def rate_key(self) -> str:
-        """A stable, non-secret id of the credential (for per-credential rate limits)."""
-        return digest(self.credential).hex()[:24]
+        """Who a per-caller rate limit counts: the user, whichever of their credentials is
+        presented (keys and sessions are many; a limit per credential would multiply)."""
+        return f"user-{self.user.id}"
 
 
 async def identify(

@@ -40,7 +40,15 @@ log = logging.getLogger(__name__)
 
 # The limits that are never skipped: when they cannot be counted, the request is refused.
 FAIL_CLOSED = frozenset(
-    {"login-ip", "login-email", "register-ip", "reset-ip", "reset-email", "reset-confirm-ip"}
+    {
+        "login-ip",
+        "login-email",
+        "register-ip",
+        "reset-ip",
+        "reset-email",
+        "reset-address",
+        "reset-confirm-ip",
+    }
 )
 
 _HIT = """
@@ -72,6 +80,22 @@ def resolve_client_ip(remote: str, forwarded_for: str, trusted: Sequence[IPvAnyN
         if not is_trusted(hop):
             return hop
     return remote
+
+
+def client_bucket(ip: str, ipv6_prefix: int) -> str:
+    """Whose budget a client address spends: an IPv4 address itself (an IPv4-mapped IPv6
+    one as IPv4), an IPv6 address by its network of ``ipv6_prefix`` bits (a client is
+    usually given a whole /64, 2^64 addresses that would each get a fresh bucket), written
+    ``<network>/<prefix>``. Anything else is returned as it is."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, ipv6_prefix), strict=False))
+    return str(address)
 
 
 @dataclass(frozen=True)
@@ -112,6 +136,25 @@ def counter(name: str, identity: str, rate: str) -> Counter:
     index = int(now // window)
     reset = max(1, int((index + 1) * window - now))
     return Counter(name, keys.rate_limit(name, identity, index), limit, window, rate, reset)
+
+
+async def current(redis: Redis, guard: RedisGuard, which: Counter) -> int | None:
+    """The count of ``which`` so far, without counting; None when Redis is unavailable (a
+    check of failures fails open: the request is authenticated as usual)."""
+    try:
+        value = await guard.call(lambda: redis.get(which.key))
+    except REDIS_FAILURES as exc:
+        log.warning("rate limit %s not checked, Redis unavailable: %s", which.name, exc)
+        return None
+    return int(value or 0)
+
+
+async def forget(redis: Redis, guard: RedisGuard, which: Counter) -> None:
+    """Drop ``which``'s count (a success ends a run of failures); best effort."""
+    try:
+        await guard.call(lambda: redis.delete(which.key))
+    except REDIS_FAILURES as exc:
+        log.warning("rate limit %s not reset, Redis unavailable: %s", which.name, exc)
 
 
 async def hit(redis: Redis, guard: RedisGuard, which: Counter) -> int | None:

@@ -186,7 +186,8 @@ class CachedReads:
         ip = rate_limits.resolve_client_ip(
             str(client[0]) if client else "", headers.forwarded_for, settings.trusted_proxies
         )
-        return rate_limits.counter("read", ip, settings.rate_limit_read)
+        bucket = rate_limits.client_bucket(ip, settings.rate_limit_ipv6_prefix)
+        return rate_limits.counter("read", bucket, settings.rate_limit_read)
 
     async def _send(
         self,

@@ -14,6 +14,7 @@ from flask import request
 from service.core.errors import Unauthenticated
 from service.domain.callers import Caller, identify
 from service.web import context
+from service.web.rate_limits import auth_failures, count_failure, refuse_if_over
 
 
 def credential_from(api_key: str | None, authorization: str | None) -> str | None:
@@ -45,12 +46,21 @@ def presented_credential() -> str | None:
 
 
 async def authenticate(*, sessions_only: bool = False) -> Caller:
-    """The caller, or ``Unauthenticated`` (401). ``sessions_only`` refuses API keys."""
-    caller = await identify(
-        context.db_session(),
-        context.redis(),
-        presented_credential(),
-        sessions_only=sessions_only,
-    )
+    """The caller, or ``Unauthenticated`` (401). ``sessions_only`` refuses API keys.
+
+    A client past ``RATE_LIMIT_AUTH_FAILURES`` failed authentications is refused (429) before
+    its credential is looked up; a credential that fails counts one more failure."""
+    credential = presented_credential()
+    failures = auth_failures()
+    if credential is not None:
+        await refuse_if_over(failures)
+    try:
+        caller = await identify(
+            context.db_session(), context.redis(), credential, sessions_only=sessions_only
+        )
+    except Unauthenticated:
+        if credential is not None:
+            await count_failure(failures)
+        raise
     context.request_state().caller = caller
     return caller

@@ -207,9 +207,10 @@ def endpoint(
 
     ``auth=True`` accepts an API key or a session token, ``auth="session"`` a session token
     only; either way the view receives ``caller=``. ``rate="write"`` counts the request
-    against ``RATE_LIMIT_WRITE`` for the caller's credential (it needs ``auth``)."""
+    against ``RATE_LIMIT_WRITE`` for the caller's user, across all their credentials (it
+    needs ``auth``)."""
     if rate is not None and not auth:
-        raise ValueError("rate= counts per credential: it needs auth=")
+        raise ValueError("rate= counts per user: it needs auth=")
 
     def decorate(view: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Response]]:
         summary, description = summary_and_description(view.__doc__)

@@ -16,7 +16,7 @@ Pages are not API operations: they are plain Flask views, so the OpenAPI documen
 from __future__ import annotations
 
 from annotated_types import MaxLen, MinLen
-from flask import Blueprint, Response, render_template, url_for
+from flask import Blueprint, Response, render_template, request, url_for
 
 from service.domain.schemas import PasswordResetConfirm
 from service.web import context
@@ -69,14 +69,28 @@ def reset_password() -> Response:
     )
 
 
-def reset_link() -> str:
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _loopback(host: str) -> bool:
+    """True for a ``Host`` naming this machine: localhost (and ``*.localhost``), 127.0.0.1,
+    [::1], with or without a port."""
+    name = host.rsplit("]", 1)[0].lstrip("[") if host.startswith("[") else host.split(":")[0]
+    name = name.lower().rstrip(".")
+    return name in LOOPBACK_HOSTS or name.endswith(".localhost")
+
+
+def reset_link() -> str | None:
     """The link of a reset mail asked for in the current request, ``{token}`` standing for
-    the token: ``PASSWORD_RESET_URL`` when set, else this server's reset page at the scheme,
-    host and port the request came to (its ``Host`` header: behind a proxy that rewrites it,
-    or wherever clients may send any ``Host``, set ``PASSWORD_RESET_URL``)."""
-    configured = context.settings().password_reset_url
-    if configured:
-        return configured
+    the token: ``PASSWORD_RESET_URL`` when set (required outside development), else, in
+    development asked on a loopback host, this server's reset page at the scheme, host and
+    port the request came to. None otherwise: a ``Host`` a client chose never picks where
+    another person's token is sent."""
+    settings = context.settings()
+    if settings.password_reset_url:
+        return settings.password_reset_url
+    if settings.env != "development" or not _loopback(request.host):
+        return None
     # In the fragment, the token never reaches a server: not this one's access log or traces,
     # not a proxy's log, not a Referer (the page's script reads it and removes it).
     return url_for("pages.reset_password", _external=True) + "#token={token}"

@@ -1,11 +1,18 @@
 """Rate limits in HTTP: the client's address, 429 in the envelope, ``RateLimit-*`` headers.
 
-Counting is ``service.domain.rate_limits``; this module names who is counted (the client IP,
-from ``X-Forwarded-For`` only behind a trusted proxy) and adds the headers of the tightest
-limit the request was counted against to its response.
+Counting is ``service.domain.rate_limits``; this module names who is counted (the client's
+bucket: its IP, from ``X-Forwarded-For`` only behind a trusted proxy, an IPv6 address by its
+``RATE_LIMIT_IPV6_PREFIX`` network) and adds the headers of the tightest limit the request
+was counted against to its response.
+
+Failed authentication is limited per client bucket (``RATE_LIMIT_AUTH_FAILURES``): a client
+past it is refused (429) before its credential costs a query or a hash, and every failure
+(a wrong password, an unknown key or token) counts.
 """
 
 from __future__ import annotations
+
+import logging
 
 from flask import Flask, Response, request
 
@@ -14,15 +21,66 @@ from service.domain.rate_limits import Counter
 from service.infra.metrics import RATE_LIMIT_REFUSALS
 from service.web import context
 
+log = logging.getLogger(__name__)
+_warned_untrusted_proxy = False
+
 
 def client_ip() -> str:
     """The client's address: ``REMOTE_ADDR``, or from ``X-Forwarded-For`` when the direct peer
     is a trusted proxy (``service.domain.rate_limits.resolve_client_ip``)."""
+    settings = context.settings()
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    if forwarded and not settings.trusted_proxies and settings.env == "production":
+        _warn_untrusted_proxy()
     return rate_limits.resolve_client_ip(
-        str(request.environ.get("REMOTE_ADDR", "")),
-        request.headers.get("X-Forwarded-For", ""),
-        context.settings().trusted_proxies,
+        str(request.environ.get("REMOTE_ADDR", "")), forwarded, settings.trusted_proxies
     )
+
+
+def _warn_untrusted_proxy() -> None:
+    global _warned_untrusted_proxy
+    if not _warned_untrusted_proxy:
+        _warned_untrusted_proxy = True
+        log.warning(
+            "requests carry X-Forwarded-For but TRUSTED_PROXIES is empty: every client behind "
+            "the proxy shares the proxy's rate limits; set TRUSTED_PROXIES to its addresses"
+        )
+
+
+def client_bucket() -> str:
+    """Whose per-client limits this request spends (``rate_limits.client_bucket``)."""
+    return rate_limits.client_bucket(client_ip(), context.settings().rate_limit_ipv6_prefix)
+
+
+def auth_failures() -> Counter:
+    """This client's counter of failed authentications."""
+    return rate_limits.counter(
+        "auth-failures", client_bucket(), context.settings().rate_limit_auth_failures
+    )
+
+
+async def refuse_if_over(which: Counter) -> None:
+    """429 when ``which`` is already past its limit (counts nothing; fails open)."""
+    res = context.resources()
+    assert res.cache is not None
+    count = await rate_limits.current(res.cache.redis, res.guard, which)
+    if count is not None and count >= which.limit:
+        RATE_LIMIT_REFUSALS.labels(which.name).inc()
+        which.check(count + 1)
+
+
+async def count_failure(which: Counter) -> int | None:
+    """One more failure in ``which``; the count after it (None: Redis unavailable, and
+    unless ``which`` fails closed, nothing is refused for it)."""
+    res = context.resources()
+    assert res.cache is not None
+    return await rate_limits.hit(res.cache.redis, res.guard, which)
+
+
+async def reset_counter(which: Counter) -> None:
+    res = context.resources()
+    assert res.cache is not None
+    await rate_limits.forget(res.cache.redis, res.guard, which)
 
 
 async def enforce(name: str, identity: str, rate: str) -> None:

@@ -59,11 +59,13 @@ def test_production_accepts_a_long_random_secret() -> None:
     assert settings.env == "production"
 
 
-def test_production_refuses_a_reset_link_built_from_the_host_header() -> None:
+def test_outside_development_a_reset_link_built_from_the_host_header_is_refused() -> None:
     with pytest.raises(ValidationError, match="PASSWORD_RESET_URL"):
-        Settings(env="production", secret_key="x" * 48, _env_file=None)
-    development = Settings(env="development", _env_file=None)
-    assert development.password_reset_url is None  # the page of the server asked
+        Settings(env="production", secret_key="x" * 48, password_reset_url=None, _env_file=None)
+    with pytest.raises(ValidationError, match="ENV=test"):
+        Settings(env="test", password_reset_url=None, _env_file=None)
+    development = Settings(env="development", password_reset_url=None, _env_file=None)
+    assert development.password_reset_url is None  # the page of the server asked (loopback)
 
 
 def test_production_process_will_not_start_without_a_secret(tmp_path: Path) -> None:

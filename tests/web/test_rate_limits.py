@@ -72,7 +72,9 @@ async def test_reads_are_limited_per_client_ip(http: httpx.AsyncClient) -> None:
     assert other.headers["ratelimit-remaining"] == "4"
 
 
-async def test_login_is_limited_per_email_from_any_address(http: httpx.AsyncClient) -> None:
+async def test_login_failures_are_limited_per_address_and_client_not_per_address(
+    http: httpx.AsyncClient,
+) -> None:
     # Registered from a fresh address: the counters live in the Redis every test server shares.
     email = unique_email()
     registered = await http.post(
@@ -81,23 +83,25 @@ async def test_login_is_limited_per_email_from_any_address(http: httpx.AsyncClie
         headers=from_ip(),
     )
     assert registered.status_code == 201, registered.text
-    user = registered.json()
+    attacker = {"X-Forwarded-For": "198.51.100.66, 127.0.0.1"}
     attempts = []
     for _ in range(4):
         response = await http.post(
-            "/api/v1/auth/login",
-            json={"email": user["email"], "password": "guess guess"},
-            headers=from_ip(),
+            "/api/v1/auth/login", json={"email": email, "password": "guess guess"}, headers=attacker
         )
         attempts.append(response.status_code)
     assert attempts == [401, 401, 401, 429]
-    # Even the right password waits for the window now.
+    # From the guessing client even the right password waits for the window now...
     response = await http.post(
-        "/api/v1/auth/login",
-        json={"email": user["email"], "password": PASSWORD},
-        headers=from_ip(),
+        "/api/v1/auth/login", json={"email": email, "password": PASSWORD}, headers=attacker
     )
     assert response.status_code == 429
+    # ...but the owner, on another address, is never locked out by those failures.
+    owner = {"X-Forwarded-For": "192.0.2.201, 127.0.0.1"}
+    response = await http.post(
+        "/api/v1/auth/login", json={"email": email, "password": PASSWORD}, headers=owner
+    )
+    assert response.status_code == 200, response.text
 
 
 async def test_registration_is_limited_per_ip(http: httpx.AsyncClient) -> None:

@@ -191,7 +191,7 @@ async def test_the_mailed_link_sets_a_new_password_in_the_browser(
     assert asked.status_code == 202, asked.text
 
     link, token = await mailed_link(smtp, worker, user["email"])
-    # PASSWORD_RESET_URL is unset: the link leads to the server the reset was asked on.
+    # The live server's PASSWORD_RESET_URL is its own reset page (tests/conftest.py).
     assert link == f"{live.url}/reset-password#token={token}", link
 
     await tab.open(link)
@@ -338,25 +338,45 @@ async def test_the_page_is_not_an_api_operation(client: httpx.AsyncClient) -> No
 
 
 @pytest.mark.parametrize(
-    ("base_url", "configured", "expected"),
+    ("env", "base_url", "configured", "expected"),
     [
-        ("http://127.0.0.1:8000", None, "http://127.0.0.1:8000/reset-password#token={token}"),
         (
-            "https://news.example:8443",
+            "development",
+            "http://127.0.0.1:8000",
             None,
-            "https://news.example:8443/reset-password#token={token}",
+            "http://127.0.0.1:8000/reset-password#token={token}",
         ),
         (
+            "development",
+            "http://[::1]:8000",
+            None,
+            "http://[::1]:8000/reset-password#token={token}",
+        ),
+        (
+            "development",
+            "http://localhost:8000",
+            None,
+            "http://localhost:8000/reset-password#token={token}",
+        ),
+        # A Host a client chose is never where another person's token goes.
+        ("development", "http://attacker.example:8000", None, None),
+        ("development", "http://127.0.0.1.attacker.example", None, None),
+        (
+            "test",
             "https://news.example:8443",
             "https://www.example.org/account/reset#token={token}",
             "https://www.example.org/account/reset#token={token}",
         ),
     ],
 )
-def test_the_link_is_the_setting_else_this_page_where_the_request_came(
-    stack: ServerStack, base_url: str, configured: str | None, expected: str
+def test_the_link_is_the_setting_else_this_page_on_a_loopback_host_in_development(
+    stack: ServerStack, env: str, base_url: str, configured: str | None, expected: str | None
 ) -> None:
-    settings = Settings(env="test", database_url=stack.database_url, password_reset_url=configured)
+    settings = Settings(
+        env=env,  # type: ignore[arg-type]
+        database_url=stack.database_url,
+        password_reset_url=configured,
+    )
     app = create_app(settings)
     with app.test_request_context("/api/v1/auth/reset-password", base_url=base_url):
         assert reset_link() == expected

@@ -21,12 +21,20 @@ bp = Blueprint("api_keys", __name__, url_prefix="/api/v1/api-keys")
     status=201,
     auth="session",
     rate="write",
-    errors=(401, 429, 503),
+    errors=(401, 409, 429, 503),
     tags=["api-keys"],
 )
 async def create_key(body: ApiKeyCreate, caller: Caller) -> ApiKeyCreated:
-    """Issue an API key (needs a session token). The key is in this response only."""
-    row, key = await issue_key(context.db_session(), user_id=caller.user.id, name=body.name)
+    """Issue an API key (needs a session token). The key is in this response only.
+
+    A user holds at most MAX_API_KEYS_PER_USER live keys: past it, 409 `too_many_api_keys`.
+    """
+    row, key = await issue_key(
+        context.db_session(),
+        user_id=caller.user.id,
+        name=body.name,
+        limit=context.settings().max_api_keys_per_user,
+    )
     return ApiKeyCreated(**ApiKeyPublic.model_validate(row).model_dump(), key=key)
 
 

@@ -34,7 +34,7 @@ from service.web.http_cache import (
     invalidate_after_commit,
     parse_if_match,
 )
-from service.web.rate_limits import client_ip, enforce_counter
+from service.web.rate_limits import client_bucket, enforce_counter
 
 bp = Blueprint("articles", __name__, url_prefix="/api/v1/articles")
 
@@ -77,7 +77,7 @@ def process_after_commit(article: ArticlePublic) -> None:
 
 def _read_limit() -> rate_limits.Counter:
     """Reads per client IP, counted in the cache lookup's round trip."""
-    return rate_limits.counter("read", client_ip(), context.settings().rate_limit_read)
+    return rate_limits.counter("read", client_bucket(), context.settings().rate_limit_read)
 
 
 async def _cached(

@@ -3,11 +3,14 @@ forgotten password by e-mail (``service.domain.password_reset``)."""
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import time
 
 from flask import Blueprint
 
 from service.core.errors import REDIS_FAILURES, InvalidToken, Unauthenticated, Unavailable
+from service.domain import rate_limits
 from service.domain.callers import Caller
 from service.domain.login_sessions import create_session, end_session
 from service.domain.password_reset import InvalidResetToken, request_reset, reset_password
@@ -23,9 +26,23 @@ from service.domain.users import set_password_hash, user_by_email
 from service.web import context
 from service.web.endpoint import endpoint
 from service.web.pages import reset_link
-from service.web.rate_limits import client_ip, enforce
+from service.web.rate_limits import (
+    auth_failures,
+    client_bucket,
+    count_failure,
+    enforce,
+    refuse_if_over,
+    reset_counter,
+)
 
 bp = Blueprint("auth", __name__, url_prefix="/api/v1/auth")
+log = logging.getLogger(__name__)
+
+
+def address_key(email: str) -> str:
+    """An e-mail address as a rate-limit identity: case-folded and hashed (no address in
+    Redis keys)."""
+    return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
 
 
 @bp.post("/login")
@@ -34,21 +51,37 @@ async def login(body: LoginRequest) -> SessionToken:
     """Exchange e-mail and password for a session token.
 
     An unknown e-mail and a wrong password get the same 401, after the same amount of work.
+    Failures are limited per client (RATE_LIMIT_AUTH_FAILURES) and per e-mail address from
+    one client (RATE_LIMIT_LOGIN_EMAIL), never per address alone: failures sent from other
+    addresses never refuse the right password. A user holds at most MAX_SESSIONS_PER_USER
+    sessions; a login past it ends the oldest.
     """
     settings = context.settings()
-    await enforce("login-ip", client_ip(), settings.rate_limit_login_ip)
-    await enforce("login-email", body.email, settings.rate_limit_login_email)
+    client = client_bucket()
+    await enforce("login-ip", client, settings.rate_limit_login_ip)
+    failures = auth_failures()
+    pair = rate_limits.counter(
+        "login-email", f"{address_key(body.email)}|{client}", settings.rate_limit_login_email
+    )
+    await refuse_if_over(failures)
+    await refuse_if_over(pair)
     session = context.db_session()
     user = await user_by_email(session, body.email)
     if not await verify_password(user.password_hash if user else None, body.password):
+        await count_failure(pair)
+        await count_failure(failures)
         raise Unauthenticated("The e-mail or password is wrong.", code="invalid_login")
     assert user is not None
+    await reset_counter(pair)
     if needs_rehash(user.password_hash):  # parameters changed since this hash was made
         await set_password_hash(
             session, user_id=user.id, password_hash=await hash_password(body.password)
         )
     token, expires_at = await create_session(
-        context.redis(), user_id=user.id, ttl=settings.session_ttl_seconds
+        context.redis(),
+        user_id=user.id,
+        ttl=settings.session_ttl_seconds,
+        max_sessions=settings.max_sessions_per_user,
     )
     return SessionToken(token=token, expires_at=expires_at)
 
@@ -73,12 +106,31 @@ async def request_password_reset(body: PasswordResetRequest) -> PasswordResetAcc
 
     The answer is 202 whether or not the e-mail has an account; if it has one, a message with
     a single-use link (valid for PASSWORD_RESET_TTL_SECONDS) is sent to it: PASSWORD_RESET_URL,
-    else the reset page of the server at the scheme, host and port this request was sent to.
+    else (in development, asked on a loopback host) the reset page of this server. Past
+    RATE_LIMIT_RESET mails for one address from one client, or RATE_LIMIT_RESET_ADDRESS for
+    one address from anywhere, the answer is still 202 and nothing is sent.
     """
     settings = context.settings()
-    await enforce("reset-ip", client_ip(), settings.rate_limit_login_ip)
-    await enforce("reset-email", body.email, settings.rate_limit_reset)
-    if not await request_reset(context.resources(), body.email, link=reset_link()):
+    client = client_bucket()
+    await enforce("reset-ip", client, settings.rate_limit_login_ip)
+    address = address_key(body.email)
+    counters = (
+        rate_limits.counter("reset-email", f"{address}|{client}", settings.rate_limit_reset),
+        rate_limits.counter("reset-address", address, settings.rate_limit_reset_address),
+    )
+    for which in counters:
+        count = await count_failure(which)  # fails closed: 503 while Redis is unavailable
+        if count is not None and count > which.limit:
+            log.info("password reset: %s limit reached; nothing sent", which.name)
+            return PasswordResetAccepted()
+    link = reset_link()
+    if link is None:
+        log.warning(
+            "password reset: PASSWORD_RESET_URL is unset and the request's Host is not a "
+            "loopback one; nothing sent"
+        )
+        return PasswordResetAccepted()
+    if not await request_reset(context.resources(), body.email, link=link):
         raise Unavailable()
     return PasswordResetAccepted()
 
@@ -92,7 +144,7 @@ async def confirm_password_reset(body: PasswordResetConfirm) -> None:
     `invalid_token`.
     """
     settings = context.settings()
-    await enforce("reset-confirm-ip", client_ip(), settings.rate_limit_login_ip)
+    await enforce("reset-confirm-ip", client_bucket(), settings.rate_limit_login_ip)
     try:
         await reset_password(
             context.db_session(),

@@ -10,7 +10,7 @@ from service.domain.schemas import UserCreate, UserPublic
 from service.domain.users import create_user
 from service.web import context
 from service.web.endpoint import endpoint
-from service.web.rate_limits import client_ip, enforce
+from service.web.rate_limits import client_bucket, enforce
 
 bp = Blueprint("users", __name__, url_prefix="/api/v1/users")
 
@@ -23,7 +23,7 @@ async def register(body: UserCreate) -> UserPublic:
     The e-mail is normalised (lower case) and must be unused; the password has 10 to 128
     characters and is stored as an argon2id hash.
     """
-    await enforce("register-ip", client_ip(), context.settings().rate_limit_register)
+    await enforce("register-ip", client_bucket(), context.settings().rate_limit_register)
     user = await create_user(
         context.db_session(),
         email=body.email,
