@@ -51,6 +51,9 @@ def server_env(stack: ServerStack, **extra: str) -> dict[str, str]:
         "RATE_LIMIT_LOGIN_EMAIL": "100000/minute",
         "RATE_LIMIT_WRITE": "100000/minute",
         "RATE_LIMIT_READ": "100000/minute",
+        "RATE_LIMIT_AUTH_FAILURES": "100000/minute",
+        "RATE_LIMIT_SEARCH": "100000/minute",
+        "RATE_LIMIT_RESET_ADDRESS": "100000/hour",
         # Patient timeouts: on a machine whose cores are busy with other work a healthy Redis or
         # PostgreSQL can take far longer than the production budgets (CACHE_TIMEOUT 0.25 s), and
         # a timeout would open the Redis breaker and change what a test observes. Tests of

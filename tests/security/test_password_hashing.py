@@ -1,0 +1,65 @@
+"""A burst of logins cannot take a worker past its memory bound (service.domain.passwords):
+argon2id holds 64 MiB per hash, and at most PASSWORD_HASH_CONCURRENCY hashes run at once in
+a process; a login that waits too long for a slot gets 503 with Retry-After."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import psutil
+
+from service.domain.passwords import HASH_MEMORY_MIB
+from tests.security.conftest import StartServer
+from tests.support.api import register
+
+MIB = 1024 * 1024
+CONCURRENCY = 2
+BURST = 60
+# Interpreter, allocator and request buffers beside the hashes: what one burst may add to a
+# worker's resident memory besides CONCURRENCY x 64 MiB.
+SLACK_MIB = 48
+
+
+def _status(pid: int, field: str) -> int:
+    """``VmRSS`` or ``VmHWM`` (peak resident size) of ``pid``, in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise LookupError(field)
+
+
+def _serving_pids(pid: int) -> list[int]:
+    """The server process and its children (Hypercorn's worker, when it forks one)."""
+    parent = psutil.Process(pid)
+    return [parent.pid, *(child.pid for child in parent.children(recursive=True))]
+
+
+async def test_a_burst_of_logins_keeps_each_worker_under_its_memory_bound(
+    serve: StartServer,
+) -> None:
+    server = serve(PASSWORD_HASH_CONCURRENCY=str(CONCURRENCY), PASSWORD_HASH_WAIT_SECONDS="1")
+    assert server.proc is not None
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+        user = await register(http)  # one hash first: argon2 loaded, its first arena made
+        pids = _serving_pids(server.proc.pid)
+        before = {pid: _status(pid, "VmRSS") for pid in pids}
+
+        async def wrong_login() -> httpx.Response:
+            return await http.post(
+                "/api/v1/auth/login", json={"email": user["email"], "password": "a wrong one"}
+            )
+
+        answers = await asyncio.gather(*(wrong_login() for _ in range(BURST)))
+    statuses = sorted({answer.status_code for answer in answers})
+    assert set(statuses) <= {401, 503}, statuses
+    assert 401 in statuses
+    for answer in answers:
+        if answer.status_code == 503:
+            assert answer.headers["Retry-After"]
+            assert answer.json()["error"]["code"] == "service_unavailable"
+    bound = (CONCURRENCY * HASH_MEMORY_MIB + SLACK_MIB) * MIB
+    for pid in pids:
+        grown = _status(pid, "VmHWM") - before[pid]
+        assert grown <= bound, f"pid {pid} grew {grown / MIB:.0f} MiB (bound {bound / MIB:.0f})"
