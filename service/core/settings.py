@@ -241,7 +241,7 @@ class Settings(BaseSettings):
     # WORKER_METRICS_HOST:WORKER_METRICS_PORT (0: none).
     metrics_enabled: bool = True
     metrics_sample_seconds: float = Field(5.0, gt=0)
-    worker_metrics_host: str = "0.0.0.0"
+    worker_metrics_host: str = "127.0.0.1"  # 0.0.0.0 where Prometheus scrapes it
     worker_metrics_port: int = Field(9101, ge=0, le=65535)
 
     @classmethod

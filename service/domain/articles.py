@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +33,7 @@ from service.core.errors import Forbidden, InvalidInput, NotFound, StaleVersion
 from service.core.types import MAX_ID, ArticleStatus
 from service.domain.models import Article, User
 from service.domain.schemas import ArticleFields, ArticlePublic, ArticleSummary, Author
+from service.domain.search import search_query
 
 EXACT_COUNT_LIMIT = 1_000
 MAX_OFFSET = 10_000
@@ -58,6 +58,9 @@ _SUMMARY_COLUMNS = (
 
 @dataclass(frozen=True)
 class Filters:
+    """What a list is narrowed to. ``q`` is the search as the client wrote it, checked against
+    the search rules before (``service.domain.search``)."""
+
     author_id: int | None = None
     tag: str | None = None
     q: str | None = None
@@ -128,16 +131,6 @@ def _summary(row: Any) -> ArticleSummary:
 def _public(row: Any) -> ArticlePublic:
     author = Author(id=row.author_id, name=row.author_name)
     return ArticlePublic(**_fields(row), content=row.content, author=author)
-
-
-def search_query(q: str) -> str:
-    """``"Flask scal"`` -> ``"flask:* & scal:*"``: every word, as a prefix, any case."""
-    words = re.findall(r"\w+", q.lower())
-    if not words:
-        raise InvalidInput.at(
-            ["query", "q"], "q must contain at least one word.", why="no word to search for"
-        )
-    return " & ".join(f"{word}:*" for word in words[:10])
 
 
 def _filtered(stmt: Any, filters: Filters) -> Any:

@@ -99,7 +99,8 @@ class Article(Base):
     )
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
-    # Why processing failed, when ``status`` is ``failed``.
+    # Why processing failed, when ``status`` is ``failed``: for the operators; the public
+    # article says only that it failed (``service.domain.schemas.PROCESSING_FAILED``).
     processing_error: Mapped[str | None] = mapped_column(Text)
     # Words of the title for case-insensitive search ('simple': no stemming, no stop words).
     title_search: Mapped[str] = mapped_column(

@@ -41,6 +41,7 @@ from service.core.settings import Settings
 from service.domain.login_sessions import end_all_sessions
 from service.domain.models import User
 from service.domain.passwords import hash_password
+from service.domain.schemas import without_control_characters
 from service.domain.users import set_password_hash, user_by_email
 from service.infra import db_cleanup
 from service.infra.mail import build_message, deliver
@@ -138,11 +139,13 @@ def reset_link_for(settings: Settings, link: str | None, token: str) -> str:
 
 
 def reset_mail_text(settings: Settings, *, name: str, token: str, link: str | None = None) -> str:
-    """The reset mail's text; ``link`` is the template of ``reset_link_for``."""
+    """The reset mail's text; ``link`` is the template of ``reset_link_for``. The user's
+    ``name`` is written without control characters (a name stored before they were refused
+    could otherwise start lines of its own or carry terminal escapes)."""
     link = reset_link_for(settings, link, token)
     minutes = max(1, settings.password_reset_ttl_seconds // 60)
     return (
-        f"Hello {name},\n\n"
+        f"Hello {without_control_characters(name)},\n\n"
         "Someone asked to reset the password of your Newsdesk account. To choose a new\n"
         f"password, open this link within {minutes} minutes:\n\n"
         f"{link}\n\n"

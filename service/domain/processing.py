@@ -12,7 +12,8 @@ worker's process pool in production, ``service.jobs.cpu_pool``), and writes summ
 keywords and ``processed`` only ``WHERE version = <the version read> AND status =
 'pending'``: a job for an old version, or a job run twice, changes nothing. A failure is
 retried with a growing delay; after the last try the article becomes ``failed`` with the
-reason in ``processing_error``.
+reason in ``processing_error`` and the log, for the operators: the public article says only
+that processing failed (``service.domain.schemas.PROCESSING_FAILED``).
 """
 
 from __future__ import annotations

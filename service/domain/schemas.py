@@ -10,6 +10,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     EmailStr,
     Field,
@@ -75,6 +76,38 @@ def _strip(value: str) -> str:
 # A text input: at most so many characters as sent, at least one of them not white space;
 # surrounding white space is then removed.
 Name = Annotated[str, Field(max_length=100, pattern=NOT_BLANK), AfterValidator(_strip)]
+
+# C0 controls, DEL and C1 controls (CR and LF among them). A user's name holds none: it is
+# shown to everyone (as an article's author) and written into mails (password reset).
+CONTROL_CHARACTERS = "".join(map(chr, [*range(0x20), *range(0x7F, 0xA0)]))
+_CONTROLS = "\\u0000-\\u001f\\u007f-\\u009f"
+_SPACES = "".join(f"\\u{ord(c):04x}" for c in WHITESPACE if c not in CONTROL_CHARACTERS)
+# The whole name: characters other than controls, at least one of them not white space.
+USER_NAME_PATTERN = f"^[^{_CONTROLS}]*[^{_CONTROLS}{_SPACES}][^{_CONTROLS}]*$"
+
+
+def _no_control_characters(value: Any) -> Any:
+    # Said in words before the pattern (the schema's statement of the same rule) is tried.
+    if isinstance(value, str) and any(c in CONTROL_CHARACTERS for c in value):
+        raise ValueError("must not contain control characters (U+0000-U+001F, U+007F-U+009F)")
+    return value
+
+
+UserName = Annotated[
+    str,
+    Field(max_length=100, pattern=USER_NAME_PATTERN),
+    BeforeValidator(_no_control_characters),
+    AfterValidator(_strip),
+]
+
+
+def without_control_characters(text: str) -> str:
+    """``text`` with every C0, DEL and C1 control character removed: for user text placed
+    where a line break or an escape sequence would change its meaning (a mail's text)."""
+    return text.translate(_DROP_CONTROLS)
+
+
+_DROP_CONTROLS = dict.fromkeys(map(ord, CONTROL_CHARACTERS))
 # A tag's characters, written so the pattern means the same to every engine that reads it:
 # Unicode letters and digits by their general category, which pydantic-core's (Rust) regex
 # engine, ECMA-262 with the `u` flag (JSON Schema validators such as ajv) and schemathesis all
@@ -128,7 +161,7 @@ class UserCreate(Input):
 
     email: Email
     password: Password
-    name: Name
+    name: UserName
 
 
 class UserPublic(Output):
@@ -247,6 +280,11 @@ class Author(Output):
     name: str
 
 
+# All an article shows of a processing failure. The reason itself (an exception's text, which
+# may name internals) stays in the articles.processing_error column and the worker's log.
+PROCESSING_FAILED = "processing failed"
+
+
 class ArticleFields(Output):
     """What every representation of an article holds."""
 
@@ -256,11 +294,21 @@ class ArticleFields(Output):
     keywords: list[str]
     tags: list[str]
     status: ArticleStatus
-    processing_error: str | None = None  # why processing failed, when status is failed
+    processing_error: str | None = Field(
+        None,
+        description=f'`"{PROCESSING_FAILED}"` when `status` is `failed`, else null. The '
+        "reason is for the operators (the worker's log), never shown here.",
+    )
     author: Author
     published_at: datetime
     updated_at: datetime
     version: int
+
+    @field_validator("processing_error", mode="before")
+    @classmethod
+    def _no_reason(cls, value: object) -> str | None:
+        # Whatever the source (a row, an ORM object), the stored reason is never published.
+        return PROCESSING_FAILED if value else None
 
 
 VIEWS_IN_LISTS = (
@@ -313,8 +361,13 @@ class ArticleListQuery(Input):
             Field(
                 max_length=100,
                 pattern=r"[\p{L}\p{N}_]",
-                description="Words (at least one letter or digit); titles match when they contain "
-                "words starting with each of them, in any case.",
+                description="Words (runs of letters and digits; anything else separates "
+                "them); titles match when they contain words starting with each of them, in any "
+                "case. Each word needs at least SEARCH_MIN_PREFIX characters (2 by default), and "
+                "a search has at most SEARCH_MAX_TERMS different words (4 by default): otherwise "
+                "a 422 `validation_error`. A search that runs longer than SEARCH_TIMEOUT_MS "
+                "(2,000 ms by default) is stopped: 422 `search_too_broad`. Requests with `q` "
+                "also count against RATE_LIMIT_SEARCH (60 a minute by default).",
             ),
         ]
         | None

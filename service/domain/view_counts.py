@@ -1,8 +1,9 @@
 """Article view counts: one Redis increment per view, moved into PostgreSQL in batches.
 
 **In the request path** every ``GET /api/v1/articles/{id}`` answered 200 adds one to the
-article's field in the Redis hash ``views:pending`` (``HINCRBY``; a cache hit does it inside
-its lookup's round trip, ``service.infra.cache``). No job per view.
+article's field in the Redis hash ``views:pending`` on ``REDIS_URL`` (``HINCRBY``; a cache hit
+does it inside its lookup's round trip, ``service.infra.cache``, unless the cache has a Redis
+of its own). No job per view.
 
 **The flush** (a cron job every ``VIEW_FLUSH_SECONDS``) runs in three steps, each safe to
 repeat after a crash at any point:
@@ -107,11 +108,11 @@ class ViewCounter:
         answers again. One that was sent and timed out is taken as counted: Redis applies
         it when it gets to it (a stalled Redis works through its socket when it resumes), so
         buffering it too would count the view twice."""
-        cache = res.cache
-        assert cache is not None
+        redis = res.hot_redis
+        assert redis is not None
         try:
             await res.guard.call(
-                lambda: cache.redis.hincrby(keys.VIEWS_PENDING, str(article_id), 1)  # type: ignore[arg-type,return-value]
+                lambda: redis.hincrby(keys.VIEWS_PENDING, str(article_id), 1)  # type: ignore[arg-type,return-value]
             )
         except SENT_THEN_TIMED_OUT:
             pass
@@ -127,7 +128,7 @@ class ViewCounter:
         """Start moving buffered views into Redis whenever it answers (the API's lifespan)."""
         buffer = self._buffer(res)
         self._retry = asyncio.create_task(
-            buffer.run(lambda: res.cache.redis if res.cache else None, res.guard),
+            buffer.run(lambda: res.hot_redis, res.guard),
             name="view-buffer-retry",
         )
 
@@ -139,7 +140,7 @@ class ViewCounter:
                 await self._retry
             self._retry = None
         if self.buffer is not None:
-            await self.buffer.close(res.cache.redis if res.cache else None, res.guard)
+            await self.buffer.close(res.hot_redis, res.guard)
 
 
 @dataclass
@@ -162,12 +163,12 @@ async def not_flushed(res: Resources, article_id: int) -> int:
     """Views of ``article_id`` counted in Redis and not in PostgreSQL yet (those of a flush in
     progress excepted: a count read during a flush may lag by that batch); 0 while Redis is
     unreachable."""
-    cache = res.cache
-    if cache is None:
+    redis = res.hot_redis
+    if redis is None:
         return 0
     try:
         found = await res.guard.call(
-            lambda: cache.redis.hget(keys.VIEWS_PENDING, str(article_id))  # type: ignore[arg-type,return-value]
+            lambda: redis.hget(keys.VIEWS_PENDING, str(article_id))  # type: ignore[arg-type,return-value]
         )
     except REDIS_FAILURES:
         return 0

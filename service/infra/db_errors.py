@@ -14,6 +14,11 @@ server: whether the write was applied cannot be known from here (``web.transacti
 range, a date out of range, malformed text): a value from the client that no validation
 caught. The API answers 422.
 
+``query_canceled(exc)`` is True when PostgreSQL cancelled the statement (SQLSTATE ``57014``:
+its ``statement_timeout`` fired, or someone cancelled it). Only a search's own timeout is
+turned into an answer (``service.domain.search.bounded``: 422 ``search_too_broad``); anywhere
+else it is an unexpected error like any other.
+
 ``OUTAGE`` logs an outage once: one line when the first request meets it, one when a new
 connection succeeds again (with how many requests were answered 503 meanwhile), instead of a
 traceback per request.
@@ -34,6 +39,8 @@ log = logging.getLogger(__name__)
 
 # SQLSTATEs (besides class 08) that mean "the server cannot serve this connection now".
 UNREACHABLE_STATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+# A statement cancelled: statement_timeout, or pg_cancel_backend.
+QUERY_CANCELED = "57014"
 
 
 def _sqlstate(exc: BaseException) -> str | None:
@@ -75,6 +82,11 @@ def outcome_unknown(exc: BaseException) -> bool:
         and not isinstance(exc, sa_exc.InterfaceError)
         and unreachable(exc)
     )
+
+
+def query_canceled(exc: BaseException) -> bool:
+    """True when PostgreSQL cancelled the statement (SQLSTATE 57014, ``query_canceled``)."""
+    return isinstance(exc, sa_exc.DBAPIError) and _sqlstate(exc) == QUERY_CANCELED
 
 
 def invalid_value(exc: BaseException) -> bool:

@@ -1,10 +1,14 @@
-"""Dependency checks for readiness: each one bounded by a timeout, all run concurrently."""
+"""Dependency checks for readiness: each one bounded by a timeout, all run concurrently, and
+a result reused for a short while (``RecentResult``), so that probes cannot make every
+``/readyz`` cost a round trip to each dependency."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -12,6 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.infra.resources import Resources
 
 log = logging.getLogger(__name__)
+
+# Reported, but not a reason to be unready: without its cache the API still answers, from
+# PostgreSQL (X-Cache: BYPASS), so a cache Redis that is down must not empty the load balancer.
+OPTIONAL = frozenset({"cache_redis"})
 
 
 async def _select_one(engine: AsyncEngine) -> None:
@@ -32,13 +40,54 @@ async def _bounded(check: Awaitable[object], limit: float, name: str) -> str:
 
 
 async def check_dependencies(res: Resources) -> dict[str, str]:
-    """``{"database": "ok", "database_read": "ok", "redis": "down"}``-style states."""
+    """``{"database": "ok", "database_read": "ok", "redis": "down"}``-style states, and
+    ``cache_redis`` when the cache has a Redis of its own (CACHE_REDIS_URL; in ``OPTIONAL``)."""
     assert res.engine is not None and res.read_engine is not None and res.redis is not None
     timeout = res.settings.readiness_timeout
-    names = ["database", "database_read", "redis"]
+    checks = {
+        "database": _select_one(res.engine),
+        "database_read": _select_one(res.read_engine),
+        "redis": res.redis.ping(),
+    }
+    if res.cache is not None and res.cache.redis is not res.hot_redis:
+        checks["cache_redis"] = res.cache.redis.ping()
     states = await asyncio.gather(
-        _bounded(_select_one(res.engine), timeout, "database"),
-        _bounded(_select_one(res.read_engine), timeout, "database_read"),
-        _bounded(res.redis.ping(), timeout, "redis"),
+        *(_bounded(check, timeout, name) for name, check in checks.items())
     )
-    return dict(zip(names, states, strict=True))
+    return dict(zip(checks, states, strict=True))
+
+
+T = TypeVar("T")
+
+
+class RecentResult(Generic[T]):
+    """The result of an async check, reused while it is younger than ``max_age`` seconds
+    (counted from when the check started, so a result is never older than it says).
+
+    Callers arriving while a check runs await that same run: a burst of calls runs one check,
+    never one each. The run is shielded, so a caller that gives up (a client that
+    disconnects) does not cancel it for the others. A check that raises is not kept. One per
+    process and event loop (``service.web.context.AppState``)."""
+
+    def __init__(self) -> None:
+        self._kept: tuple[float, T] | None = None
+        self._running: asyncio.Task[T] | None = None
+
+    async def get(self, check: Callable[[], Awaitable[T]], max_age: float) -> T:
+        """The kept result if it is young enough, else the result of the check in flight,
+        else of a new one."""
+        kept = self._kept
+        if kept is not None and time.monotonic() - kept[0] < max_age:
+            return kept[1]
+        if self._running is None:
+            self._running = asyncio.ensure_future(self._run(check))
+        return await asyncio.shield(self._running)
+
+    async def _run(self, check: Callable[[], Awaitable[T]]) -> T:
+        started = time.monotonic()
+        try:
+            result = await check()
+        finally:
+            self._running = None
+        self._kept = (started, result)
+        return result

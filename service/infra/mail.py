@@ -1,9 +1,12 @@
 """Outgoing mail: build a plain-text message, then send it through SMTP or keep it on disk.
 
 With ``SMTP_HOST`` set, ``deliver`` hands the message to that server with aiosmtplib
-(``SMTP_PORT``, optional ``SMTP_USERNAME``/``SMTP_PASSWORD`` login, ``SMTP_STARTTLS``, each
-step bounded by ``SMTP_TIMEOUT``). Without it (development), the message is written to
-``MAIL_OUTBOX`` as an ``.eml`` file that any mail client opens, and the path is logged.
+(``SMTP_PORT``, optional ``SMTP_USERNAME``/``SMTP_PASSWORD`` login, each step bounded by
+``SMTP_TIMEOUT``), upgrading the connection as ``SMTP_TLS`` says: ``opportunistic`` (the
+default) uses STARTTLS when the server offers it, ``required`` refuses to send through a
+server that does not (``aiosmtplib.SMTPException``, nothing sent), ``off`` never upgrades.
+Without it (development), the message is written to ``MAIL_OUTBOX`` as an ``.eml`` file
+that any mail client opens, and the path is logged.
 
 Delivery failures raise (``aiosmtplib.SMTPException``, ``OSError``): the caller, a job,
 decides whether to try again.

@@ -82,6 +82,10 @@ REDIS_BREAKER_OPEN = Gauge(
     "1 from a Redis failure until the next successful Redis call (worst live worker).",
     multiprocess_mode="livemax",
 )
+SEARCHES_CUT = Counter(
+    "searches_cut",
+    "Searches (?q=) whose statement ran past SEARCH_TIMEOUT_MS: answered 422 search_too_broad.",
+)
 DATABASE_UNAVAILABLE = Counter(
     "database_unavailable",
     "Requests answered 503 because PostgreSQL could not be reached.",

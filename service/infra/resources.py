@@ -1,4 +1,4 @@
-"""The loop-bound clients of one process: database engines and the Redis client.
+"""The loop-bound clients of one process: database engines and the Redis clients.
 
 They are created by ``start()`` on the running event loop (the ASGI lifespan start-up, or a
 worker's ``on_startup``) and closed by ``close()``, never at import time: asyncpg,
@@ -126,18 +126,19 @@ def ping_idle_connections(engine: AsyncEngine) -> None:
             raise exc.DisconnectionError(f"pooled connection failed its ping: {error}") from error
 
 
-def _redis_client(settings: Settings, redis_class: type[R], **options: Any) -> R:
-    """A ``redis_class`` client of ``REDIS_URL`` with connection ``options``.
+def _redis_client(settings: Settings, redis_class: type[R], url: str, **options: Any) -> R:
+    """A ``redis_class`` client of ``url`` (``REDIS_URL`` or ``CACHE_REDIS_URL``) with
+    connection ``options``.
 
     A ``redis+sentinel://`` URL gives a client of the master the Sentinels name: each new
     connection asks them where the master is, so after a failover the next connection goes
     to the new one (and a connection still on a demoted master is dropped when it answers
     READONLY). Questions to the Sentinels have ``REDIS_SOCKET_TIMEOUT`` as their timeout: they
     happen only when a connection is opened, never per command."""
-    if not is_sentinel_url(settings.redis_url):
-        pool = ConnectionPool.from_url(settings.redis_url, **options)
+    if not is_sentinel_url(url):
+        pool = ConnectionPool.from_url(url, **options)
         return redis_class(connection_pool=pool)
-    target = parse_sentinel_url(settings.redis_url)
+    target = parse_sentinel_url(url)
     sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
         list(target.sentinels),
         sentinel_kwargs={
@@ -171,6 +172,7 @@ def make_redis(settings: Settings) -> ArqRedis:
     return _redis_client(
         settings,
         ArqRedis,
+        settings.redis_url,
         max_connections=settings.redis_max_connections,
         socket_timeout=settings.redis_socket_timeout,
         socket_connect_timeout=settings.redis_socket_timeout,
@@ -178,8 +180,9 @@ def make_redis(settings: Settings) -> ArqRedis:
     )
 
 
-def make_hot_path_redis(settings: Settings) -> Redis:
-    """A second Redis client for the cache and rate limits, the per-request hot path.
+def make_hot_path_redis(settings: Settings, url: str | None = None) -> Redis:
+    """A second Redis client for the cache and rate limits, the per-request hot path, of
+    ``url`` (``REDIS_URL`` by default; the cache's own is ``CACHE_REDIS_URL``).
 
     It has no socket timeout of its own: with one, redis-py wraps every send in
     ``asyncio.wait_for`` (a task per command). Its callers bound each call, connecting
@@ -189,6 +192,7 @@ def make_hot_path_redis(settings: Settings) -> Redis:
     return _redis_client(
         settings,
         Redis,
+        url or settings.redis_url,
         max_connections=settings.redis_max_connections,
         socket_connect_timeout=max(settings.cache_timeout, settings.redis_socket_timeout),
     )
@@ -203,9 +207,13 @@ class Resources:
     engine: AsyncEngine | None = None
     read_engine: AsyncEngine | None = None
     redis: ArqRedis | None = None
+    # The per-request client of REDIS_URL (``make_hot_path_redis``): rate limits, view counts,
+    # and the cache's entries unless CACHE_REDIS_URL gives the cache a Redis of its own.
+    hot_redis: Redis | None = None
     cache: ResponseCache | None = None
-    # The timeout and breaker every per-request Redis call shares (cache, rate limits, view
-    # counts, enqueueing): one failing Redis opens it for all of them.
+    # The timeout and breaker every per-request call to REDIS_URL shares (rate limits, view
+    # counts, enqueueing, and the cache when it shares that Redis): one failing Redis opens it
+    # for all of them. A cache on its own Redis has a breaker of its own (``cache.guard``).
     guard: RedisGuard = field(init=False, repr=False)
     sessionmaker: async_sessionmaker | None = field(default=None, repr=False)  # type: ignore[type-arg]
     read_sessionmaker: async_sessionmaker | None = field(default=None, repr=False)  # type: ignore[type-arg]
@@ -235,15 +243,37 @@ class Resources:
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         self.read_sessionmaker = async_sessionmaker(self.read_engine, expire_on_commit=False)
         self.redis = make_redis(s)
-        self.cache = ResponseCache(
-            make_hot_path_redis(s), guard=self.guard, enabled=s.cache_enabled
+        self.hot_redis = make_hot_path_redis(s)
+        self.cache = self._make_cache(self.hot_redis)
+
+    def _make_cache(self, hot_redis: Redis) -> ResponseCache:
+        """The response cache: on ``hot_redis`` (counting rate limits and views in its own
+        lookups), or with CACHE_REDIS_URL on a Redis of its own, with its own breaker, where
+        it counts nothing: rate limits and view counts stay on REDIS_URL, which never evicts."""
+        s = self.settings
+        redis, guard = hot_redis, self.guard
+        if s.cache_redis_url:
+            redis = make_hot_path_redis(s, s.cache_redis_url)
+            guard = RedisGuard(
+                timeout=s.cache_timeout, breaker_seconds=s.cache_breaker_seconds, lag=guard.lag
+            )
+        return ResponseCache(
+            redis,
+            guard=guard,
+            enabled=s.cache_enabled,
+            max_entry_bytes=s.cache_max_entry_bytes,
+            inline_counters=redis is hot_redis,
         )
 
     async def close(self) -> None:
         """Dispose the pools; safe to call twice."""
         if self.cache is not None:
-            await close_redis(self.cache.redis)
+            if self.cache.redis is not self.hot_redis:
+                await close_redis(self.cache.redis)
             self.cache = None
+        if self.hot_redis is not None:
+            await close_redis(self.hot_redis)
+            self.hot_redis = None
         if self.redis is not None:
             await close_redis(self.redis)
             self.redis = None

@@ -32,8 +32,15 @@ log = logging.getLogger(__name__)
 
 def _resources(ctx: dict[str, Any]) -> Resources:
     res: Resources = ctx["resources"]
-    assert res.sessionmaker is not None and res.redis is not None
+    assert res.sessionmaker is not None and res.redis is not None and res.cache is not None
     return res
+
+
+async def _move_on(res: Resources, *generation_keys: str) -> None:
+    """Move cache generations on, on the cache's Redis (CACHE_REDIS_URL or REDIS_URL); a
+    failure fails the job, which is tried again."""
+    assert res.cache is not None
+    await res.cache.move_on(generation_keys)
 
 
 @job
@@ -62,7 +69,10 @@ async def flush_views(ctx: dict[str, Any]) -> int:
     added = await view_counts.apply(res.sessionmaker, batch, res.settings.view_flush_batch)
     # A view is not an edit: articles and list pages stay cached (their bodies hold no count,
     # or one as of their caching); only the popular ranking, which is ordered by views, moves.
-    await view_counts.release(res.redis, batch, [keys.POPULAR_GENERATION])
+    # Before the release (the cache may be on another Redis): if it fails, the batch is still
+    # claimed, and the next flush applies nothing twice and moves the ranking on then.
+    await _move_on(res, keys.POPULAR_GENERATION)
+    await view_counts.release(res.redis, batch, [])
     await res.redis.set(keys.VIEWS_FLUSHED_AT, time.time())
     record_flush(len(batch.counts), added)
     if added:
@@ -101,10 +111,7 @@ async def process_article(ctx: dict[str, Any], article_id: int, version: int) ->
         raise Retry(defer=retry.delay) from retry
     if outcome != "skipped":
         # The cached article and every cached list move on, in one round trip.
-        async with res.redis.pipeline(transaction=False) as pipe:
-            pipe.incr(keys.article_generation(article_id))
-            pipe.incr(keys.ARTICLES_GENERATION)
-            await pipe.execute()
+        await _move_on(res, keys.article_generation(article_id), keys.ARTICLES_GENERATION)
     log.info("article %s version %s: %s", article_id, version, outcome)  # with its request id
     return outcome
 

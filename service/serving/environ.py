@@ -19,7 +19,8 @@ def build_environ(scope: Scope, body: RequestBody) -> dict[str, Any]:
     """A PEP 3333 environ for an ASGI HTTP scope.
 
     Native strings are latin-1 per PEP 3333, so non-ASCII paths and raw query bytes survive
-    the round trip; repeated headers are joined with ``,`` (cookies with ``;``).
+    the round trip; repeated headers are joined with ``,`` (cookies with ``;``); headers
+    whose names hold ``_`` are left out (``_add_headers``).
     """
     script_name, path_info = _script_name_and_path_info(scope)
     server = scope.get("server") or ("localhost", 80)
@@ -59,8 +60,15 @@ def _script_name_and_path_info(scope: Scope) -> tuple[str, str]:
 
 
 def _add_headers(environ: dict[str, Any], headers: Iterable[tuple[bytes, bytes]]) -> None:
-    """``CONTENT_LENGTH``, ``CONTENT_TYPE`` and ``HTTP_*`` keys for the scope's raw headers."""
+    """``CONTENT_LENGTH``, ``CONTENT_TYPE`` and ``HTTP_*`` keys for the scope's raw headers.
+
+    A header whose name holds ``_`` is dropped, as nginx does (``underscores_in_headers
+    off``): in the environ ``-`` and ``_`` both become ``_``, so ``API_Key`` would otherwise
+    pass for ``API-Key`` and ``X_Forwarded_For`` for ``X-Forwarded-For``, past any proxy
+    that checks or sets only the real names."""
     for raw_name, raw_value in headers:
+        if b"_" in raw_name:
+            continue
         name = raw_name.decode("latin-1").upper().replace("-", "_")
         key = name if name in ("CONTENT_LENGTH", "CONTENT_TYPE") else "HTTP_" + name
         value = raw_value.decode("latin-1")

@@ -19,7 +19,9 @@ counts nothing, so the full path then behaves as if the peek had not happened:
 * any query string, a method other than GET, or a CORS request when CORS is configured.
 
 A hit on an article answered 200 also counts its view in that round trip
-(``service.domain.view_counts``).
+(``service.domain.view_counts``). When the cache has a Redis of its own (``CACHE_REDIS_URL``),
+the peek counts nothing there: a hit then counts its read limit and its view on ``REDIS_URL``
+(a round trip each), where Flask counts them too.
 
 The response is identical to the one Flask sends for the same hit; a test compares the two.
 A hit writes the Flask route template of what it answered into the scope
@@ -32,6 +34,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from redis.asyncio import Redis
 from werkzeug.http import parse_etags, unquote_etag
 
 from service.core import keys
@@ -155,30 +158,43 @@ class CachedReads:
         if not headers.usable:
             return False
         limit = self._read_limit(scope, headers)
+        inline = cache.inline_counters  # else the cache has a Redis of its own: count apart
         # A view is counted in the lookup itself, unless the answer may be a 304.
         view: HitCount | None = None
-        if found.article_id is not None and headers.if_none_match is None:
+        if inline and found.article_id is not None and headers.if_none_match is None:
             view = self.views.on_hit(found.article_id)
         try:
             hit = await cache.peek(
                 found.endpoint,
                 generations=found.generations,
                 template=found.template,
-                count=Count(limit.key, limit.window, limit.limit),
+                count=Count(limit.key, limit.window, limit.limit) if inline else None,
                 on_hit=view,
             )
         except REDIS_FAILURES:
             return False  # the breaker is open now: Flask serves it with X-Cache: BYPASS
-        if hit is None or hit[1] > limit.limit:
-            return False  # a miss, or over the limit: Flask answers (the 429 too)
+        if hit is None:
+            return False  # a miss: Flask computes it
         stored, count = hit
+        if not inline:  # the read limit on REDIS_URL, as Flask counts it (None: failing open)
+            counted = await rate_limits.hit(self._hot_redis(), self.resources.guard, limit)
+        else:
+            counted = count
+        if counted is not None and counted > limit.limit:
+            return False  # over the limit: Flask answers the 429
         raw_etag, body = keys.unpack_entry(stored)
         status = 304 if not_modified(raw_etag, headers.if_none_match) else 200
         if status == 200 and found.article_id is not None and view is None:
             await self.views.record(self.resources, found.article_id)
         scope[ROUTE_SCOPE_KEY] = self.routes[found.endpoint]
-        await self._send(send, status, raw_etag, body, limit.headers(count), headers.request_id)
+        rate_headers = {} if counted is None else limit.headers(counted)
+        await self._send(send, status, raw_etag, body, rate_headers, headers.request_id)
         return True
+
+    def _hot_redis(self) -> Redis:
+        redis = self.resources.hot_redis
+        assert redis is not None  # started with the cache
+        return redis
 
     def _read_limit(self, scope: Scope, headers: Headers) -> rate_limits.Counter:
         settings = self.resources.settings

@@ -5,7 +5,8 @@ so what lives where in Flask's globals is decided here only, and every accessor 
 never returns None for something a request must have.
 
 - ``AppState`` (one per app, in ``app.extensions``): settings, the process's ``Resources``
-  (engines, Redis, cache; started by the ASGI lifespan) and how views are recorded;
+  (engines, Redis, cache; started by the ASGI lifespan), how views are recorded and the
+  last readiness result;
 - ``RequestState`` (one per request, in ``g``): its database sessions, the callbacks to run
   after its commit, the authenticated caller and the tightest rate limit seen.
 """
@@ -25,6 +26,7 @@ from service.domain.callers import Caller
 from service.domain.view_counts import ViewCounter
 from service.infra import db_cleanup
 from service.infra.cache import ResponseCache
+from service.infra.health import RecentResult
 from service.infra.resources import Resources
 
 _APP_KEY = "newsdesk"
@@ -37,6 +39,11 @@ class AppState:
     resources: Resources
     views: ViewCounter
     openapi: dict[str, Any] | None = None  # the document, built on first request
+    # The last readiness checks and backlog figures, reused by /readyz for
+    # READINESS_CACHE_SECONDS (service.web.api.health).
+    readiness: RecentResult[tuple[dict[str, str], dict[str, Any]]] = field(
+        default_factory=RecentResult
+    )
 
 
 @dataclass
@@ -91,6 +98,11 @@ def redis() -> ArqRedis:
 
 def views() -> ViewCounter:
     return app_state().views
+
+
+def readiness() -> RecentResult[tuple[dict[str, str], dict[str, Any]]]:
+    """This process's readiness result, reused for a short while (``/readyz``)."""
+    return app_state().readiness
 
 
 def request_state() -> RequestState:

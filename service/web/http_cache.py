@@ -3,7 +3,8 @@ and ``Cache-Control``. Cache fills read the primary: a replica lagging behind a 
 otherwise store an old row under the write's new generation.
 
 Entries are stored as ``service.core.keys.pack_entry`` makes them (ETag and body), the same
-bytes the ASGI fast path serves on a hit.
+bytes the ASGI fast path serves on a hit. One over ``CACHE_MAX_ENTRY_BYTES`` is answered the
+same way and not stored (``X-Cache: MISS`` every time).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from service.core import keys
 from service.domain.articles import IfMatch
 from service.domain.rate_limits import Counter
 from service.infra import db_errors
-from service.infra.cache import STALE, Count, StaleIfError
+from service.infra.cache import STALE, Count, Quota, StaleIfError
 from service.web import context
 from service.web.rate_limits import apply_count, enforce_counter
 
@@ -54,18 +55,20 @@ async def cached_response(
     build: Build,
     rate_limit: Counter | None = None,
     stale_key: str | None = None,
+    quota: Quota | None = None,
 ) -> Response | None:
     """The response for a cacheable GET, or None when ``build`` found nothing (a 404).
 
     With ``stale_key``, the last body stored is kept there for ``CACHE_STALE_SECONDS`` and
     answered (``X-Cache: STALE``) when the database cannot be reached and the current entry
-    is missing.
+    is missing. With ``quota``, the entry is stored only within it (``Quota``).
 
-    ``rate_limit`` is counted in the cache lookup's own Redis round trip (a hit costs one)."""
+    ``rate_limit`` is counted in the cache lookup's own Redis round trip (a hit costs one),
+    or on its own when the cache has a Redis of its own (rate limits stay on REDIS_URL)."""
     cache = context.cache()
     count: Count | None = None
     if rate_limit is not None:
-        if cache.usable():
+        if cache.usable() and cache.inline_counters:
             count = Count(rate_limit.key, rate_limit.window)
         else:
             await enforce_counter(rate_limit)
@@ -85,6 +88,7 @@ async def cached_response(
         stale=None
         if stale_key is None
         else StaleIfError(stale_key, context.settings().cache_stale_seconds, db_errors.unreachable),
+        quota=quota,
     )
     if outcome == STALE:
         await context.abandon_transaction()

@@ -62,8 +62,8 @@ def auth_failures() -> Counter:
 async def refuse_if_over(which: Counter) -> None:
     """429 when ``which`` is already past its limit (counts nothing; fails open)."""
     res = context.resources()
-    assert res.cache is not None
-    count = await rate_limits.current(res.cache.redis, res.guard, which)
+    assert res.hot_redis is not None
+    count = await rate_limits.current(res.hot_redis, res.guard, which)
     if count is not None and count >= which.limit:
         RATE_LIMIT_REFUSALS.labels(which.name).inc()
         which.check(count + 1)
@@ -73,14 +73,14 @@ async def count_failure(which: Counter) -> int | None:
     """One more failure in ``which``; the count after it (None: Redis unavailable, and
     unless ``which`` fails closed, nothing is refused for it)."""
     res = context.resources()
-    assert res.cache is not None
-    return await rate_limits.hit(res.cache.redis, res.guard, which)
+    assert res.hot_redis is not None
+    return await rate_limits.hit(res.hot_redis, res.guard, which)
 
 
 async def reset_counter(which: Counter) -> None:
     res = context.resources()
-    assert res.cache is not None
-    await rate_limits.forget(res.cache.redis, res.guard, which)
+    assert res.hot_redis is not None
+    await rate_limits.forget(res.hot_redis, res.guard, which)
 
 
 async def enforce(name: str, identity: str, rate: str) -> None:
@@ -92,8 +92,8 @@ async def enforce_counter(which: Counter) -> None:
     """``enforce`` for a ``Counter`` already built. While Redis is unavailable the security
     limits refuse with 503 and the others fail open (``service.domain.rate_limits``)."""
     res = context.resources()
-    assert res.cache is not None
-    count = await rate_limits.hit(res.cache.redis, res.guard, which)
+    assert res.hot_redis is not None
+    count = await rate_limits.hit(res.hot_redis, res.guard, which)
     if count is not None:
         apply_count(which, count)
 

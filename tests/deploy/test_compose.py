@@ -134,3 +134,48 @@ def test_app_containers_are_locked_down_like_the_pods(tmp_path: Path) -> None:
         assert "no-new-privileges:true" in service["security_opt"], name
     multiproc = services["api"]["environment"]["PROMETHEUS_MULTIPROC_DIR"]
     assert multiproc.startswith("/tmp/")
+
+
+def _redis_options(service: dict[str, Any]) -> dict[str, str]:
+    command = service["command"]
+    assert command[0] == "redis-server"
+    return dict(zip(command[1::2], command[2::2], strict=True))
+
+
+def _redis_bytes(size: str) -> int:
+    match = re.fullmatch(r"(\d+)(mb|gb)", size)
+    assert match, size
+    return int(match.group(1)) * {"mb": 1024 * 1024, "gb": 1024 * 1024 * 1024}[match.group(2)]
+
+
+def test_the_cache_has_a_redis_of_its_own_and_the_main_redis_never_evicts(
+    tmp_path: Path,
+) -> None:
+    """Sessions, rate limits, view counts and queues on `redis`, which refuses writes when
+    full rather than evict them; the response cache on `cache-redis`, which evicts its least
+    recently used entries; each with a memory limit above its maxmemory."""
+    services = _config(tmp_path)["services"]
+    main, cache = _redis_options(services["redis"]), _redis_options(services["cache-redis"])
+    assert main["--maxmemory-policy"] == "noeviction"
+    assert cache["--maxmemory-policy"] == "allkeys-lru"
+    for name, options in (("redis", main), ("cache-redis", cache)):
+        assert int(services[name]["mem_limit"]) > _redis_bytes(options["--maxmemory"]), name
+        assert services[name]["restart"] == "unless-stopped", name
+        assert services[name]["healthcheck"]["test"][0] == "CMD", name
+    assert (cache["--save"], cache["--appendonly"]) == ("", "no")  # nothing kept on disk
+    assert "volumes" not in services["cache-redis"]
+    for name in APP:
+        environment = services[name]["environment"]
+        assert environment["REDIS_URL"].startswith("redis://redis:6379/"), name
+        assert environment["CACHE_REDIS_URL"].startswith("redis://cache-redis:6379/"), name
+        settings = Settings(
+            _env_file=None,
+            redis_url=environment["REDIS_URL"],
+            cache_redis_url=environment["CACHE_REDIS_URL"],
+        )
+        assert settings.cache_redis_url != settings.redis_url
+
+
+def test_trusted_proxies_default_to_dockers_bridge_networks(tmp_path: Path) -> None:
+    services = _config(tmp_path)["services"]
+    assert services["api"]["environment"]["TRUSTED_PROXIES"] == "172.16.0.0/12"

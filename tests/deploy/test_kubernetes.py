@@ -22,11 +22,19 @@ from tests.support.databases import ROOT
 KUBERNETES = "1.30.0"
 DIR = ROOT / "deploy" / "kubernetes"
 KUSTOMIZATION = DIR / "kustomization.yaml"
+CACHE_REDIS = DIR / "cache-redis"  # an optional component: the cache's own Redis
 HYPERCORN = tomllib.loads((ROOT / "hypercorn.toml").read_text())
 FIELDS = {name.upper() for name in Settings.model_fields}
 # Read by the processes themselves, not by Settings (python -m service serve, prometheus_client).
 PROCESS_VARIABLES = {"WEB_CONCURRENCY", "PROMETHEUS_MULTIPROC_DIR"}
-SECRET_VARIABLES = {"SECRET_KEY", "DATABASE_URL", "DATABASE_READ_URL", "REDIS_URL", "SMTP_PASSWORD"}
+SECRET_VARIABLES = {
+    "SECRET_KEY",
+    "DATABASE_URL",
+    "DATABASE_READ_URL",
+    "REDIS_URL",
+    "CACHE_REDIS_URL",
+    "SMTP_PASSWORD",
+}
 IMAGE = "newsdesk"
 
 
@@ -254,6 +262,21 @@ def test_each_worker_role_has_its_deployment_probe_and_budget(role: str) -> None
         assert port["containerPort"] == Settings.model_fields["worker_metrics_port"].default
 
 
+def test_scraped_workers_serve_metrics_beyond_loopback() -> None:
+    """The worker's /metrics listens on loopback unless told otherwise (WORKER_METRICS_HOST);
+    every worker pod Prometheus is told to scrape, at the pod's address, says so."""
+    assert Settings.model_fields["worker_metrics_host"].default == "127.0.0.1"
+    workers = [r for r in _resources() if r["metadata"]["name"].startswith("newsdesk-worker-")]
+    assert {r["kind"] for r in workers} >= {"Deployment"}
+    for deployment in (r for r in workers if r["kind"] == "Deployment"):
+        name = deployment["metadata"]["name"]
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true", name
+        assert _env(_container(name))["WORKER_METRICS_HOST"]["value"] == "0.0.0.0", name
+        (port,) = _container(name)["ports"]
+        assert annotations["prometheus.io/port"] == str(port["containerPort"]), name
+
+
 def test_the_worker_deployments_serve_every_queue() -> None:
     roles = {
         _env(_container(name))["WORKER_ROLES"]["value"]
@@ -295,3 +318,94 @@ def test_every_pod_runs_as_the_images_user_with_nothing_writable_but_tmp() -> No
             multiproc = _env(container).get("PROMETHEUS_MULTIPROC_DIR")
             if multiproc:
                 assert "emptyDir" in volumes[mounts[multiproc["value"]]], workload
+
+
+# --- the cache's own Redis (optional) -----------------------------------------------------
+
+
+def _mebibytes(size: str) -> int:
+    match = re.fullmatch(r"(\d+)(mb|Mi)", size)
+    assert match, size
+    return int(match.group(1))
+
+
+def test_the_cache_redis_component_validates_and_evicts_least_recently_used() -> None:
+    """deploy/kubernetes/cache-redis: a Redis for the response cache only (allkeys-lru,
+    nothing on disk), within a memory limit above its maxmemory, locked down like the rest,
+    behind the Service its kustomization tells CACHE_REDIS_URL to name."""
+    kustomization_text = (CACHE_REDIS / "kustomization.yaml").read_text()
+    listed = yaml.safe_load(kustomization_text)["resources"]
+    assert sorted(listed) == sorted(
+        p.name for p in CACHE_REDIS.glob("*.yaml") if p.name != "kustomization.yaml"
+    )
+    docs = [doc for name in listed for doc in _load(CACHE_REDIS / name)]
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBERNETES, strict=True)
+    base = {(r["kind"], r["metadata"]["name"]) for r in _resources()}
+    assert not base & {(d["kind"], d["metadata"]["name"]) for d in docs}
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    (service,) = [d for d in docs if d["kind"] == "Service"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    args = container["args"]
+    options = dict(zip(args[::2], args[1::2], strict=True))
+    assert options["--maxmemory-policy"] == "allkeys-lru"
+    assert (options["--save"], options["--appendonly"]) == ("", "no")
+    limit = _mebibytes(container["resources"]["limits"]["memory"])
+    assert limit > _mebibytes(options["--maxmemory"])
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    # No Service, Deployment or budget of the base selects its pod.
+    for resource in _resources():
+        selector = resource.get("spec", {}).get("selector")
+        if isinstance(selector, dict):
+            selector = selector.get("matchLabels", selector)
+            assert not selector.items() <= labels.items(), resource["metadata"]["name"]
+    (port,) = service["spec"]["ports"]
+    (container_port,) = container["ports"]
+    assert port["targetPort"] == container_port["name"]
+    url = f"redis://{service['metadata']['name']}:{port['port']}/0"
+    assert url in kustomization_text
+    assert Settings(_env_file=None, cache_redis_url=url).cache_redis_url == url
+
+
+def test_the_api_and_the_workers_take_the_cache_redis_from_the_secret_if_set() -> None:
+    for workload in _pod_specs():
+        env = _env(_container(workload))
+        if workload == "newsdesk-migrate":
+            assert "CACHE_REDIS_URL" not in env  # migrations never touch the cache
+            continue
+        reference = env["CACHE_REDIS_URL"]["valueFrom"]["secretKeyRef"]
+        assert reference == {"name": "newsdesk", "key": "CACHE_REDIS_URL", "optional": True}
+
+
+def _quantity_mib(quantity: str) -> int:
+    match = re.fullmatch(r"(\d+)(Mi|Gi)", quantity)
+    assert match, quantity
+    return int(match.group(1)) * (1024 if match.group(2) == "Gi" else 1)
+
+
+def test_the_api_memory_limit_covers_a_login_burst_on_every_worker() -> None:
+    """The sum of deploy/README.md ("Memory"): each worker's baseline plus its hashing threads
+    (the CPU limit: WEB_CONCURRENCY and PASSWORD_HASH_CONCURRENCY both follow it) at 64 MiB
+    each, plus the master; the measured figures are bench/abuse.py's."""
+    from service.domain.passwords import HASH_MEMORY_MIB
+
+    container = _container("newsdesk-api")
+    limits = container["resources"]["limits"]
+    cpus = int(limits["cpu"])
+    config = _one("ConfigMap", "newsdesk-config")["data"]
+    threads = int(config.get("PASSWORD_HASH_CONCURRENCY") or cpus)
+    master, worker_baseline = 55, 85
+    needed = master + cpus * (worker_baseline + threads * HASH_MEMORY_MIB)
+    assert needed <= _quantity_mib(limits["memory"]), needed
+
+
+def test_trusted_proxies_are_set_not_left_empty() -> None:
+    value = _one("ConfigMap", "newsdesk-config")["data"]["TRUSTED_PROXIES"]
+    assert value.strip()
+    Settings(_env_file=None, trusted_proxies=value)  # a value the settings accept

@@ -307,3 +307,40 @@ def test_no_instance_answering_is_a_502_in_the_envelope(tmp_path: Path) -> None:
     error = response.json()["error"]
     assert error["code"] == "bad_gateway"
     assert error["request_id"] == response.headers["X-Request-ID"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/metrics", "/readyz", "/metrics?name=x", "//metrics", "/%6Detrics", "/api/../readyz"],
+)
+def test_internal_endpoints_are_refused_by_nginx_in_the_app_envelope(
+    nginx: Nginx, app: LiveServer, path: str
+) -> None:
+    """/metrics and /readyz are for Prometheus and the orchestrator, which reach each instance
+    directly: through nginx they do not exist, however the path is spelt."""
+    with httpx.Client(base_url=nginx.url, timeout=30) as http:
+        # httpx would normalise the path: send it exactly as written.
+        refused = http.send(http.build_request("GET", nginx.url, extensions={"target": path}))
+        after = http.get("/healthz")
+    assert refused.status_code == 404, refused.text
+    assert refused.headers["Content-Type"] == "application/json"
+    error = refused.json()["error"]
+    assert error["code"] == "not_found"  # the app's own code for an unknown URL
+    assert error["request_id"] == refused.headers["X-Request-ID"]
+    # nginx answered it: the app logged the request after it, never the refused one.
+    log = _logged(app.log, after.headers["X-Request-ID"])
+    assert refused.headers["X-Request-ID"] not in log
+
+
+def test_the_public_api_and_its_documentation_pass_through_nginx(
+    nginx: Nginx, app: LiveServer
+) -> None:
+    with httpx.Client(base_url=nginx.url, timeout=30) as http:
+        answers = [http.get(path) for path in ("/api/v1/articles", "/docs", "/healthz")]
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    # Each reached the app, which still serves /metrics and /readyz to whoever reaches it
+    # directly (Prometheus, the orchestrator).
+    for answer in answers:
+        _logged(app.log, answer.headers["X-Request-ID"])
+    assert httpx.get(app.url + "/metrics", timeout=30).status_code == 200
+    assert httpx.get(app.url + "/readyz", timeout=30).status_code == 200

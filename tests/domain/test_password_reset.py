@@ -30,9 +30,11 @@ from service.domain.password_reset import (
     make_token,
     read_token,
     request_reset,
+    reset_mail_text,
     reset_password,
 )
 from service.domain.passwords import hash_password, verify_password
+from service.domain.schemas import CONTROL_CHARACTERS
 from service.domain.users import create_user
 from service.infra.resources import Resources
 from service.jobs.tasks import send_email
@@ -257,6 +259,41 @@ async def test_the_job_mails_a_working_token_to_a_known_address_only(
         claim = read_token(SECRET, found.group(1), now=time.time())
         assert claim.user_id == user.id and claim.matches(user.password_hash)
         assert claim.expires_at == pytest.approx(time.time() + 3600, abs=5)
+
+
+def test_the_mail_text_carries_the_name_without_control_characters() -> None:
+    settings = Settings(_env_file=None, password_reset_url="https://news.example/r#t={token}")
+    name = "Ann\r\nBcc: eve@example.com\x1b[2J\x00\x7f\x85\x9fLee"
+    text = reset_mail_text(settings, name=name, token="tok")
+    assert text.startswith("Hello AnnBcc: eve@example.com[2JLee,\n\n")
+    assert not set(text) & set(CONTROL_CHARACTERS) - {"\n"}
+
+
+async def test_a_stored_name_with_control_characters_reaches_the_mail_without_them(
+    stack: ServerStack,
+) -> None:
+    """A name stored before control characters were refused (written here directly, past the
+    API's validation) is mailed on one line, as text only."""
+    with smtp_server() as server:
+        async with started(
+            stack, secret_key=SECRET, smtp_host=server.host, smtp_port=server.port
+        ) as res:
+            assert res.sessionmaker is not None
+            async with res.sessionmaker() as session:
+                user = await create_user(
+                    session,
+                    email=unique_email("ctl"),
+                    name="Eve\r\n\r\nClick http://evil.example\x1b]8;;\x07",
+                    password_hash=await hash_password(PASSWORD),
+                )
+                await session.commit()
+            ctx = {"resources": res, "job_id": "test-job"}
+            assert await send_email(ctx, "password_reset", user.email) == "sent"
+        text = (await server.inbox.wait_for(user.email, within=10)).get_content()
+    first, _, rest = text.partition("\n")
+    assert first == "Hello EveClick http://evil.example]8;;,"
+    assert "evil" not in rest
+    assert not set(text) & set(CONTROL_CHARACTERS) - {"\n"}
 
 
 @pytest.mark.parametrize(

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
@@ -13,7 +16,8 @@ import pytest
 from redis.asyncio import Redis
 
 from service.cli.embedded import EmbeddedRedis
-from service.infra.cache import Count, ResponseCache
+from service.core import keys
+from service.infra.cache import Count, Quota, ResponseCache, StaleIfError
 from service.infra.guard import RedisGuard
 from tests.conftest import server_env
 from tests.support.api import account, publish
@@ -233,3 +237,140 @@ async def test_a_peek_that_misses_takes_no_lock_and_counts_nothing(stack: Server
         assert cache.stats.snapshot()["peek"]["HIT"] == 2
     finally:
         await redis.aclose()
+
+
+async def test_an_entry_over_the_size_limit_is_served_and_not_stored(stack: ServerStack) -> None:
+    """Bigger than ``max_entry_bytes``: answered every time, stored as a marker that lets the
+    next readers compute at once (no lock), and its stale copy is not kept."""
+    redis = Redis.from_url(stack.redis_url)
+    try:
+        cache = ResponseCache(
+            redis, guard=RedisGuard(timeout=1, breaker_seconds=5), max_entry_bytes=1024
+        )
+        name = uuid.uuid4().hex
+        template = f"cache:{{e}}:big:{name}:{{g1}}"
+        stale_key = f"stale:big:{name}"
+        await redis.set(stale_key, b"an older, smaller version")
+        computed = 0
+
+        async def compute() -> bytes:
+            nonlocal computed
+            computed += 1
+            return b'"1"\n' + b"x" * 1025
+
+        async def fetch() -> tuple[bytes | None, str]:
+            return await cache.fetch(
+                "big",
+                generations=[f"gen:{name}"],
+                template=template,
+                ttl=60,
+                compute=compute,
+                stale=StaleIfError(stale_key, 3600, lambda _exc: True),
+            )
+
+        first = await fetch()
+        assert first == (b'"1"\n' + b"x" * 1025, "MISS")
+        epoch = int(await redis.get("cache:epoch") or 0)
+        entry = f"cache:{epoch}:big:{name}:0"
+        assert await redis.get(entry) == keys.UNCACHEABLE
+        assert 0 < await redis.ttl(entry) <= 60
+        assert await redis.exists(stale_key) == 0  # older than what was served: dropped
+        assert await redis.keys(f"lock:*{name}*") == []
+        # Every reader computes it, none waits on a lock (a marker is a miss without one).
+        answers = await asyncio.gather(*(fetch() for _ in range(5)))
+        assert answers == [first] * 5 and computed == 6
+        assert await redis.keys(f"lock:*{name}*") == []
+        assert await cache.peek("big", generations=[f"gen:{name}"], template=template,
+                                count=None) is None  # fmt: skip
+        # At the limit it is stored as usual.
+        cache.max_entry_bytes = 4096
+        await redis.incr(f"gen:{name}")
+        assert (await fetch())[1] == "MISS"
+        assert (await fetch())[1] == "HIT"
+        assert await redis.get(stale_key) == first[0]
+    finally:
+        await redis.aclose()
+
+
+async def test_a_quota_bounds_the_entries_stored_at_once_per_generation(
+    stack: ServerStack,
+) -> None:
+    redis = Redis.from_url(stack.redis_url)
+    try:
+        cache = ResponseCache(redis, guard=RedisGuard(timeout=1, breaker_seconds=5))
+        name = uuid.uuid4().hex
+        generation = f"gen:{name}"
+        quota = Quota(f"cache:{{e}}:quota:{name}:{{g1}}", 3)
+
+        async def fetch(page: int, ttl: int = 60) -> str:
+            async def compute() -> bytes:
+                return f'"{page}"\npage {page}'.encode()
+
+            body, outcome = await cache.fetch(
+                "quota",
+                generations=[generation],
+                template=f"cache:{{e}}:page:{name}:{{g1}}:{page}",
+                ttl=ttl,
+                compute=compute,
+                quota=quota,
+            )
+            assert body == f'"{page}"\npage {page}'.encode()
+            return outcome
+
+        assert [await fetch(page) for page in range(5)] == ["MISS"] * 5
+        assert [await fetch(page) for page in range(5)] == ["HIT"] * 3 + ["MISS"] * 2
+        epoch = int(await redis.get("cache:epoch") or 0)
+        assert len(await redis.keys(f"cache:{epoch}:page:{name}:*")) == 3
+        counted = f"cache:{epoch}:quota:{name}:0"
+        assert await redis.zcard(counted) == 3
+        assert 0 < await redis.ttl(counted) <= 60  # gone with its last entry
+        assert await redis.keys(f"lock:*{name}*") == []
+        # Past the quota a page is served and not even locked: nothing to wait for.
+        assert await asyncio.gather(*(fetch(4) for _ in range(5))) == ["MISS"] * 5
+        # A new generation has a quota of its own.
+        await redis.incr(generation)
+        assert [await fetch(page) for page in (3, 4, 3, 4)] == ["MISS", "MISS", "HIT", "HIT"]
+        # Expired entries leave the quota: new ones take their places.
+        await redis.incr(generation)
+        assert [await fetch(page, ttl=1) for page in range(3)] == ["MISS"] * 3
+        assert await fetch(3) == "MISS" and await fetch(3) == "MISS"  # full
+        await asyncio.sleep(1.2)
+        assert await fetch(3) == "MISS" and await fetch(3) == "HIT"
+    finally:
+        await redis.aclose()
+
+
+async def test_every_spelling_of_a_list_query_shares_one_entry(client: httpx.AsyncClient) -> None:
+    """Defaults given or not and parameters in any order: one page, one entry, one ETag."""
+    ann = await account(client)
+    for _ in range(2):
+        await publish(client, ann, tags=["spelling"])
+    spellings = [
+        f"author_id={ann.id}",
+        f"page=1&author_id={ann.id}",
+        f"per_page=20&author_id={ann.id}",
+        f"author_id={ann.id}&per_page=20&page=1",
+        f"author_id={ann.id}&tag=Spelling",
+        f"tag=spelling&page=1&author_id={ann.id}",
+    ]
+    answers = [await client.get(f"/api/v1/articles?{query}") for query in spellings]
+    assert [a.status_code for a in answers] == [200] * len(answers)
+    outcomes = [a.headers["x-cache"] for a in answers]
+    assert outcomes == ["MISS", "HIT", "HIT", "HIT", "MISS", "HIT"]
+    assert len({a.content for a in answers[:4]}) == 1
+    assert len({a.headers["etag"] for a in answers[:4]}) == 1
+    # A cursor is named by the position it points after, however it is spelled: here the
+    # same instant written in another time zone.
+    first = await client.get(f"/api/v1/articles?author_id={ann.id}&per_page=1")
+    cursor = first.json()["next_cursor"]
+    position = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    moved = datetime.fromisoformat(position["t"]).astimezone(timezone(timedelta(hours=5)))
+    respelt = {"t": moved.isoformat(), "i": position["i"]}
+    other = base64.urlsafe_b64encode(json.dumps(respelt).encode()).decode().rstrip("=")
+    assert other != cursor
+    pages = [
+        await client.get(f"/api/v1/articles?author_id={ann.id}&per_page=1&cursor={spelt}")
+        for spelt in (cursor, other)
+    ]
+    assert [r.headers["x-cache"] for r in pages] == ["MISS", "HIT"]
+    assert pages[0].json()["articles"][0]["id"] < first.json()["articles"][0]["id"]

@@ -112,3 +112,19 @@ async def test_an_unreachable_server_raises_promptly() -> None:
     settings = Settings(smtp_host="127.0.0.1", smtp_port=free_port(), smtp_timeout=2)
     with pytest.raises((aiosmtplib.SMTPException, OSError)):
         await deliver(settings, message(settings))
+
+
+async def test_smtp_tls_required_refuses_a_server_without_starttls_and_opportunistic_sends(
+    smtp: SmtpServer,
+) -> None:
+    # The test server offers no STARTTLS (aiosmtpd without a TLS context).
+    base = Settings(smtp_host=smtp.host, smtp_port=smtp.port, mail_from="desk@news.test")
+    required = base.model_copy(update={"smtp_tls": "required"})
+    with pytest.raises(aiosmtplib.SMTPException, match="STARTTLS"):
+        await deliver(required, message(required, "eve-tls@example.com"))
+    assert smtp.inbox.to("eve-tls@example.com") == []  # nothing sent in cleartext
+    for mode in ("opportunistic", "off"):
+        settings = base.model_copy(update={"smtp_tls": mode})
+        to = f"fay-{mode}@example.com"
+        await deliver(settings, message(settings, to))
+        assert len(smtp.inbox.to(to)) == 1, mode

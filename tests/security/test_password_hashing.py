@@ -5,11 +5,10 @@ a process; a login that waits too long for a slot gets 503 with Retry-After."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import httpx
-import psutil
 
+from bench.abuse import proc_status, serving_pids
 from service.domain.passwords import HASH_MEMORY_MIB
 from tests.security.conftest import StartServer
 from tests.support.api import register
@@ -22,20 +21,6 @@ BURST = 60
 SLACK_MIB = 48
 
 
-def _status(pid: int, field: str) -> int:
-    """``VmRSS`` or ``VmHWM`` (peak resident size) of ``pid``, in bytes."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise LookupError(field)
-
-
-def _serving_pids(pid: int) -> list[int]:
-    """The server process and its children (Hypercorn's worker, when it forks one)."""
-    parent = psutil.Process(pid)
-    return [parent.pid, *(child.pid for child in parent.children(recursive=True))]
-
-
 async def test_a_burst_of_logins_keeps_each_worker_under_its_memory_bound(
     serve: StartServer,
 ) -> None:
@@ -43,8 +28,8 @@ async def test_a_burst_of_logins_keeps_each_worker_under_its_memory_bound(
     assert server.proc is not None
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
         user = await register(http)  # one hash first: argon2 loaded, its first arena made
-        pids = _serving_pids(server.proc.pid)
-        before = {pid: _status(pid, "VmRSS") for pid in pids}
+        pids = serving_pids(server.proc.pid)
+        before = {pid: proc_status(pid, "VmRSS") for pid in pids}
 
         async def wrong_login() -> httpx.Response:
             return await http.post(
@@ -61,5 +46,5 @@ async def test_a_burst_of_logins_keeps_each_worker_under_its_memory_bound(
             assert answer.json()["error"]["code"] == "service_unavailable"
     bound = (CONCURRENCY * HASH_MEMORY_MIB + SLACK_MIB) * MIB
     for pid in pids:
-        grown = _status(pid, "VmHWM") - before[pid]
+        grown = proc_status(pid, "VmHWM") - before[pid]
         assert grown <= bound, f"pid {pid} grew {grown / MIB:.0f} MiB (bound {bound / MIB:.0f})"

@@ -193,6 +193,11 @@ def environ() -> Response:
     ]
     found: dict[str, Any] = {key: request.environ.get(key) for key in keys}
     found["args"] = request.args.to_dict(flat=False)
+    found["headers"] = {
+        key: value
+        for key, value in request.environ.items()
+        if key.startswith("HTTP_") or key in ("CONTENT_LENGTH", "CONTENT_TYPE")
+    }
     return jsonify(found)
 
 
@@ -211,6 +216,23 @@ def _count_article_reads(
 @probes.get("/article-reads/<int:article_id>")
 def article_reads(article_id: int) -> Response:
     return jsonify(reads=_article_reads[article_id])
+
+
+_select_ones = 0
+
+
+def _count_select_one(
+    conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+) -> None:
+    """Counts ``SELECT 1`` statements: the readiness check's (``service.infra.health``)."""
+    global _select_ones
+    if statement.strip() == "SELECT 1":
+        _select_ones += 1
+
+
+@probes.get("/select-ones")
+def select_ones() -> Response:
+    return jsonify(count=_select_ones)
 
 
 _flask_requests = 0
@@ -245,6 +267,9 @@ def build() -> Any:
         await start()
         assert res.engine is not None
         event.listen(res.engine.sync_engine, "before_cursor_execute", _count_article_reads)
+        for engine in {res.engine, res.read_engine}:
+            assert engine is not None
+            event.listen(engine.sync_engine, "before_cursor_execute", _count_select_one)
 
     res.start = start_and_count  # type: ignore[method-assign]
     return asgi_app(flask_app)

@@ -50,6 +50,11 @@ ALLOWED: dict[tuple[str, str], str] = {
         "format's syntax allows: special-use and reserved domains (.test, .invalid, "
         ".localhost), quoted local parts."
     ),
+    ("positive_data_acceptance", "The article has changed: its ETag is now"): (
+        "If-Match comes from a link (the ETag the create answered); a scenario that updates "
+        "or deletes twice sends the second with the ETag the first made stale: 412 is the "
+        "documented optimistic concurrency of PATCH and DELETE, not a refusal of valid data."
+    ),
     ("positive_data_acceptance", "must not contain NUL (U+0000) characters"): (
         "PostgreSQL text cannot hold U+0000: every text input refuses it (422), said in the "
         "error; the schemas leave it out of their patterns to stay readable."

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import json
+from datetime import datetime
 
 from flask import Blueprint, Response, request
 from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.core import keys
 from service.core.errors import InvalidInput, NotFound
 from service.core.types import ArticleStatus
 from service.domain import articles as data
-from service.domain import rate_limits, view_counts
+from service.domain import rate_limits, search, view_counts
 from service.domain.callers import Caller
 from service.domain.schemas import (
     ArticleCreate,
@@ -25,6 +28,7 @@ from service.domain.schemas import (
     PopularArticles,
 )
 from service.infra import queue
+from service.infra.cache import Quota
 from service.web import context
 from service.web.endpoint import endpoint, json_response
 from service.web.http_cache import (
@@ -80,12 +84,29 @@ def _read_limit() -> rate_limits.Counter:
     return rate_limits.counter("read", client_bucket(), context.settings().rate_limit_read)
 
 
+def _search_limit() -> rate_limits.Counter:
+    """Searches per client IP (``RATE_LIMIT_SEARCH``), on top of the read limit: a search that
+    misses the cache costs the database far more than any other read. Every request with
+    ``q`` counts, hits included (the ASGI fast path never answers a query string, so each one
+    reaches the view), which keeps the limit one a client can predict."""
+    return rate_limits.counter("search", client_bucket(), context.settings().rate_limit_search)
+
+
+def _search_terms(q: str) -> str:
+    """``q`` as a full-text query, under ``SEARCH_MIN_PREFIX`` and ``SEARCH_MAX_TERMS``."""
+    settings = context.settings()
+    return search.search_query(
+        q, min_prefix=settings.search_min_prefix, max_terms=settings.search_max_terms
+    )
+
+
 async def _cached(
     endpoint: str,
     entry: tuple[list[str], str],
     ttl: int,
     build: Build,
     stale_key: str | None = None,
+    quota: Quota | None = None,
 ) -> Response | None:
     """The cached response of ``entry`` (generations, key template), read rate limit counted."""
     generations, template = entry
@@ -97,6 +118,7 @@ async def _cached(
         build=build,
         rate_limit=_read_limit(),
         stale_key=stale_key,
+        quota=quota,
     )
 
 
@@ -147,33 +169,76 @@ async def list_articles(query: ArticleListQuery) -> Response:
     which continues at constant cost however deep, and is null on the last page. Filters:
     ``author_id``, ``tag`` and ``q`` (words at the start of title words, any case). Cached
     (``X-Cache``), with an ``ETag``.
+
+    A search (``q``) is bounded: each word at least ``SEARCH_MIN_PREFIX`` characters (2 by
+    default), at most ``SEARCH_MAX_TERMS`` words (4), else a 422 ``validation_error``; one
+    that runs longer than ``SEARCH_TIMEOUT_MS`` is stopped and answered 422
+    ``search_too_broad`` (narrow it: the same request would be stopped again); and requests
+    with ``q`` count against ``RATE_LIMIT_SEARCH`` as well as the read limit.
     """
     if query.cursor is not None and query.page is not None:
         raise InvalidInput.at(
             ["query", "cursor"], "Use either page or cursor, not both.", why="conflicts with page"
         )
     # Bad input is refused before the cache is consulted.
-    if query.cursor is not None:
-        data.decode_cursor(query.cursor)
-    if query.q is not None:
-        data.search_query(query.q)
+    after = None if query.cursor is None else data.decode_cursor(query.cursor)
+    terms = None if query.q is None else _search_terms(query.q)
     filters = data.Filters(author_id=query.author_id, tag=query.tag, q=query.q)
+    if query.q is not None:
+        await enforce_counter(_search_limit())
 
     async def build() -> tuple[bytes, str]:
         return _body_and_etag(await _list_page(query, filters))
 
-    # "v2": pages carry ``kind``; entries cached before it are not served.
-    digest_of = b"v2:" + query.model_dump_json().encode()
-    key = hashlib.blake2b(digest_of, digest_size=12).hexdigest()
-    response = await _cached("list", keys.list_entry(key), context.settings().cache_ttl_list, build)
+    settings = context.settings()
+    entry = keys.list_entry(_list_digest(query, after, terms))
+    quota = Quota(keys.LIST_ENTRIES, settings.cache_max_list_keys)
+    response = await _cached("list", entry, settings.cache_ttl_list, build, quota=quota)
     assert response is not None
     return response
+
+
+def _list_digest(
+    query: ArticleListQuery, after: tuple[datetime, int] | None, terms: str | None
+) -> str:
+    """The cache's name for a list query, one per page whatever its spelling: parameters in
+    any order, defaults given or not (``page=1``, ``per_page=20``), a cursor by the position
+    it decodes to, a search by the terms it searches for. Any other spelling would be another
+    entry for the same page (``CACHE_MAX_LIST_KEYS`` bounds them all the same)."""
+    canonical = {
+        "page": None if after is not None else (query.page or 1),
+        "per_page": query.per_page,
+        "after": None if after is None else [after[0].isoformat(), after[1]],
+        "author_id": query.author_id,
+        "tag": query.tag,
+        "q": terms,
+    }
+    # "v3": canonical queries; entries named before it are not served.
+    digest_of = b"v3:" + json.dumps(canonical, sort_keys=True).encode()
+    return hashlib.blake2b(digest_of, digest_size=12).hexdigest()
 
 
 async def _list_page(
     query: ArticleListQuery, filters: data.Filters
 ) -> ArticlePage | ArticleCursorPage:
     session = context.db_session()  # cache fills read the primary (see service.web.http_cache)
+    if filters.q is None:
+        return await _page(session, query, filters)
+    async with search.bounded(session, _search_timeout_ms()):
+        return await _page(session, query, filters)
+
+
+def _search_timeout_ms() -> int:
+    """``SEARCH_TIMEOUT_MS``, never longer than the general ``DB_STATEMENT_TIMEOUT_MS``, which
+    the search's own replaces for its statements."""
+    settings = context.settings()
+    general = settings.db_statement_timeout_ms or settings.search_timeout_ms
+    return min(settings.search_timeout_ms, general)
+
+
+async def _page(
+    session: AsyncSession, query: ArticleListQuery, filters: data.Filters
+) -> ArticlePage | ArticleCursorPage:
     if query.cursor is not None:
         after = await data.list_after(
             session, filters=filters, cursor=query.cursor, per_page=query.per_page

@@ -31,6 +31,7 @@ from service.web.rate_limits import (
     client_bucket,
     count_failure,
     enforce,
+    enforce_counter,
     refuse_if_over,
     reset_counter,
 )
@@ -64,11 +65,12 @@ async def login(body: LoginRequest) -> SessionToken:
         "login-email", f"{address_key(body.email)}|{client}", settings.rate_limit_login_email
     )
     await refuse_if_over(failures)
-    await refuse_if_over(pair)
+    # Counted before the check, atomically, so concurrent guesses cannot all slip under the
+    # limit; the right password then clears it: it counts failures since the last success.
+    await enforce_counter(pair)
     session = context.db_session()
     user = await user_by_email(session, body.email)
     if not await verify_password(user.password_hash if user else None, body.password):
-        await count_failure(pair)
         await count_failure(failures)
         raise Unauthenticated("The e-mail or password is wrong.", code="invalid_login")
     assert user is not None

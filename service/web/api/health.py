@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from flask import Blueprint, Response, abort, jsonify, request
 
 from service.infra import exposition
 from service.infra import metrics as process_metrics
 from service.infra.backlog import backlog_detail
-from service.infra.health import check_dependencies
-from service.web.context import resources
+from service.infra.health import OPTIONAL, check_dependencies
+from service.infra.resources import Resources
+from service.web.context import readiness, resources
 from service.web.errors import error_response
 
 bp = Blueprint("health", __name__)
@@ -24,20 +26,21 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 async def readyz() -> Response:
-    """Readiness: PostgreSQL (primary and read) and Redis answer within a short timeout.
+    """Readiness: PostgreSQL (primary and read) and Redis answer within a short timeout (a
+    cache Redis of its own, CACHE_REDIS_URL, is reported but never makes the API unready).
 
     A ready body also shows the job queues and the view-flush lag (``service.infra.backlog``):
     for the operator to read, never a reason to fail, since a backlog is not cured by taking
     the API out of its load balancer (``queues`` and ``views`` are left out when Redis did
-    not answer that read in time)."""
+    not answer that read in time).
+
+    Answered from a result at most READINESS_CACHE_SECONDS old; concurrent calls share the
+    check in flight, so a burst of probes runs one round of checks per process."""
     res = resources()
-    checks, backlog = await asyncio.gather(
-        check_dependencies(res),
-        backlog_detail(
-            res.redis, res.settings.readiness_timeout, res.settings.queue_backlog_warn_seconds
-        ),
+    checks, backlog = await readiness().get(
+        lambda: _check(res), res.settings.readiness_cache_seconds
     )
-    down = [name for name, state in checks.items() if state != "ok"]
+    down = [name for name, state in checks.items() if state != "ok" and name not in OPTIONAL]
     if down:
         response = error_response(
             503,
@@ -48,6 +51,16 @@ async def readyz() -> Response:
         response.headers["Retry-After"] = "5"
         return response
     return jsonify(status="ready", checks=checks, **backlog)
+
+
+async def _check(res: Resources) -> tuple[dict[str, str], dict[str, Any]]:
+    """The dependency states and the backlog figures, read concurrently."""
+    return await asyncio.gather(
+        check_dependencies(res),
+        backlog_detail(
+            res.redis, res.settings.readiness_timeout, res.settings.queue_backlog_warn_seconds
+        ),
+    )
 
 
 @bp.get("/metrics")

@@ -327,6 +327,10 @@ async def test_filters_by_tag_and_title_words(client: httpx.AsyncClient) -> None
         {"author_id": "x"},
         {"q": "!!!"},
         {"q": "x" * 101},
+        {"q": "a"},
+        {"q": "climate c"},
+        {"q": "snake_a"},
+        {"q": "one two three four five"},
         {"page": 600},
         {"unknown": "1"},
         {"tag": ["a", "b"]},
@@ -342,6 +346,32 @@ async def test_bad_list_parameters_are_422_never_500(
     # Every query error names its parameter the same way.
     assert [d["loc"][0] for d in error["details"]] == ["query"] * len(error["details"])
     assert {d["loc"][1] for d in error["details"]} <= set(params)
+
+
+async def test_a_search_too_broad_is_refused_with_the_rule_it_breaks(
+    client: httpx.AsyncClient,
+) -> None:
+    """The shared server's defaults: SEARCH_MIN_PREFIX=2, SEARCH_MAX_TERMS=4."""
+    short = await client.get("/api/v1/articles", params={"q": "Flask a b"})
+    assert short.status_code == 422
+    error = short.json()["error"]
+    assert error["code"] == "validation_error"
+    assert "at least 2 characters ('a', 'b' have fewer)" in error["message"]
+    assert error["details"] == [
+        {
+            "loc": ["query", "q"],
+            "message": "shorter than 2 characters: 'a', 'b'",
+            "type": "search_word_too_short",
+        }
+    ]
+    many = await client.get("/api/v1/articles", params={"q": "one two three four five"})
+    assert many.status_code == 422
+    assert many.json()["error"]["details"] == [
+        {"loc": ["query", "q"], "message": "5 words; at most 4", "type": "search_too_many_words"}
+    ]
+    # Repeated words count once; four words of two letters are within the rules.
+    assert (await client.get("/api/v1/articles", params={"q": "ab ab ab ab ab"})).status_code == 200
+    assert (await client.get("/api/v1/articles", params={"q": "ab cd ef gh"})).status_code == 200
 
 
 @pytest.mark.parametrize(

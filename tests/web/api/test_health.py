@@ -36,11 +36,53 @@ async def test_readyz_when_everything_is_up(client: httpx.AsyncClient) -> None:
     assert "oldest_pending_seconds" in body["views"]
 
 
+CACHED_FOR = 2.0  # READINESS_CACHE_SECONDS of the server below
+
+
+@pytest.fixture(scope="module")
+def cached_readiness(
+    stack: ServerStack, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """The app with its test probes (``/_test/select-ones`` counts the readiness check's
+    ``SELECT 1`` statements), a readiness result reused for ``CACHED_FOR`` seconds."""
+    env = server_env(stack, READINESS_CACHE_SECONDS=str(CACHED_FOR))
+    log = tmp_path_factory.mktemp("readiness") / "server.log"
+    server = LiveServer("tests.support.probe_app:app", env, log).start()
+    yield server
+    server.stop()
+
+
+async def _select_ones(http: httpx.AsyncClient) -> int:
+    count: int = (await http.get("/_test/select-ones")).json()["count"]
+    return count
+
+
+async def test_a_burst_of_readyz_runs_one_round_of_checks(cached_readiness: LiveServer) -> None:
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+    async with httpx.AsyncClient(base_url=cached_readiness.url, limits=limits, timeout=60) as http:
+        # One check is two SELECT 1, the primary and the read engine (here the same server).
+        await asyncio.sleep(CACHED_FOR)  # whatever an earlier request kept has expired
+        before = await _select_ones(http)
+        burst = await asyncio.gather(*(http.get("/readyz") for _ in range(100)))
+        after_burst = await _select_ones(http)
+        assert [r.status_code for r in burst] == [200] * 100
+        assert len({r.content for r in burst}) <= 2  # one body per check run
+        # Two rounds at most: the burst may straddle the end of a result's lifetime.
+        assert 2 <= after_burst - before <= 4, after_burst - before
+        # Once the result is older than READINESS_CACHE_SECONDS, the next call checks again.
+        await asyncio.sleep(CACHED_FOR)
+        assert (await http.get("/readyz")).status_code == 200
+        assert await _select_ones(http) == after_burst + 2
+
+
 @pytest.fixture
 def server_with_own_redis(
     stack: ServerStack, own_redis: EmbeddedRedis, tmp_path: Path
 ) -> Iterator[LiveServer]:
-    env = server_env(stack, REDIS_URL=own_redis.url(), REDIS_SOCKET_TIMEOUT="0.5")
+    # A result kept for no time: each /readyz below must see Redis as it is at that moment.
+    env = server_env(
+        stack, REDIS_URL=own_redis.url(), REDIS_SOCKET_TIMEOUT="0.5", READINESS_CACHE_SECONDS="0"
+    )
     server = LiveServer("service.asgi:app", env, tmp_path / "server.log").start()
     yield server
     server.stop()

@@ -50,6 +50,35 @@ async def test_invalid_registrations_are_422_naming_the_field(
     assert any(field in detail["loc"] for detail in details), details
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Ann\r\nBcc: eve@example.com",
+        "Ann\n",
+        "\tAnn",
+        "A\x00n",
+        "Ann\x1b[2J",
+        "A\x7fn",
+        "A\x85n",
+        "A\x9f",
+    ],
+)
+async def test_a_name_with_control_characters_is_422(client: httpx.AsyncClient, name: str) -> None:
+    body = {"email": unique_email(), "password": PASSWORD, "name": name}
+    response = await client.post("/api/v1/users", json=body)
+    assert response.status_code == 422, response.text
+    (detail,) = response.json()["error"]["details"]
+    assert detail["loc"] == ["body", "name"]
+    assert "control characters" in detail["message"]
+
+
+async def test_names_in_any_script_with_inner_spaces_are_accepted(
+    client: httpx.AsyncClient,
+) -> None:
+    for name in ("Zoë O'Brien-Łukasz", "山田 太郎", "Ann\u00a0Lee"):
+        assert (await register(client, name=name))["name"] == name
+
+
 async def test_a_json_array_body_is_422(client: httpx.AsyncClient) -> None:
     response = await client.post("/api/v1/users", json=[1, 2])
     assert response.status_code == 422
