@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test-deps run dev test lint bench bench-quick bench-serving bench-pagination bench-cache bench-views bench-metrics bench-deps faults clean
+.PHONY: install test-deps run dev test lint bench bench-quick bench-serving bench-pagination bench-cache bench-views bench-metrics bench-deps faults abuse clean
 
 # Create the virtual environment and install the project (again when pyproject.toml changes).
 $(STAMP): pyproject.toml
@@ -93,6 +93,13 @@ bench-metrics: bench-deps
 # cores): docs/FAULTS.md. Not part of `make test`.
 faults: $(STAMP)
 	$(BIN)/python -m bench.faults
+
+# The abuse figures (loopback only, a few minutes on 2 cores): redaction time by path length,
+# peak memory under a login burst, Redis after 10,000 distinct list queries, before and after
+# the limits of docs/SECURITY.md (bench/results/abuse-<timestamp>.json). `make test` runs
+# tests/security/, which holds each bound.
+abuse: $(STAMP)
+	$(BIN)/python -m bench.abuse
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
