@@ -184,7 +184,8 @@ def list_queries(env: dict[str, str], redis_url: str, work: Path) -> list[dict[s
         client.flushdb()
         used_before = int(client.info("memory")["used_memory"])  # type: ignore[index]
         limits = {} if bound is None else {"CACHE_MAX_LIST_KEYS": bound}
-        server = _server({**env, **limits}, work / "lists.log")
+        # An hour's TTL: no entry may expire during the run, whatever the machine's speed.
+        server = _server({**env, **limits, "CACHE_TTL_LIST": "3600"}, work / "lists.log")
         try:
             answered = asyncio.run(_queries(server.url))
         finally:
