@@ -79,7 +79,7 @@ def main() -> int:
         hot = f"{servers['cached'].url}/api/v1/articles/1"
         wrk(hot, 1, 1)  # fills the entry the hit runs and the Quart handler read
         client = redis.Redis.from_url(redis_server.url())
-        keys = client.keys("cache:*:article:1:*")
+        keys: list[bytes] = client.keys("cache:*:article:1:*")  # type: ignore[assignment]
         client.close()
         assert len(keys) == 1, keys
         servers["quart"] = _server(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
 import re
@@ -13,45 +12,28 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
-import httpx
-
 from service.cli.embedded import free_port
+from service.cli.harness import http_ok, spawn, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float) -> bool:
-    """Whether ``url`` answered 200 within ``timeout`` seconds while ``proc`` kept running."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=5).status_code == 200:
-                return True
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(0.2)
-    return False
+    """Whether ``url`` answered 200 within ``timeout`` seconds while ``proc`` kept running
+    (for a process started without ``spawn``; ``spawn(..., ready=url)`` does this itself)."""
+    return wait_until(http_ok(url, timeout=5), proc, timeout, 0.2)
 
 
 class Worker:
     """``python -m service worker --settings <settings>``, its output appended to ``log``."""
 
     def __init__(self, settings: str, env: dict[str, str], log: Path) -> None:
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "service", "worker", "--settings", settings],
-                env={**os.environ, **env},
-                cwd=ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        command = [sys.executable, "-m", "service", "worker", "--settings", settings]
+        self.process = spawn(command, env, log, cwd=ROOT, name=f"worker {settings}")
+        self.proc = self.process.proc
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        self.process.stop(60)
 
 
 class HypercornServer:
@@ -82,31 +64,17 @@ class HypercornServer:
             f"127.0.0.1:{self.port}",
             app_path,
         ]
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(
-                command,
-                env={**os.environ, **env},
-                cwd=ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        if wait_ready(self.url + ready_path, self.proc, 60):
-            return
-        self.stop()
-        raise RuntimeError(f"{app_path} did not start: {log.read_text()[-2000:]}")
+        self.process = spawn(
+            command, env, log, ready=self.url + ready_path, timeout=60, cwd=ROOT, name=app_path
+        )
+        self.proc = self.process.proc
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.process.stop(20)
 
 
 def wrk(url: str, duration: int, connections: int, script: Path | None = None) -> str:

@@ -243,7 +243,7 @@ def write_report(result: dict[str, object], json_path: Path) -> None:
     summary: dict[str, dict[str, float]] = result["summary"]  # type: ignore[assignment]
     ratios: dict[str, float] = result["ratios"]  # type: ignore[assignment]
     per_round: list[dict[str, float]] = result["per_round"]  # type: ignore[assignment]
-    runs: list[dict[str, float]] = result["runs"]  # type: ignore[assignment]
+    runs: list[dict[str, float | str]] = result["runs"]  # type: ignore[assignment]
     mach: dict[str, str] = result["machine"]  # type: ignore[assignment]
     lines = [
         "# Metrics overhead",

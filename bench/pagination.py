@@ -340,7 +340,7 @@ def main() -> int:
     started = datetime.now(UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
     work = Path(tempfile.mkdtemp(prefix="newsdesk-pagination-"))
     postgres = redis = None
-    servers: dict[str, ApiServer] = {}
+    servers: dict[str, HypercornServer] = {}
     try:
         postgres = EmbeddedPostgres(work / "postgres", durable=False).start()
         redis = EmbeddedRedis(work / "redis", durable=False).start()

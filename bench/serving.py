@@ -131,8 +131,8 @@ def summarise(runs: list[Run]) -> list[dict[str, object]]:
 def ratios(rows: list[dict[str, object]]) -> dict[str, dict[str, float]]:
     def rps(app: str, endpoint: str) -> float:
         return float(
-            next(r["rps_median"] for r in rows if r["app"] == app and r["endpoint"] == endpoint)
-        )  # type: ignore[arg-type]
+            next(r["rps_median"] for r in rows if r["app"] == app and r["endpoint"] == endpoint)  # type: ignore[arg-type]
+        )
 
     return {
         endpoint: {
@@ -211,7 +211,7 @@ def main() -> int:
     started = datetime.now(UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
     work = Path(tempfile.mkdtemp(prefix="newsdesk-bench-"))
     postgres = redis = None
-    servers: dict[str, Server] = {}
+    servers: dict[str, HypercornServer] = {}
     try:
         db_url = os.environ.get("BENCH_DATABASE_URL")
         if not db_url:

@@ -1,17 +1,20 @@
 """Newsdesk: a news API on async Flask, served loop-native by Hypercorn.
 
-Seven layers; each imports only the layers below it (an import-linter contract in
-``pyproject.toml``, checked by ``make test``; picture in docs/ARCHITECTURE.md):
+Seven layers; each imports only the layers below it, and no import circle anywhere
+(import-linter contracts in ``pyproject.toml``, checked by ``make test``; picture in
+docs/ARCHITECTURE.md). Nothing is configured at import (``tests/test_imports.py``):
 
 - ``core``: ``settings`` (typed configuration), ``errors`` (domain exceptions and the JSON
   envelope), ``keys`` (every Redis key and stored format), ``types`` (ASGI aliases, ``MAX_ID``,
   ``ArticleStatus``, security headers), ``request_id``, ``logs`` (text or JSON, redacted);
-- ``infra``: ``resources`` (engines and Redis clients of one process), ``guard`` (one timeout
-  and breaker for per-request Redis calls), ``loop_lag`` (how late the event loop runs),
-  ``cache`` (the generation-versioned response
-  cache), ``queue`` (enqueueing, queue figures), ``health``, ``mail``, ``metrics`` (every
-  Prometheus metric of the API), ``exposition`` (``/metrics`` summed over the workers),
-  ``tracing`` (OpenTelemetry, off unless ``OTEL_*`` asks);
+- ``infra``: ``runtime`` (everything one process holds, built from ``Settings``, started and
+  closed by the API's lifespan and the worker's start-up), ``resources`` (engines and Redis
+  clients of one process), ``guard`` (one timeout and breaker for per-request Redis calls),
+  ``loop_lag`` (how late the event loop runs), ``periodic`` (a background task's start and
+  stop), ``cache`` (the generation-versioned response cache), ``queue`` (enqueueing, queue
+  figures), ``health``, ``mail``, ``metrics`` (every Prometheus metric of the API, importing
+  nothing of ours), ``sampler`` (pool, process and GC figures), ``exposition`` (``/metrics``
+  summed over the workers), ``tracing`` (OpenTelemetry, off unless ``OTEL_*`` asks);
 - ``domain`` (no HTTP; raises ``core.errors``): ``models``, ``schemas``, ``users``, ``api_keys``,
   ``credentials``, ``passwords``, ``login_sessions``, ``callers``, ``articles``, ``processing``,
   ``text_analysis`` (YAKE, loaded by the worker only), ``view_counts``, ``rate_limits``,
@@ -23,7 +26,8 @@ Seven layers; each imports only the layers below it (an import-linter contract i
   ``auth``, ``rate_limits``, ``transactions``, ``http_cache``, ``errors``, ``security``,
   ``openapi``, ``converters``, ``jsonio``, ``access_log`` (Hypercorn's access lines),
   ``api/`` (one blueprint per resource);
-- ``jobs``: ``tasks`` (every arq job), ``runner``, ``worker`` (a settings class per queue),
+- ``jobs``: ``tasks`` (every arq job), ``runner``, ``worker`` (a settings class per queue,
+  built from ``Settings``),
   ``supervisor``, ``metrics`` (job metrics and the worker's own ``/metrics`` port);
 - ``cli`` and ``asgi``: ``python -m service ...`` and the app Hypercorn serves.
 

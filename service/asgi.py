@@ -1,8 +1,11 @@
 """The ASGI application Hypercorn serves: ``hypercorn --config hypercorn.toml service.asgi:app``.
 
-Importing this module reads the settings and builds the Flask app; it does no I/O. The
-lifespan start-up creates the engines and the Redis client on the worker's event loop, and
-shutdown closes them.
+Importing this module reads nothing and builds nothing: ``app`` builds the application
+(``build``: settings, logging, tracing, the Flask app) the first time it is called or its
+``built()`` is asked for, which Hypercorn does with the lifespan start-up. That start-up
+starts the process's ``Runtime`` (``service.infra.runtime``: engines and Redis clients on the
+worker's event loop, loop lag, the view counter's retries, the metrics sampler), and shutdown
+closes it.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ from flask import Flask
 
 from service.core.logs import configure_logging
 from service.core.settings import Settings
-from service.core.types import SECURITY_HEADERS, ASGIApp
-from service.infra import metrics, tracing
+from service.core.types import SECURITY_HEADERS, ASGIApp, Receive, Scope, Send
+from service.domain.view_counts import ViewCounter
+from service.infra import tracing
 from service.infra.exposition import mark_this_process_dead
+from service.infra.resources import Resources
 from service.serving.adapter import GreenletASGI
 from service.serving.body import BodyRate
 from service.serving.fastpath import CachedReads
@@ -25,31 +30,22 @@ from service.web.app import create_app
 
 
 def asgi_app(flask_app: Flask) -> ASGIApp:
-    """Wrap ``flask_app`` for an ASGI server, its resources tied to the lifespan: request
+    """Wrap ``flask_app`` for an ASGI server, its runtime tied to the lifespan: request
     metrics (``RequestMetrics``, unless ``METRICS_ENABLED`` is off) around the cache fast path
     (``CachedReads``) in front of the loop-native adapter (``GreenletASGI``)."""
     state = context.app_state(flask_app)
-    res = state.resources
-    enabled = res.settings.metrics_enabled
-    sampler = metrics.Sampler(res, res.settings.metrics_sample_seconds)
+    runtime, res = state.runtime, state.resources
+    runtime.add(_ViewRetries(state.views, res))
 
     async def startup() -> None:
-        await res.start()
-        res.guard.lag.start()  # Redis timeouts discount this loop's own lag
-        state.views.start(res)
-        if enabled:
-            metrics.instrument(res)
-            sampler.start()
+        await runtime.start()
         # Everything alive now (modules, the app, pools) lives as long as the process: keep it
         # out of the cyclic collector's scans, which otherwise grow with the heap.
         gc.collect()
         gc.freeze()
 
     async def shutdown() -> None:
-        await sampler.stop()
-        await state.views.stop(res)
-        await res.guard.lag.stop()
-        await res.close()
+        await runtime.close()
         mark_this_process_dead()  # its pool and breaker gauges leave the instance's sums
 
     adapter = GreenletASGI(
@@ -64,7 +60,20 @@ def asgi_app(flask_app: Flask) -> ASGIApp:
     rules = {rule.endpoint: rule.rule for rule in flask_app.url_map.iter_rules()}
     routes = {"article": rules["articles.read"], "popular": rules["articles.popular"]}
     app: ASGIApp = CachedReads(adapter, res, state.views, routes=routes)
-    return RequestMetrics(app) if enabled else app
+    return RequestMetrics(app) if res.settings.metrics_enabled else app
+
+
+class _ViewRetries:
+    """The view counter's retries of buffered views, as a part of the runtime."""
+
+    def __init__(self, views: ViewCounter, res: Resources) -> None:
+        self.views, self.res = views, res
+
+    async def start(self) -> None:
+        self.views.start(self.res)
+
+    async def close(self) -> None:
+        await self.views.stop(self.res)
 
 
 def build(settings: Settings | None = None) -> ASGIApp:
@@ -74,8 +83,27 @@ def build(settings: Settings | None = None) -> ASGIApp:
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.resolved_log_format)
     access_log.install()
-    tracing.setup(tracing.API_SERVICE)
-    return tracing.asgi_middleware(asgi_app(create_app(settings)))
+    flask_app = create_app(settings)
+    context.app_state(flask_app).runtime.trace()
+    return tracing.asgi_middleware(asgi_app(flask_app))
 
 
-app = build()
+class LazyApp:
+    """An ASGI application built by ``build()`` when first called (or ``built()``)."""
+
+    def __init__(self) -> None:
+        self._app: ASGIApp | None = None
+
+    def built(self) -> ASGIApp:
+        if self._app is None:
+            self._app = build()
+        return self._app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.built()(scope, receive, send)
+
+
+# Hypercorn's worker loads it before it creates its logger: the access line's class is set
+# now (a class attribute of Hypercorn's, read from nothing).
+access_log.install()
+app = LazyApp()

@@ -1,19 +1,26 @@
-"""Session fixtures: real PostgreSQL and Redis servers, a real Hypercorn serving the app."""
+"""Session fixtures: real PostgreSQL and Redis servers, a real Hypercorn serving the app; and
+the factories a test or module starts its own processes with (``live_server(**env)``,
+``worker(**env)``, their ``module_`` variants, stopped after it) and the SMTP sink (``smtp``).
+Every process goes through the one harness, ``service.cli.harness.spawn``."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
 
 import asyncpg
 import httpx
 import pytest
 
 from service.cli.embedded import EmbeddedRedis
+from service.cli.harness import Ready
 from service.core.settings import ENV_FILE_VARIABLE
 from tests.support.databases import ServerStack, plain_url, start_stack
 from tests.support.live import LiveServer
+from tests.support.smtp import SmtpServer, smtp_server
+from tests.support.worker import WorkerProcess
 
 # No dotenv file for the tests and every process they start: a developer's .env (read by
 # Settings and `python -m service run`) must not change their outcome.
@@ -27,6 +34,9 @@ os.environ.setdefault("PASSWORD_RESET_URL", "http://127.0.0.1/reset-password#tok
 POOL_SIZE = 5
 MAX_OVERFLOW = 2
 MAX_BODY = 256 * 1024
+
+APP = "service.asgi:app"  # the production app
+PROBE_APP = "tests.support.probe_app:app"  # the app plus the test probes (/_test/...)
 
 
 @pytest.fixture(scope="session")
@@ -77,13 +87,128 @@ def server_env(stack: ServerStack, **extra: str) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def live(stack: ServerStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """The app plus test probes, served by a real Hypercorn over loopback sockets."""
-    log = tmp_path_factory.mktemp("live") / "server.log"
-    server = LiveServer("tests.support.probe_app:app", server_env(stack), log)
+    servers = LiveServers(stack, tmp_path_factory.mktemp("live"))
+    server = servers(PROBE_APP, start=False)
     # Reset links lead to this server's own page (tests/web/test_reset_page.py opens them).
     server.env["PASSWORD_RESET_URL"] = f"{server.url}/reset-password#token={{token}}"
     server.start()
     yield server
-    server.stop()
+    servers.stop()
+
+
+class _Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+P = TypeVar("P", bound=_Stoppable)
+
+
+class _Fleet(Generic[P]):
+    """Processes a test (or a module) starts on the suite's stack, each logging to its own
+    file in ``folder`` (``<kind>.log``, ``<kind>-1.log``...); ``stop()`` stops every one."""
+
+    kind = "process"
+
+    def __init__(self, stack: ServerStack, folder: Path) -> None:
+        self.stack = stack
+        self.folder = folder
+        self.started: list[P] = []
+
+    def _log(self, name: str | None) -> Path:
+        count = len(self.started)
+        return self.folder / (name or (f"{self.kind}-{count}.log" if count else f"{self.kind}.log"))
+
+    def _keep(self, process: P) -> P:
+        self.started.append(process)
+        return process
+
+    def stop(self) -> None:
+        for process in reversed(self.started):
+            process.stop()
+
+
+class LiveServers(_Fleet[LiveServer]):
+    """``live_server(app=APP, **env)``: a started ``LiveServer`` with ``env`` over
+    ``server_env``'s (``start=False``: not started yet, to set more of its ``env``)."""
+
+    kind = "server"
+
+    def __call__(
+        self,
+        app: str = APP,
+        *,
+        server: str | None = None,
+        log: str | None = None,
+        timeout: float = 30.0,
+        start: bool = True,
+        **env: str,
+    ) -> LiveServer:
+        settings = server_env(self.stack, **env)
+        live = self._keep(LiveServer(app, settings, self._log(log), server=server))
+        return live.start(timeout) if start else live
+
+
+class Workers(_Fleet[WorkerProcess]):
+    """``worker(**env)``: a started ``WorkerProcess``, ``env`` over its defaults, ready when
+    ``ready`` holds (a log line, say; by default at once)."""
+
+    kind = "worker"
+
+    def __call__(
+        self,
+        *,
+        settings: str | None = None,
+        log: str | None = None,
+        ready: Ready = None,
+        start: bool = True,
+        **env: str,
+    ) -> WorkerProcess:
+        process = WorkerProcess(self.stack, self._log(log), settings=settings, **env)
+        self._keep(process)
+        return process.start(ready) if start else process
+
+
+F = TypeVar("F", bound=_Fleet[Any])
+
+
+def _stopped_after(fleet: F) -> Iterator[F]:
+    yield fleet
+    fleet.stop()
+
+
+@pytest.fixture
+def live_server(stack: ServerStack, tmp_path: Path) -> Iterator[LiveServers]:
+    """Live servers of the test's own (``live_server(**env)``), stopped after it."""
+    yield from _stopped_after(LiveServers(stack, tmp_path))
+
+
+@pytest.fixture(scope="module")
+def module_live_server(
+    stack: ServerStack, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServers]:
+    """As ``live_server``, for module-scoped fixtures: stopped after the module."""
+    yield from _stopped_after(LiveServers(stack, tmp_path_factory.mktemp("live")))
+
+
+@pytest.fixture
+def worker(stack: ServerStack, tmp_path: Path) -> Iterator[Workers]:
+    """arq worker processes of the test's own (``worker(**env)``), stopped after it."""
+    yield from _stopped_after(Workers(stack, tmp_path))
+
+
+@pytest.fixture(scope="module")
+def module_worker(
+    stack: ServerStack, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Workers]:
+    """As ``worker``, for module-scoped fixtures: stopped after the module."""
+    yield from _stopped_after(Workers(stack, tmp_path_factory.mktemp("worker")))
+
+
+@pytest.fixture(scope="module")
+def smtp() -> Iterator[SmtpServer]:
+    """An SMTP sink (aiosmtpd in a thread of this process) keeping what it receives."""
+    with smtp_server() as server:
+        yield server
 
 
 @pytest.fixture

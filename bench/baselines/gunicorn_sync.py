@@ -80,7 +80,7 @@ def fanout_gather() -> Response:
 
 @app.get("/bench/cached/<int:item_id>")
 def cached(item_id: int) -> Response:
-    body = redis.get(cache_key(item_id))
+    body: bytes | None = redis.get(cache_key(item_id))  # type: ignore[assignment]
     if body is None:
         found = _item(item_id)
         if found is None:

@@ -14,4 +14,4 @@ from asgiref.wsgi import WsgiToAsgi
 
 from bench.baselines.flask_async import build
 
-app = WsgiToAsgi(build(shared_pool=True, redis_url=os.environ["REDIS_URL"]))
+app = WsgiToAsgi(build(shared_pool=True, redis_url=os.environ["REDIS_URL"]))  # type: ignore[no-untyped-call]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,8 +20,9 @@ from pathlib import Path
 import httpx
 import psutil
 
-from bench.common import ROOT, prepare, wait_ready
+from bench.common import ROOT, prepare
 from service.cli.embedded import EmbeddedPostgres, EmbeddedRedis, die_with_parent, free_port
+from service.cli.harness import Process, Ready, spawn
 
 DATABASE = "faults"
 LOGIN_EMAIL_LIMIT = 5  # wrong-password logins per e-mail and hour (the saturated-loop case)
@@ -82,22 +82,24 @@ class Stack:
         self.start_api()
         self.start_worker()
 
-    def _spawn(self, command: str, log: str, **extra: str) -> subprocess.Popen[bytes]:
-        with open(self.work / log, "ab") as out:
-            return subprocess.Popen(
-                [sys.executable, "-m", "service", command],
-                cwd=ROOT,
-                env={**self.env, **extra},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=die_with_parent,
-            )
+    def _spawn(
+        self, command: str, log: str, *, ready: Ready = None, timeout: float = 60, **extra: str
+    ) -> subprocess.Popen[bytes]:
+        return spawn(
+            [sys.executable, "-m", "service", command],
+            {**self.env, **extra},
+            self.work / log,
+            ready=ready,
+            timeout=timeout,
+            cwd=ROOT,
+            inherit_env=False,  # self.env holds this process's environment already
+            name=f"service {command}",
+            stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
+        ).proc
 
     def start_api(self) -> None:
-        self.api = self._spawn("serve", "api.log")
-        if not wait_ready(self.url + "/healthz", self.api, 120):
-            raise RuntimeError(f"the API did not start: {self.log('api.log')[-2000:]}")
+        self.api = self._spawn("serve", "api.log", ready=self.url + "/healthz", timeout=120)
 
     def start_worker(self) -> None:
         # INFO: each view flush logs a line, which the worker-kill case waits for.
@@ -154,13 +156,8 @@ class Stack:
         for process in self.api_workers():
             with contextlib.suppress(psutil.Error):
                 process.resume()
-        for proc, sig in ((self.api, signal.SIGTERM), (self.worker, signal.SIGTERM)):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(sig)
-                try:
-                    proc.wait(60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        for proc, log in ((self.api, "api.log"), (self.worker, "worker.log")):
+            if proc is not None:
+                Process(proc, self.work / log, log).stop(60)
         self.redis.stop()
         self.postgres.stop()

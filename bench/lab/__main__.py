@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    document = {
+    document: dict[str, Any] = {
         "started": started,
         "mode": mode.name,
         "settings": {

@@ -64,8 +64,8 @@ def bars(
     """Grouped bars: ``groups[group][bar] = (median, min, max)``, error bars show the spread."""
     names = list(groups)
     bar_names: list[str] = []
-    for group in groups.values():
-        bar_names += [b for b in group if b not in bar_names]
+    for bars in groups.values():
+        bar_names += [b for b in bars if b not in bar_names]
     width = 0.8 / max(1, len(bar_names))
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(names) * max(1, len(bar_names)) / 2), 4))
     for offset, bar in enumerate(bar_names):

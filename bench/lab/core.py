@@ -4,11 +4,8 @@ their spread, peak RSS of the server under load, and the progress bar."""
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -20,8 +17,9 @@ from typing import Any
 import httpx
 import psutil
 
-from bench.common import ROOT, Worker, parse_wrk, prepare, wait_ready, wrk
+from bench.common import ROOT, Worker, parse_wrk, prepare, wrk
 from service.cli.embedded import EmbeddedPostgres, EmbeddedRedis, die_with_parent, free_port
+from service.cli.harness import spawn
 
 
 @dataclass
@@ -198,19 +196,16 @@ class Process:
     ) -> None:
         self.port = port
         self.log = log
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(
-                command,
-                env={**os.environ, **env},
-                cwd=ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                preexec_fn=die_with_parent,
-            )
-        if wait_ready(self.url + ready_path, self.proc, 90):
-            return
-        self.stop()
-        raise RuntimeError(f"{command} did not start: {log.read_text()[-2000:]}")
+        self.process = spawn(
+            command,
+            env,
+            log,
+            ready=self.url + ready_path,
+            timeout=90,
+            cwd=ROOT,
+            preexec_fn=die_with_parent,
+        )
+        self.proc = self.process.proc
 
     @property
     def url(self) -> str:
@@ -221,13 +216,7 @@ class Process:
         return self.proc.pid
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.process.stop(30)
 
 
 def hypercorn(

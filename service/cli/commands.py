@@ -37,22 +37,19 @@ database unreachable) are one line on stderr and exit status 1.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
-import time
-import urllib.request
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from dotenv import dotenv_values
 
-from service.cli import dev, healthcheck, metrics_dir, queue_status
+from service.cli import dev, harness, healthcheck, metrics_dir, queue_status
 from service.cli.admin import count_arg, data_command, positive_arg
 from service.cli.embedded import EmbeddedPostgres, EmbeddedRedis, die_with_parent
 from service.core.cpus import default_workers
@@ -145,17 +142,7 @@ def migrate(env: dict[str, str] | None = None) -> None:
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return True
-        except OSError:
-            pass
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(0.25)  # a pause that also notices the server dying
-    return False
+    return harness.wait_until(harness.http_ok(url), proc, timeout, 0.25)
 
 
 class _Stop(Exception):
@@ -185,12 +172,16 @@ def _stack_env(reload: bool) -> dict[str, str]:
 
 
 def _start(command: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+    """``python -m service <command>`` with ``env`` as its whole environment, its output on
+    this process's."""
+    return harness.spawn(
         [sys.executable, "-m", "service", command],
-        env=env,
+        env,
+        None,
+        inherit_env=False,
         start_new_session=True,  # Ctrl-C reaches this process only; it stops the rest in order
         preexec_fn=die_with_parent,
-    )
+    ).proc
 
 
 def _stop_in_order(children: list[tuple[str, subprocess.Popen[bytes], float]]) -> None:
@@ -375,14 +366,12 @@ def main(argv: list[str] | None = None) -> int:
         # One process, one in-memory registry on its own port (service.jobs.metrics): no
         # multiprocess files, whatever the environment says (before prometheus_client loads).
         os.environ.pop(metrics_dir.VARIABLE, None)
-        from service.jobs import worker  # its settings are read at import
+        from service.jobs import worker
 
-        # Processes for the bulk worker's CPU step: the cgroup CPU quota, as WEB_CONCURRENCY.
-        cpus = default_workers()
         if args.settings is None:
-            return worker.main(cpus=cpus)  # a worker per role of WORKER_ROLES
+            return worker.main()  # a worker per role of WORKER_ROLES
         module, _, name = args.settings.partition(":")
         settings_cls = getattr(importlib.import_module(module), name or "WorkerSettings")
-        return worker.main(settings_cls, cpus=cpus)
+        return worker.main(settings_cls)
     migrate()
     return 0

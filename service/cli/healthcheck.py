@@ -74,9 +74,10 @@ def check_worker() -> int:
     one per role of ``WORKER_ROLES``: unhealthy when one is missing."""
     from arq.worker import check_health
 
-    from service.jobs.worker import role_settings, settings
+    from service.jobs.worker import from_environment
 
-    classes: list[Any] = role_settings(settings.worker_roles)  # as `arq --check` takes them
+    roles = from_environment()
+    classes: list[Any] = roles.of(roles.settings.worker_roles)  # as `arq --check` takes them
     return max(int(check_health(cls)) for cls in classes)
 
 

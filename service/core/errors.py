@@ -2,8 +2,11 @@
 
 Data functions (``service.domain``) know nothing of HTTP: they raise the exceptions below,
 each naming a machine-readable ``code`` and a human ``message`` (plus ``details`` for
-validation-style errors). ``service.web.errors`` maps each class to its status and renders
-the envelope; a CLI command prints the message instead.
+validation-style errors). Each class also carries what the API makes of it, written once
+here: its HTTP ``status`` and, for the class that stands for a status in the OpenAPI document,
+``documented`` (the status's description and an example envelope). ``service.web.errors``
+answers with that status and renders the envelope, the document reads ``documented``; a CLI
+command prints the message instead.
 
 The envelope, for every error the API answers::
 
@@ -14,7 +17,8 @@ The envelope, for every error the API answers::
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import orjson
 
@@ -26,10 +30,23 @@ from redis.exceptions import RedisError
 REDIS_FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
 
 
+@dataclass(frozen=True)
+class Documented:
+    """How the API documents an error status: what it means, and an example of its envelope."""
+
+    description: str
+    code: str
+    message: str
+    details: list[dict[str, Any]] | None = None
+
+
 class DomainError(Exception):
-    """A refusal a data function makes on purpose; ``code`` and ``message`` reach the client."""
+    """A refusal a data function makes on purpose; ``code`` and ``message`` reach the client
+    with ``status`` (a subclass inherits its parent's)."""
 
     code = "error"
+    status: ClassVar[int] = 400
+    documented: ClassVar[Documented | None] = None
 
     def __init__(
         self, message: str, *, code: str | None = None, details: list[Any] | None = None
@@ -43,26 +60,53 @@ class DomainError(Exception):
 
 class NotFound(DomainError):
     code = "not_found"
+    status = 404
+    documented = Documented(
+        "Not found (an id that does not exist, or cannot: 0 or beyond the largest id)",
+        code,
+        "Article 42 does not exist.",
+    )
 
 
 class Forbidden(DomainError):
     code = "forbidden"
+    status = 403
+    documented = Documented(
+        "Not allowed for this caller", code, "Only the author may change this article."
+    )
 
 
 class Conflict(DomainError):
     code = "conflict"
+    status = 409
+    documented = Documented(
+        "Conflict with the current state", code, "An account with this e-mail exists already."
+    )
 
 
 class StaleVersion(DomainError):
     """The caller's precondition names another version than the current one."""
 
     code = "precondition_failed"
+    status = 412
+    documented = Documented(
+        "If-Match names no current ETag (compared whole, strong comparison)",
+        code,
+        "The article changed since you read it.",
+    )
 
 
 class InvalidInput(DomainError):
     """Well-formed input the domain cannot accept (a cursor not of ours, a page too deep)."""
 
     code = "validation_error"
+    status = 422
+    documented = Documented(
+        "Invalid fields, or an unknown or repeated query parameter",
+        code,
+        "The request is not valid.",
+        [{"loc": ["body", "title"], "message": "Field required", "type": "missing"}],
+    )
 
     @classmethod
     def at(cls, loc: list[str], message: str, *, code: str | None = None, why: str) -> InvalidInput:
@@ -75,16 +119,23 @@ class InvalidToken(DomainError):
     """A single-use token (password reset) that is forged, expired or already used."""
 
     code = "invalid_token"
+    status = 400  # documented as a malformed request (service.web.errors.PROTOCOL)
 
 
 class Unauthenticated(DomainError):
     code = "unauthorized"
+    status = 401
+    documented = Documented(
+        "Missing or invalid credentials", code, "Missing or invalid credentials."
+    )
 
 
 class RateLimited(DomainError):
     """Over a rate limit; ``retry_after`` seconds until the window ends."""
 
     code = "rate_limited"
+    status = 429
+    documented = Documented("Rate limit exceeded", code, "Too many requests; try again later.")
 
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
@@ -95,6 +146,14 @@ class Unavailable(DomainError):
     """A dependency (Redis, the queue) cannot be reached; the client should try again."""
 
     code = "service_unavailable"
+    status = 503
+    documented = Documented(
+        "A dependency is unavailable (`service_unavailable`), or the database connection was "
+        "lost while a write was committing (`commit_outcome_unknown`: the change may or may not "
+        "be saved; read the resource before repeating the request)",
+        code,
+        "A dependency is unavailable; try again shortly.",
+    )
 
     def __init__(self, message: str = "A dependency is unavailable; try again shortly.") -> None:
         super().__init__(message)

@@ -21,6 +21,8 @@ from pydantic import (
 )
 
 from service.core.types import MAX_ID, ArticleStatus
+from service.domain.portable_patterns import shown_as
+from service.domain.search import word_character
 
 
 class Input(BaseModel):
@@ -108,17 +110,29 @@ def without_control_characters(text: str) -> str:
 
 
 _DROP_CONTROLS = dict.fromkeys(map(ord, CONTROL_CHARACTERS))
-# A tag's characters, written so the pattern means the same to every engine that reads it:
-# Unicode letters and digits by their general category, which pydantic-core's (Rust) regex
-# engine, ECMA-262 with the `u` flag (JSON Schema validators such as ajv) and schemathesis all
-# read alike; `\w` would be Unicode to the server and ASCII to ECMA-262.
-TAG_PATTERN = r"^[\p{L}\p{N}_][\p{L}\p{N}_ .+#-]*$"
+# A word's characters: Unicode letters and digits by their general category, and `_` (`\w`
+# would be Unicode to the server and ASCII to ECMA-262). The server's engine (pydantic-core's)
+# reads `\p{..}`; the document shows the class spelled out (service.domain.portable_patterns),
+# which ECMA-262, Python's `re` and schemathesis read alike.
+WORD = r"\p{L}\p{N}_"
+
+
+def _tag_pattern(word: str) -> str:
+    return rf"^[{word}][{word} .+#-]*$"
+
+
+def _has_word(word: str) -> str:
+    return f"[{word}]"
+
+
+TAG_PATTERN = _tag_pattern(WORD)
 Tag = Annotated[
     str,
     Field(
         min_length=1,
         max_length=40,
         pattern=TAG_PATTERN,
+        json_schema_extra=shown_as(_tag_pattern, WORD),
         description="A letter, digit or `_` (any script: `café` and `日本` are tags), then "
         "letters, digits and ` _.+#-`. Trailing spaces are removed and the tag is stored, "
         "matched and returned in lower case: `Python` and `python` are one tag.",
@@ -360,7 +374,9 @@ class ArticleListQuery(Input):
             str,
             Field(
                 max_length=100,
-                pattern=r"[\p{L}\p{N}_]",
+                pattern=_has_word(WORD),
+                # Shown as the characters search_words reads as a word's (no `_`, `²`).
+                json_schema_extra=shown_as(_has_word, WORD, keep=word_character),
                 description="Words (runs of letters and digits; anything else separates "
                 "them); titles match when they contain words starting with each of them, in any "
                 "case. Each word needs at least SEARCH_MIN_PREFIX characters (2 by default), and "

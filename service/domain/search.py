@@ -69,7 +69,8 @@ class SearchTooBroad(InvalidInput):
         )
 
 
-def _word_character(character: str) -> bool:
+def word_character(character: str) -> bool:
+    """Whether ``character`` belongs to a word: a letter or a decimal digit."""
     return character.isalpha() or character.isdecimal()
 
 
@@ -80,11 +81,11 @@ def search_words(q: str) -> list[str]:
     words: list[str] = []
     run: list[str] = []
     for character in [*q, " "]:
-        if _word_character(character):
+        if word_character(character):
             run.append(character)
             continue
         if run:
-            word = "".join(c for c in "".join(run).lower() if _word_character(c))
+            word = "".join(c for c in "".join(run).lower() if word_character(c))
             if word and word not in words:
                 words.append(word)
             run = []

@@ -27,8 +27,6 @@ view is lost or counted twice.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
@@ -45,6 +43,7 @@ from service.core.errors import REDIS_FAILURES
 from service.domain.view_buffer import ViewBuffer
 from service.infra import db_cleanup
 from service.infra.cache import HitCount
+from service.infra.periodic import Background
 from service.infra.resources import Resources
 
 log = logging.getLogger(__name__)
@@ -97,7 +96,7 @@ class ViewCounter:
 
     def __init__(self) -> None:
         self.buffer: ViewBuffer | None = None  # made by start(), or by the first failed view
-        self._retry: asyncio.Task[None] | None = None
+        self._retry: Background | None = None
 
     async def record(self, res: Resources, article_id: int) -> None:
         """One view of ``article_id``, through the process's ``RedisGuard``; the page is served
@@ -127,17 +126,15 @@ class ViewCounter:
     def start(self, res: Resources) -> None:
         """Start moving buffered views into Redis whenever it answers (the API's lifespan)."""
         buffer = self._buffer(res)
-        self._retry = asyncio.create_task(
-            buffer.run(lambda: res.hot_redis, res.guard),
-            name="view-buffer-retry",
+        self._retry = Background(
+            lambda: buffer.run(lambda: res.hot_redis, res.guard), name="view-buffer-retry"
         )
+        self._retry.start()
 
     async def stop(self, res: Resources) -> None:
         """Stop retrying, then one last move of what is still buffered."""
         if self._retry is not None:
-            self._retry.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retry
+            await self._retry.stop()
             self._retry = None
         if self.buffer is not None:
             await self.buffer.close(res.hot_redis, res.guard)

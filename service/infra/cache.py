@@ -169,7 +169,7 @@ return 0
 @dataclass
 class Stats:
     """Hits, misses and bypasses per endpoint, in this process; each one also goes to
-    ``export`` when metrics are on (``service.infra.metrics.instrument``: the Prometheus
+    ``export`` when metrics are on (``service.infra.sampler.instrument``: the Prometheus
     counter, summed over every worker)."""
 
     counts: dict[str, dict[str, int]] = field(

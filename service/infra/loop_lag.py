@@ -15,9 +15,9 @@ live worker in multiprocess mode).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from service.infra import metrics
+from service.infra.periodic import Background
 
 
 class LoopLag:
@@ -29,24 +29,20 @@ class LoopLag:
         self._total = 0.0  # seconds of delay of every wake-up so far
         self._due: float | None = None  # loop time the sleeping monitor should wake up at
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._task = Background(self._run, name="loop-lag")
 
     @property
     def running(self) -> bool:
-        return self._task is not None
+        return self._task.running
 
     def start(self) -> None:
         """Start measuring on the running loop (idempotent)."""
-        if self._task is None:
+        if not self._task.running:
             self._loop = asyncio.get_running_loop()
-            self._task = self._loop.create_task(self._run(), name="loop-lag")
+            self._task.start()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._task.stop()
         self._due = None
         metrics.EVENT_LOOP_LAG.set(0)
 

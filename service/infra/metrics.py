@@ -1,4 +1,6 @@
-"""Every Prometheus metric the API processes export, defined once, and how a process feeds them.
+"""Every Prometheus metric the API processes export, defined once; they import nothing of
+Newsdesk, so any module may count into them. How a process feeds its pool, process and GC
+figures (the sampler, which reads the runtime's engines) is ``service.infra.sampler``.
 
 **Multiprocess mode.** Hypercorn runs several worker processes per instance, and a scrape
 reaches only one of them. With ``PROMETHEUS_MULTIPROC_DIR`` set before prometheus_client is
@@ -12,11 +14,11 @@ live in memory and prometheus_client's default registry serves them.
 
 **Process and GC figures.** prometheus_client's own process and GC collectors describe only
 the process that answers the scrape, so in multiprocess mode each worker writes its own every
-``METRICS_SAMPLE_SECONDS`` (``Sampler``) under the same names: CPU seconds and GC counts are
-counters (summed over every worker that ever ran), memory and open files are summed over live
-workers, the start time is the oldest live worker's. The pool figures come from the same
-sampler: a pool's own ``checkedout()`` read every few seconds costs nothing per request, where
-pool events would write the files on every checkout and checkin.
+``METRICS_SAMPLE_SECONDS`` (``service.infra.sampler``) under the same names: CPU seconds and
+GC counts are counters (summed over every worker that ever ran), memory and open files are
+summed over live workers, the start time is the oldest live worker's. The pool figures come
+from the same sampler: a pool's own ``checkedout()`` read every few seconds costs nothing per
+request, where pool events would write the files on every checkout and checkin.
 
 The job worker's metrics (``service.jobs.metrics``) are defined apart: an API process must not
 export job figures it never sets.
@@ -24,23 +26,9 @@ export job figures it never sets.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
-import gc
-import logging
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
-import psutil
 from prometheus_client import Counter, Gauge, Histogram, values
-from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import QueuePool
-
-if TYPE_CHECKING:  # resources imports the guard, which imports this module
-    from service.infra.resources import Resources
-
-log = logging.getLogger(__name__)
 
 # A cache hit is answered in about a millisecond; a slow list page takes a second or more.
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -192,98 +180,3 @@ def count_cache_lookup(endpoint: str, outcome: str) -> None:
 
 def count_redis_error(exc: BaseException) -> None:
     REDIS_ERRORS.labels(type(exc).__name__).inc()
-
-
-def instrument(res: Resources) -> None:
-    """Feed the metrics from ``res`` (started): its cache counts its lookups here, and the
-    error series an outage produces exist at zero from the start, so ``rate()`` sees the
-    first failure."""
-    if res.cache is not None:
-        res.cache.stats.export = count_cache_lookup
-    for error in ("ConnectionError", "TimeoutError"):
-        REDIS_ERRORS.labels(error)
-
-
-def _engines(res: Resources) -> Iterator[tuple[str, AsyncEngine]]:
-    if res.engine is not None:
-        yield "primary", res.engine
-    if res.read_engine is not None and res.read_engine is not res.engine:
-        yield "read", res.read_engine
-
-
-class _ProcessFigures:
-    """This process's CPU time and GC counts as last recorded: the counters grow by the
-    difference at each sample."""
-
-    def __init__(self) -> None:
-        self.cpu = 0.0
-        self.gc: list[dict[str, int]] = []
-
-    def sample(self) -> None:
-        process = psutil.Process()
-        with process.oneshot():
-            times = process.cpu_times()
-            memory = process.memory_info().rss
-            fds = process.num_fds()
-            started = process.create_time()
-        cpu = times.user + times.system
-        PROCESS_CPU.inc(max(0.0, cpu - self.cpu))
-        self.cpu = cpu
-        PROCESS_MEMORY.set(memory)
-        PROCESS_OPEN_FDS.set(fds)
-        PROCESS_START.set(started)
-        stats = gc.get_stats()
-        if len(self.gc) != len(stats):
-            self.gc = [{"collections": 0, "collected": 0, "uncollectable": 0} for _ in stats]
-        for generation, (now, before) in enumerate(zip(stats, self.gc, strict=True)):
-            label = str(generation)
-            GC_COLLECTIONS.labels(label).inc(now["collections"] - before["collections"])
-            GC_COLLECTED.labels(label).inc(now["collected"] - before["collected"])
-            GC_UNCOLLECTABLE.labels(label).inc(now["uncollectable"] - before["uncollectable"])
-            self.gc[generation] = dict(now)
-
-
-_process = _ProcessFigures()
-
-
-def sample(res: Resources) -> None:
-    """Record this process's pool figures now, and in multiprocess mode its process and GC
-    figures (see the module docstring)."""
-    for name, engine in _engines(res):
-        pool = engine.pool
-        if isinstance(pool, QueuePool):
-            DB_POOL_CHECKED_OUT.labels(name).set(pool.checkedout())
-            DB_POOL_OVERFLOW.labels(name).set(max(0, pool.overflow()))
-            DB_POOL_SIZE.labels(name).set(pool.size())
-            DB_POOL_MAX_OVERFLOW.labels(name).set(res.settings.db_max_overflow)
-    if multiprocess():
-        _process.sample()
-
-
-class Sampler:
-    """Calls ``sample(res)`` every ``seconds`` on the running loop, from ``start()`` (after
-    ``res.start()``) until ``stop()`` (before ``res.close()``)."""
-
-    def __init__(self, res: Resources, seconds: float) -> None:
-        self.res = res
-        self.seconds = seconds
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                sample(self.res)
-            except (OSError, psutil.Error) as exc:  # /proc unreadable: try again next time
-                log.warning("metrics: figures of this process not sampled: %s", exc)
-            await asyncio.sleep(self.seconds)

@@ -10,13 +10,18 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
-from arq.connections import ArqRedis
+from arq.connections import ArqRedis, RedisSettings
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from sqlalchemy import event, exc
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from service.core.redis_url import is_sentinel_url, parse_sentinel_url
@@ -28,6 +33,7 @@ from service.infra.guard import RedisGuard
 log = logging.getLogger(__name__)
 
 R = TypeVar("R", bound=Redis)
+T = TypeVar("T")
 
 
 def _unnamed_statement() -> str:
@@ -198,25 +204,65 @@ def make_hot_path_redis(settings: Settings, url: str | None = None) -> Redis:
     )
 
 
+def redis_settings_for(url: str) -> RedisSettings:
+    """arq's connection settings for ``REDIS_URL``, a ``redis+sentinel://`` one included.
+
+    arq's ``from_dsn`` knows only single-server URLs; for Sentinel, arq builds a redis-py
+    ``Sentinel`` over ``host`` (the list of Sentinel addresses) and asks it for the master
+    named ``sentinel_master``, so the worker follows a failover the same way the API does."""
+    if not is_sentinel_url(url):
+        return RedisSettings.from_dsn(url)
+    target = parse_sentinel_url(url)
+    return RedisSettings(
+        host=list(target.sentinels),
+        sentinel=True,
+        sentinel_master=target.service,
+        database=target.db,
+        username=target.username,
+        password=target.password,
+    )
+
+
+@dataclass(frozen=True)
+class Clients:
+    """The clients of a started ``Resources``: every one there (``Resources.clients``)."""
+
+    engine: AsyncEngine
+    read_engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession] = field(repr=False)
+    read_sessionmaker: async_sessionmaker[AsyncSession] = field(repr=False)
+    redis: ArqRedis
+    # The per-request client of REDIS_URL (``make_hot_path_redis``): rate limits, view counts,
+    # and the cache's entries unless CACHE_REDIS_URL gives the cache a Redis of its own.
+    hot_redis: Redis
+    cache: ResponseCache
+
+
+class _ClientOf(Generic[T]):
+    """A ``Resources`` attribute reading the started client of the same name, or None."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, res: Resources, owner: type | None = None) -> T | None:
+        clients = res._clients
+        return None if clients is None else cast(T, getattr(clients, self.name))
+
+
 @dataclass
 class Resources:
-    """What a process needs to talk to its dependencies; one per ASGI app or worker."""
+    """What a process needs to talk to its dependencies; one per ASGI app or worker.
+
+    Its clients exist from ``start()`` to ``close()``: ``clients`` holds them all (and raises
+    before ``start()``); the attributes of the same names read None outside that span."""
 
     settings: Settings
     application_name: str = "newsdesk-api"
-    engine: AsyncEngine | None = None
-    read_engine: AsyncEngine | None = None
-    redis: ArqRedis | None = None
-    # The per-request client of REDIS_URL (``make_hot_path_redis``): rate limits, view counts,
-    # and the cache's entries unless CACHE_REDIS_URL gives the cache a Redis of its own.
-    hot_redis: Redis | None = None
-    cache: ResponseCache | None = None
     # The timeout and breaker every per-request call to REDIS_URL shares (rate limits, view
     # counts, enqueueing, and the cache when it shares that Redis): one failing Redis opens it
     # for all of them. A cache on its own Redis has a breaker of its own (``cache.guard``).
     guard: RedisGuard = field(init=False, repr=False)
-    sessionmaker: async_sessionmaker | None = field(default=None, repr=False)  # type: ignore[type-arg]
-    read_sessionmaker: async_sessionmaker | None = field(default=None, repr=False)  # type: ignore[type-arg]
+    _clients: Clients | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.guard = RedisGuard(
@@ -226,25 +272,47 @@ class Resources:
 
     @property
     def started(self) -> bool:
-        return self.engine is not None
+        return self._clients is not None
+
+    @property
+    def clients(self) -> Clients:
+        """The clients, once ``start()`` has made them."""
+        if self._clients is None:
+            raise RuntimeError(
+                f"{self.application_name}: resources not started (start() makes the clients)"
+            )
+        return self._clients
+
+    # The same clients as attributes: None outside ``start()``..``close()``.
+    engine = _ClientOf[AsyncEngine]()
+    read_engine = _ClientOf[AsyncEngine]()
+    sessionmaker = _ClientOf["async_sessionmaker[AsyncSession]"]()
+    read_sessionmaker = _ClientOf["async_sessionmaker[AsyncSession]"]()
+    redis = _ClientOf[ArqRedis]()
+    hot_redis = _ClientOf[Redis]()
+    cache = _ClientOf[ResponseCache]()
 
     async def start(self) -> None:
         """Create engines and the Redis client on the running loop."""
         if self.started:
             return
         s = self.settings
-        self.engine = make_engine(s.database_url, s, application_name=self.application_name)
-        if s.read_database_url == s.database_url:
-            self.read_engine = self.engine
-        else:
-            self.read_engine = make_engine(
+        engine = make_engine(s.database_url, s, application_name=self.application_name)
+        read_engine = engine
+        if s.read_database_url != s.database_url:
+            read_engine = make_engine(
                 s.read_database_url, s, application_name=self.application_name + "-read"
             )
-        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
-        self.read_sessionmaker = async_sessionmaker(self.read_engine, expire_on_commit=False)
-        self.redis = make_redis(s)
-        self.hot_redis = make_hot_path_redis(s)
-        self.cache = self._make_cache(self.hot_redis)
+        hot_redis = make_hot_path_redis(s)
+        self._clients = Clients(
+            engine=engine,
+            read_engine=read_engine,
+            sessionmaker=async_sessionmaker(engine, expire_on_commit=False),
+            read_sessionmaker=async_sessionmaker(read_engine, expire_on_commit=False),
+            redis=make_redis(s),
+            hot_redis=hot_redis,
+            cache=self._make_cache(hot_redis),
+        )
 
     def _make_cache(self, hot_redis: Redis) -> ResponseCache:
         """The response cache: on ``hot_redis`` (counting rate limits and views in its own
@@ -267,19 +335,13 @@ class Resources:
 
     async def close(self) -> None:
         """Dispose the pools; safe to call twice."""
-        if self.cache is not None:
-            if self.cache.redis is not self.hot_redis:
-                await close_redis(self.cache.redis)
-            self.cache = None
-        if self.hot_redis is not None:
-            await close_redis(self.hot_redis)
-            self.hot_redis = None
-        if self.redis is not None:
-            await close_redis(self.redis)
-            self.redis = None
-        if self.read_engine is not None and self.read_engine is not self.engine:
-            await self.read_engine.dispose()
-        if self.engine is not None:
-            await self.engine.dispose()
-        self.engine = self.read_engine = None
-        self.sessionmaker = self.read_sessionmaker = None
+        clients, self._clients = self._clients, None
+        if clients is None:
+            return
+        if clients.cache.redis is not clients.hot_redis:
+            await close_redis(clients.cache.redis)
+        await close_redis(clients.hot_redis)
+        await close_redis(clients.redis)
+        if clients.read_engine is not clients.engine:
+            await clients.read_engine.dispose()
+        await clients.engine.dispose()

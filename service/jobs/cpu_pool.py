@@ -145,6 +145,10 @@ class CpuThread:
     def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cpu-step")
 
+    async def start(self) -> list[int]:
+        """Nothing to start (``CpuPool.start``'s counterpart): no process of its own."""
+        return []
+
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 

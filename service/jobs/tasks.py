@@ -31,24 +31,22 @@ log = logging.getLogger(__name__)
 
 
 def _resources(ctx: dict[str, Any]) -> Resources:
+    """The worker's started ``Resources`` (``res.clients`` raises before its start-up)."""
     res: Resources = ctx["resources"]
-    assert res.sessionmaker is not None and res.redis is not None and res.cache is not None
     return res
 
 
 async def _move_on(res: Resources, *generation_keys: str) -> None:
     """Move cache generations on, on the cache's Redis (CACHE_REDIS_URL or REDIS_URL); a
     failure fails the job, which is tried again."""
-    assert res.cache is not None
-    await res.cache.move_on(generation_keys)
+    await res.clients.cache.move_on(generation_keys)
 
 
 @job
 async def ping(ctx: dict[str, Any]) -> str:
     """Round-trip through PostgreSQL: proves a worker is up and can reach the database."""
     res = _resources(ctx)
-    assert res.engine is not None
-    async with db_cleanup.connection_scope(res.engine) as conn:
+    async with db_cleanup.connection_scope(res.clients.engine) as conn:
         value = (await conn.execute(text("SELECT 'pong'"))).scalar_one()
     return str(value)
 
@@ -61,19 +59,18 @@ async def flush_views(ctx: dict[str, Any]) -> int:
     """Move view counts from Redis into ``articles.views`` (``service.domain.view_counts``);
     returns the views added by this run."""
     res = _resources(ctx)
-    assert res.redis is not None and res.sessionmaker is not None
-    batch = await view_counts.claim(res.redis)
+    batch = await view_counts.claim(res.clients.redis)
     if batch is None:
-        await res.redis.set(keys.VIEWS_FLUSHED_AT, time.time())  # for the flush lag metric
+        await res.clients.redis.set(keys.VIEWS_FLUSHED_AT, time.time())  # for the flush lag metric
         return 0
-    added = await view_counts.apply(res.sessionmaker, batch, res.settings.view_flush_batch)
+    added = await view_counts.apply(res.clients.sessionmaker, batch, res.settings.view_flush_batch)
     # A view is not an edit: articles and list pages stay cached (their bodies hold no count,
     # or one as of their caching); only the popular ranking, which is ordered by views, moves.
     # Before the release (the cache may be on another Redis): if it fails, the batch is still
     # claimed, and the next flush applies nothing twice and moves the ranking on then.
     await _move_on(res, keys.POPULAR_GENERATION)
-    await view_counts.release(res.redis, batch, [])
-    await res.redis.set(keys.VIEWS_FLUSHED_AT, time.time())
+    await view_counts.release(res.clients.redis, batch, [])
+    await res.clients.redis.set(keys.VIEWS_FLUSHED_AT, time.time())
     record_flush(len(batch.counts), added)
     if added:
         log.info("views: %d added to %d articles (batch %s)", added, len(batch.counts), batch.id)
@@ -84,8 +81,7 @@ async def flush_views(ctx: dict[str, Any]) -> int:
 async def prune_view_batches(ctx: dict[str, Any]) -> int:
     """Forget applied view batches older than a week (daily)."""
     res = _resources(ctx)
-    assert res.sessionmaker is not None
-    async with db_cleanup.session_scope(res.sessionmaker) as session:
+    async with db_cleanup.session_scope(res.clients.sessionmaker) as session:
         return await view_counts.prune(session)
 
 
@@ -96,10 +92,9 @@ async def prune_view_batches(ctx: dict[str, Any]) -> int:
 async def process_article(ctx: dict[str, Any], article_id: int, version: int) -> str:
     """Summary and keywords for ``article_id`` at ``version`` (``service.domain.processing``)."""
     res = _resources(ctx)
-    assert res.engine is not None and res.redis is not None
     try:
         outcome = await processing.process(
-            res.engine,
+            res.clients.engine,
             article_id,
             version,
             attempt=int(ctx.get("job_try", 1)),
@@ -130,12 +125,11 @@ async def sweep_pending(ctx: dict[str, Any]) -> dict[str, int]:
     backlog, running, or finished within the minute its result is kept). When Redis fails
     midway the sweep stops there (logged); the next one starts over."""
     res = _resources(ctx)
-    assert res.sessionmaker is not None
     counts = {"enqueued": 0, "already_queued": 0}
     after_id = 0
     stopped = False
     while not stopped:
-        async with db_cleanup.session_scope(res.sessionmaker) as session:
+        async with db_cleanup.session_scope(res.clients.sessionmaker) as session:
             page = await processing.stale_pending(
                 session, res.settings.process_stale_seconds, after_id=after_id, limit=SWEEP_PAGE
             )

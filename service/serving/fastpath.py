@@ -23,7 +23,8 @@ A hit on an article answered 200 also counts its view in that round trip
 the peek counts nothing there: a hit then counts its read limit and its view on ``REDIS_URL``
 (a round trip each), where Flask counts them too.
 
-The response is identical to the one Flask sends for the same hit; a test compares the two.
+The status and cache headers come from the function Flask's path uses too
+(``service.infra.cached_answer``); a test compares the two responses.
 A hit writes the Flask route template of what it answered into the scope
 (``ROUTE_SCOPE_KEY``), so request metrics label a hit and a miss of the same route alike.
 """
@@ -35,9 +36,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
-from werkzeug.http import parse_etags, unquote_etag
 
-from service.core import keys
+from service.core import keys, routes
 from service.core.errors import REDIS_FAILURES
 from service.core.request_id import choose_request_id, current_request_id
 from service.core.types import (
@@ -51,12 +51,13 @@ from service.core.types import (
 )
 from service.domain import rate_limits
 from service.domain.view_counts import ViewCounter
-from service.infra.cache import Count, HitCount
+from service.infra.cache import HIT, Count, HitCount
+from service.infra.cached_answer import CachedAnswer, cached_answer
 from service.infra.resources import Resources
 from service.serving import drain
 
-_ARTICLE = re.compile(r"/api/v1/articles/([1-9][0-9]{0,18})")
-_POPULAR = "/api/v1/articles/popular"
+_ARTICLE = re.compile(re.escape(routes.ARTICLES) + r"/([1-9][0-9]{0,18})")
+_POPULAR = routes.POPULAR_ARTICLES
 _SECURITY = [(name.lower().encode(), value.encode()) for name, value in SECURITY_HEADERS.items()]
 
 
@@ -118,14 +119,6 @@ def read_headers(scope: Scope, *, cors: bool) -> Headers:
     return found
 
 
-def not_modified(raw_etag: bytes, if_none_match: str | None) -> bool:
-    """Whether ``If-None-Match`` matches the stored ETag (weak comparison)."""
-    if if_none_match is None:
-        return False
-    tag, _weak = unquote_etag(raw_etag.decode("latin-1"))
-    return tag is not None and parse_etags(if_none_match).contains_weak(tag)
-
-
 class CachedReads:
     """ASGI middleware: answers cache hits of ``route`` itself, passes everything else to
     ``app`` (see the module docstring). ``routes`` maps each cache endpoint it answers
@@ -182,13 +175,17 @@ class CachedReads:
             counted = count
         if counted is not None and counted > limit.limit:
             return False  # over the limit: Flask answers the 429
-        raw_etag, body = keys.unpack_entry(stored)
-        status = 304 if not_modified(raw_etag, headers.if_none_match) else 200
-        if status == 200 and found.article_id is not None and view is None:
+        answer = cached_answer(
+            stored,
+            outcome=HIT,
+            if_none_match=headers.if_none_match,
+            max_age=self.resources.settings.http_max_age,
+        )
+        if answer.status == 200 and found.article_id is not None and view is None:
             await self.views.record(self.resources, found.article_id)
         scope[ROUTE_SCOPE_KEY] = self.routes[found.endpoint]
         rate_headers = {} if counted is None else limit.headers(counted)
-        await self._send(send, status, raw_etag, body, rate_headers, headers.request_id)
+        await self._send(send, answer, rate_headers, headers.request_id)
         return True
 
     def _hot_redis(self) -> Redis:
@@ -208,26 +205,23 @@ class CachedReads:
     async def _send(
         self,
         send: Send,
-        status: int,
-        raw_etag: bytes,
-        body: bytes,
+        answer: CachedAnswer,
         rate_headers: dict[str, str],
         request_id: str | None,
     ) -> None:
-        """The stored response, with exactly the headers the Flask view sends for a hit."""
+        """``answer`` with what the Flask path adds to it: the body's type and length, the
+        rate-limit, request-id and security headers."""
         rid = choose_request_id(request_id)
         current_request_id.set(rid)
         headers = [
-            (b"etag", raw_etag),
-            (b"x-cache", b"HIT"),
-            (b"cache-control", b"public, max-age=%d" % self.resources.settings.http_max_age),
+            (name.lower().encode(), value.encode("latin-1")) for name, value in answer.headers
         ]
-        if status == 200:
+        if answer.status == 200:
             headers.append((b"content-type", b"application/json"))
-            headers.append((b"content-length", b"%d" % len(body)))
+            headers.append((b"content-length", b"%d" % len(answer.body)))
         headers += [(name.lower().encode(), value.encode()) for name, value in rate_headers.items()]
         headers += [(b"x-request-id", rid.encode("latin-1")), *_SECURITY]
         if drain.active():  # the worker is stopping (service.serving.drain)
             headers.append((b"connection", b"close"))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body if status == 200 else b""})
+        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+        await send({"type": "http.response.body", "body": answer.body})

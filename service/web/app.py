@@ -16,6 +16,8 @@ from service.core.types import ROUTE_SCOPE_KEY
 from service.domain import passwords
 from service.domain.view_counts import ViewCounter
 from service.infra.resources import Resources
+from service.infra.runtime import Runtime
+from service.infra.tracing import API_SERVICE
 from service.serving.bridge import await_
 from service.web import context, errors, flask_cli, rate_limits, security, transactions
 from service.web.converters import IdConverter
@@ -137,9 +139,11 @@ def create_app(settings: Settings | None = None, *, views: ViewCounter | None = 
     app.session_interface = NoFlaskSession()
     app.url_map.converters["id"] = IdConverter
     app.json = OrjsonProvider(app)
-    context.install(
-        app, context.AppState(settings, Resources(settings), views=views or ViewCounter())
+    # The process's runtime, started and closed by the ASGI lifespan (``service.asgi``).
+    runtime = Runtime(
+        settings, application_name="newsdesk-api", service_name=API_SERVICE, loop_lag=True
     )
+    context.install(app, context.AppState(settings, runtime, views=views or ViewCounter()))
 
     # The process's password hashing threads, sized from the settings (see the module).
     passwords.configure(settings.password_hash_concurrency, settings.password_hash_wait_seconds)

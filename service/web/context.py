@@ -4,9 +4,9 @@ Everything else asks these functions (as ``api/deps.py`` does in full-stack-fast
 so what lives where in Flask's globals is decided here only, and every accessor is typed and
 never returns None for something a request must have.
 
-- ``AppState`` (one per app, in ``app.extensions``): settings, the process's ``Resources``
-  (engines, Redis, cache; started by the ASGI lifespan), how views are recorded and the
-  last readiness result;
+- ``AppState`` (one per app, in ``app.extensions``): settings, the process's ``Runtime``
+  (its ``Resources``: engines, Redis, cache; started by the ASGI lifespan), how views are
+  recorded and the last readiness result;
 - ``RequestState`` (one per request, in ``g``): its database sessions, the callbacks to run
   after its commit, the authenticated caller and the tightest rate limit seen.
 """
@@ -19,7 +19,7 @@ from typing import Any
 
 from arq.connections import ArqRedis
 from flask import Flask, current_app, g
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.core.settings import Settings
 from service.domain.callers import Caller
@@ -27,7 +27,8 @@ from service.domain.view_counts import ViewCounter
 from service.infra import db_cleanup
 from service.infra.cache import ResponseCache
 from service.infra.health import RecentResult
-from service.infra.resources import Resources
+from service.infra.resources import Clients, Resources
+from service.infra.runtime import Runtime
 
 _APP_KEY = "newsdesk"
 _REQUEST_KEY = "_newsdesk"
@@ -36,7 +37,7 @@ _REQUEST_KEY = "_newsdesk"
 @dataclass
 class AppState:
     settings: Settings
-    resources: Resources
+    runtime: Runtime
     views: ViewCounter
     openapi: dict[str, Any] | None = None  # the document, built on first request
     # The last readiness checks and backlog figures, reused by /readyz for
@@ -44,6 +45,10 @@ class AppState:
     readiness: RecentResult[tuple[dict[str, str], dict[str, Any]]] = field(
         default_factory=RecentResult
     )
+
+    @property
+    def resources(self) -> Resources:
+        return self.runtime.resources
 
 
 @dataclass
@@ -84,16 +89,17 @@ def resources() -> Resources:
     return res
 
 
+def clients() -> Clients:
+    """The clients of the current app's started ``Resources``."""
+    return resources().clients
+
+
 def cache() -> ResponseCache:
-    cache = resources().cache
-    assert cache is not None  # set by Resources.start()
-    return cache
+    return clients().cache
 
 
 def redis() -> ArqRedis:
-    redis = resources().redis
-    assert redis is not None  # set by Resources.start()
-    return redis
+    return clients().redis
 
 
 def views() -> ViewCounter:
@@ -133,7 +139,7 @@ def db_session() -> AsyncSession:
     or rolled back with the response (``service.web.transactions``)."""
     state = request_state()
     if state.db_session is None:
-        state.db_session = _new_session(resources().sessionmaker)
+        state.db_session = clients().sessionmaker()
     return state.db_session
 
 
@@ -141,13 +147,8 @@ def read_db_session() -> AsyncSession:
     """The request's session on the read replica (the primary when none is configured)."""
     state = request_state()
     if state.read_session is None:
-        state.read_session = _new_session(resources().read_sessionmaker)
+        state.read_session = clients().read_sessionmaker()
     return state.read_session
-
-
-def _new_session(maker: async_sessionmaker[AsyncSession] | None) -> AsyncSession:
-    assert maker is not None  # set by Resources.start()
-    return maker()
 
 
 def after_commit(callback: Callable[[], Awaitable[None]]) -> None:

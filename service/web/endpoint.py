@@ -5,8 +5,16 @@ the code::
 
     @bp.post("/articles")
     @endpoint(body=ArticleCreate, response=ArticlePublic, status=201, auth=True,
-              errors=(401, 422, 429))
+              errors=(401, 422, 429), operation_id="create_article", headers=("Location",))
     async def create_article(body: ArticleCreate) -> ArticlePublic: ...
+
+The decorator holds the whole contract of its view, so the document keeps no table of its own:
+the ``operation_id`` a generated client names its function after, the ``links`` of the success
+response (what to call next with a value from it), the success response's ``headers`` beyond
+those its statuses imply, whether the answer is ``cached`` (304, ``ETag``, ``X-Cache``), and
+``answers``: errors an operation words its own way (a probe's 503). A view may return a
+``Response`` of its own (a probe's JSON, the Prometheus text); ``response`` then names the
+model its body follows, or a ``RawBody`` for a body that is not JSON.
 
 The decorator parses ``request.args`` into the query model and the JSON body into the body
 model (415 for another content type, 400 for malformed JSON, 422 for invalid fields), calls
@@ -32,7 +40,7 @@ import functools
 import inspect
 import re
 import types
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -46,8 +54,36 @@ from service.core.errors import InvalidInput
 from service.domain.callers import Caller
 from service.web import context
 from service.web.auth import authenticate
-from service.web.errors import APIError
+from service.web.errors import PROTOCOL, APIError
 from service.web.rate_limits import enforce
+
+
+@dataclass(frozen=True)
+class Link:
+    """An operation a client may call next, with ``parameters`` (name -> runtime expression,
+    such as ``$response.body#/id``) taken from the answer."""
+
+    operation_id: str
+    parameters: Mapping[str, str]
+    description: str
+
+
+@dataclass(frozen=True)
+class RawBody:
+    """A success body that is not JSON: its media types and an example."""
+
+    media_types: tuple[str, ...]
+    example: str
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An error answer an operation words its own way: its description and example."""
+
+    description: str
+    code: str
+    message: str
+    details: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -58,12 +94,16 @@ class Operation:
     description: str
     query: type[BaseModel] | None
     body: type[BaseModel] | None
-    response: type[BaseModel] | None
+    response: type[BaseModel] | RawBody | None
     status: int
     errors: tuple[int, ...]
     auth: Auth
     tags: tuple[str, ...]
-    headers: dict[str, str] = field(default_factory=dict)
+    operation_id: str
+    cached: bool = False
+    headers: tuple[str, ...] = ()
+    links: Mapping[str, Link] = field(default_factory=dict)
+    answers: Mapping[int, Answer] = field(default_factory=dict)
 
 
 INVALID = "The request is not valid."
@@ -144,7 +184,8 @@ def parse_query(model: type[BaseModel] | None) -> BaseModel | None:
 def parse_json_body(model: type[BaseModel]) -> BaseModel:
     """The request's JSON body as ``model`` (415, 400 or 422 otherwise)."""
     if request.mimetype != "application/json":
-        raise APIError(415, "unsupported_media_type", "The body must be JSON (application/json).")
+        refused = PROTOCOL[415]
+        raise APIError(415, refused.code, refused.message)
     try:
         data = orjson.loads(request.get_data(cache=True) or b"null")
     except orjson.JSONDecodeError as exc:
@@ -193,7 +234,7 @@ async def _caller_for(auth: Auth, rate: Literal["write"] | None) -> Caller:
 
 def endpoint(
     *,
-    response: type[BaseModel] | None = None,
+    response: type[BaseModel] | RawBody | None = None,
     status: int = 200,
     body: type[BaseModel] | None = None,
     query: type[BaseModel] | None = None,
@@ -201,6 +242,12 @@ def endpoint(
     auth: Auth = False,
     rate: Literal["write"] | None = None,
     tags: Iterable[str] = (),
+    operation_id: str | None = None,
+    cached: bool = False,
+    headers: Iterable[str] = (),
+    links: Mapping[str, Link] | None = None,
+    answers: Mapping[int, Answer] | None = None,
+    extra_query: Literal["refuse", "ignore"] = "refuse",
 ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Response]]]:
     """Validate, authenticate, rate-limit, call and serialise; record the operation for the
     OpenAPI document.
@@ -208,14 +255,23 @@ def endpoint(
     ``auth=True`` accepts an API key or a session token, ``auth="session"`` a session token
     only; either way the view receives ``caller=``. ``rate="write"`` counts the request
     against ``RATE_LIMIT_WRITE`` for the caller's user, across all their credentials (it
-    needs ``auth``)."""
+    needs ``auth``). ``operation_id`` defaults to the view's name; ``cached`` declares a GET
+    answered from the cache (304 for a current ``If-None-Match``, ``ETag`` and ``X-Cache``);
+    ``headers`` the success response's other headers; ``links`` its links; ``answers`` the
+    errors worded for this operation alone. ``extra_query="ignore"`` leaves the query string
+    unread (a probe answers whatever a load balancer appends), so no 422 is declared."""
     if rate is not None and not auth:
         raise ValueError("rate= counts per user: it needs auth=")
+    if extra_query == "ignore" and query is not None:
+        raise ValueError("a query model reads the query string: it cannot be ignored")
 
     def decorate(view: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Response]]:
         summary, description = summary_and_description(view.__doc__)
-        # Every endpoint may answer 422: an unknown or repeated query parameter.
-        error_codes = set(errors) | {422}
+        error_codes = set(errors) | set(answers or {})
+        if extra_query == "refuse":  # an unknown or repeated query parameter
+            error_codes |= {422}
+        if cached:
+            error_codes |= {304}
         if body:
             error_codes |= {400, 415, 413}
         operation = Operation(
@@ -228,14 +284,20 @@ def endpoint(
             errors=tuple(sorted(error_codes)),
             auth=auth,
             tags=tuple(tags),
+            operation_id=operation_id or view.__name__,
+            cached=cached,
+            headers=tuple(headers),
+            links=dict(links or {}),
+            answers=dict(answers or {}),
         )
 
         @functools.wraps(view)
         async def run(**path_args: Any) -> Response:
             kwargs: dict[str, Any] = dict(path_args)
-            parsed = parse_query(query)  # refuses parameters even when the view takes none
-            if parsed is not None:
-                kwargs["query"] = parsed
+            if extra_query == "refuse":
+                parsed = parse_query(query)  # refuses parameters even when the view takes none
+                if parsed is not None:
+                    kwargs["query"] = parsed
             if body is not None:
                 kwargs["body"] = parse_json_body(body)
             if auth:

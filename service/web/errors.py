@@ -1,8 +1,10 @@
 """Every error the API answers, in the one JSON envelope (``service.core.errors``).
 
-Domain exceptions get their status here (``STATUS``); ``APIError`` is for refusals that only
-exist in HTTP (415, a malformed body). A 500 never carries a traceback: it is logged with the
-request id, which the client can quote.
+Domain exceptions carry their status (``service.core.errors``); ``APIError`` is for refusals
+that only exist in HTTP (415, a malformed body), documented in ``PROTOCOL``. ``documented``
+is what the OpenAPI document says of each status, read from those two places only.
+
+A 500 never carries a traceback: it is logged with the request id, which the client can quote.
 """
 
 from __future__ import annotations
@@ -19,14 +21,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from service.core.errors import (
-    Conflict,
+    Documented,
     DomainError,
-    Forbidden,
-    InvalidInput,
-    InvalidToken,
-    NotFound,
     RateLimited,
-    StaleVersion,
     Unauthenticated,
     Unavailable,
     envelope_bytes,
@@ -79,32 +76,54 @@ def _handle_api_error(exc: APIError) -> Response:
     return response
 
 
-# The status of each domain refusal (the most specific class listed wins).
-STATUS: dict[type[DomainError], int] = {
-    InvalidToken: 400,
-    InvalidInput: 422,
-    Unauthenticated: 401,
-    Forbidden: 403,
-    NotFound: 404,
-    Conflict: 409,
-    StaleVersion: 412,
-    RateLimited: 429,
-    Unavailable: 503,
+# The answers only HTTP gives (no domain refusal has them), as the document describes them.
+PROTOCOL: dict[int, Documented] = {
+    304: Documented("Not modified: the `If-None-Match` ETag is current", "", ""),
+    400: Documented(
+        "Malformed request (e.g. invalid JSON)",
+        "malformed_json",
+        "The body is not valid JSON: unexpected character.",
+    ),
+    405: Documented(
+        "The path does not take this method (`Allow` lists those it takes)",
+        "method_not_allowed",
+        "The method is not allowed for the requested URL.",
+    ),
+    413: Documented(
+        "Request body too large",
+        "request_entity_too_large",
+        "The request body is larger than 1048576 bytes.",
+    ),
+    415: Documented(
+        "Body is not JSON",
+        "unsupported_media_type",
+        "The body must be JSON (application/json).",
+    ),
 }
+
+
+def _domain_statuses(cls: type[DomainError]) -> dict[int, Documented]:
+    found: dict[int, Documented] = {}
+    for sub in cls.__subclasses__():
+        if "documented" in vars(sub) and sub.documented is not None:
+            found[sub.status] = sub.documented
+        found.update(_domain_statuses(sub))
+    return found
+
+
+def documented(status: int) -> Documented | None:
+    """What the API documents for ``status``: the protocol's answer, or the domain refusal's
+    that stands for it (None: a status no answer documents)."""
+    return PROTOCOL.get(status) or _domain_statuses(DomainError).get(status)
+
+
 RETRY_AFTER_UNAVAILABLE = "5"
 # What a 401 says about how to authenticate (RFC 6750).
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="newsdesk", charset="UTF-8"'}
 
 
-def _status_of(exc: DomainError) -> int:
-    for cls in type(exc).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]
-    return 400
-
-
 def _handle_domain_error(exc: DomainError) -> Response:
-    response = error_response(_status_of(exc), exc.code, exc.message, exc.details)
+    response = error_response(exc.status, exc.code, exc.message, exc.details)
     if isinstance(exc, RateLimited):
         response.headers["Retry-After"] = str(max(exc.retry_after, 1))
     elif isinstance(exc, Unavailable):

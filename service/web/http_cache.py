@@ -3,7 +3,8 @@ and ``Cache-Control``. Cache fills read the primary: a replica lagging behind a 
 otherwise store an old row under the write's new generation.
 
 Entries are stored as ``service.core.keys.pack_entry`` makes them (ETag and body), the same
-bytes the ASGI fast path serves on a hit. One over ``CACHE_MAX_ENTRY_BYTES`` is answered the
+bytes the ASGI fast path serves on a hit, answered by the same function
+(``service.infra.cached_answer``). One over ``CACHE_MAX_ENTRY_BYTES`` is answered the
 same way and not stored (``X-Cache: MISS`` every time).
 """
 
@@ -13,13 +14,13 @@ import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 
 from flask import Response, request
-from werkzeug.http import unquote_etag
 
 from service.core import keys
 from service.domain.articles import IfMatch
 from service.domain.rate_limits import Counter
 from service.infra import db_errors
 from service.infra.cache import STALE, Count, Quota, StaleIfError
+from service.infra.cached_answer import cached_answer
 from service.web import context
 from service.web.rate_limits import apply_count, enforce_counter
 
@@ -94,18 +95,15 @@ async def cached_response(
         await context.abandon_transaction()
     if stored is None:
         return None
-    raw_etag, body = keys.unpack_entry(stored)
-    etag = raw_etag.decode("latin-1")
-    headers = [
-        ("ETag", etag),
-        ("X-Cache", outcome),
-        ("Cache-Control", f"public, max-age={context.settings().http_max_age}"),
-    ]
-    tag, _weak = unquote_etag(etag)
-    conditional = tag is not None and "If-None-Match" in request.headers
-    if conditional and request.if_none_match.contains_weak(tag):
-        return Response(status=304, headers=headers)
-    return Response(body, mimetype="application/json", headers=headers)
+    answer = cached_answer(
+        stored,
+        outcome=outcome,
+        if_none_match=request.headers.get("If-None-Match"),
+        max_age=context.settings().http_max_age,
+    )
+    if answer.status == 304:
+        return Response(status=304, headers=answer.headers)
+    return Response(answer.body, mimetype="application/json", headers=answer.headers)
 
 
 def invalidate_after_commit(*generation_keys: str) -> None:

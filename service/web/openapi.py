@@ -1,5 +1,7 @@
-"""The OpenAPI 3.1 document, built from the operations ``service.web.endpoint`` records and
-the pydantic models they name, plus the health and metrics probes.
+"""The OpenAPI 3.1 document, built from the operations ``service.web.endpoint`` records (the
+probes' too) and the pydantic models they name. Everything particular to one operation (its
+operationId, links, success headers, cache behaviour, errors worded its own way) is declared at
+its decorator; this module keeps only what every operation shares.
 
 What the document says is what the server does: each operation lists the credentials it
 accepts (``auth="session"``: session tokens only), the conditional request headers it honours,
@@ -20,33 +22,22 @@ from flask import Flask
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from service.core import routes
 from service.core.types import MAX_ID
-from service.domain.schemas import ErrorEnvelope, Liveness, Readiness
+from service.domain.schemas import ErrorEnvelope
 from service.web import openapi_examples as examples
-from service.web.endpoint import Operation, summary_and_description
-
-ERROR_DESCRIPTIONS = {
-    304: "Not modified: the `If-None-Match` ETag is current",
-    400: "Malformed request (e.g. invalid JSON)",
-    401: "Missing or invalid credentials",
-    403: "Not allowed for this caller",
-    404: "Not found (an id that does not exist, or cannot: 0 or beyond the largest id)",
-    405: "The path does not take this method (`Allow` lists those it takes)",
-    409: "Conflict with the current state",
-    412: "If-Match names no current ETag (compared whole, strong comparison)",
-    413: "Request body too large",
-    415: "Body is not JSON",
-    422: "Invalid fields, or an unknown or repeated query parameter",
-    428: "If-Match required",
-    429: "Rate limit exceeded",
-    503: (
-        "A dependency is unavailable (`service_unavailable`), or the database connection was "
-        "lost while a write was committing (`commit_outcome_unknown`: the change may or may not "
-        "be saved; read the resource before repeating the request)"
-    ),
-}
+from service.web.endpoint import Answer, Link, Operation, RawBody
+from service.web.errors import documented
 
 REF = "#/components/{kind}/{name}"
+LOGIN = f"{routes.AUTH}/login"
+
+
+def _description(status: int) -> str:
+    """What ``status`` means, as ``service.web.errors.documented`` says."""
+    found = documented(status)
+    return "Error" if found is None else found.description
+
 
 # Response headers, each a component the responses refer to.
 HEADERS: dict[str, dict[str, Any]] = {
@@ -105,11 +96,6 @@ HEADERS: dict[str, dict[str, Any]] = {
 RATE_LIMIT_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
 # Refused on reading the body, before any rate limit counts the request: no RateLimit-*.
 REFUSED_BEFORE_COUNTING = frozenset({413, 415})
-# Headers of the success response beyond what the statuses imply, by Flask endpoint.
-SUCCESS_HEADERS: dict[str, tuple[str, ...]] = {
-    "articles.create": ("ETag", "Location"),
-    "articles.edit": ("ETag",),
-}
 
 # Conditional request headers, each a component the operations refer to.
 PARAMETERS: dict[str, dict[str, Any]] = {
@@ -136,80 +122,18 @@ SECURITY_SCHEMES = {
         "type": "apiKey",
         "in": "header",
         "name": "API-Key",
-        "description": "An API key from `POST /api/v1/api-keys`.",
+        "description": f"An API key from `POST {routes.API_KEYS}`.",
     },
     "bearer": {
         "type": "http",
         "scheme": "bearer",
-        "description": "A session token from `POST /api/v1/auth/login` (every operation that "
+        "description": f"A session token from `POST {LOGIN}` (every operation that "
         "needs credentials), or an API key (only where `apiKey` is accepted too).",
-    },
-}
-# Flask endpoint -> operationId: the names a generated client's functions take.
-OPERATION_IDS = {
-    "users.register": "register",
-    "users.me": "me",
-    "auth.login": "login",
-    "auth.logout": "logout",
-    "auth.request_password_reset": "request_password_reset",
-    "auth.confirm_password_reset": "confirm_password_reset",
-    "api_keys.create_key": "create_api_key",
-    "api_keys.list_keys": "list_api_keys",
-    "api_keys.delete_key": "delete_api_key",
-    "articles.create": "create_article",
-    "articles.list_articles": "list_articles",
-    "articles.popular": "popular_articles",
-    "articles.read": "get_article",
-    "articles.views": "get_article_views",
-    "articles.edit": "update_article",
-    "articles.remove": "delete_article",
-    "health.healthz": "healthz",
-    "health.readyz": "readyz",
-    "health.metrics": "metrics",
-}
-_ARTICLE_ID = {"article_id": "$response.body#/id"}
-# operationId -> status -> the links of that response (what a client, or a stateful test,
-# calls next with a value from the answer).
-LINKS: dict[str, dict[int, dict[str, Any]]] = {
-    "create_article": {
-        201: {
-            name: {
-                "operationId": target,
-                "parameters": _ARTICLE_ID,
-                "description": f"The article created ({what}); its id is in the body and in "
-                "`Location`.",
-            }
-            for name, target, what in (
-                ("GetArticle", "get_article", "read it"),
-                ("GetArticleViews", "get_article_views", "its view count"),
-                ("UpdateArticle", "update_article", "change it"),
-                ("DeleteArticle", "delete_article", "delete it"),
-            )
-        }
-    },
-    "list_articles": {
-        200: {
-            "NextPage": {
-                "operationId": "list_articles",
-                "parameters": {"cursor": "$response.body#/next_cursor"},
-                "description": "The next page, by keyset, while `next_cursor` is not null "
-                "(give the same `per_page` and filters).",
-            }
-        }
-    },
-    "create_api_key": {
-        201: {
-            "DeleteApiKey": {
-                "operationId": "delete_api_key",
-                "parameters": {"key_id": "$response.body#/id"},
-                "description": "Revoke the key created.",
-            }
-        }
     },
 }
 # Answers every path can give, whatever the operation: a method it does not take.
 METHOD_NOT_ALLOWED = {
-    "description": ERROR_DESCRIPTIONS[405],
+    "description": _description(405),
     "headers": {"Allow": {"$ref": "#/components/headers/Allow"}},
     "content": {
         "application/json": {
@@ -220,9 +144,10 @@ METHOD_NOT_ALLOWED = {
 }
 SERVERS = [{"url": "/", "description": "This server (every path starts with it)."}]
 
+TAG_DESCRIPTIONS = {"operations": {"description": "Health probes and metrics."}}
+
 SESSION_ONLY = (
-    "Needs a session token (`Authorization: Bearer`, from `POST /api/v1/auth/login`): "
-    "an API key gets 401."
+    f"Needs a session token (`Authorization: Bearer`, from `POST {LOGIN}`): an API key gets 401."
 )
 
 
@@ -274,48 +199,29 @@ def _never_null(prop: dict[str, Any]) -> dict[str, Any]:
 
 # (model, mode) -> {"$ref": ...}; the model is Any because pydantic also accepts dataclasses.
 Refs = dict[tuple[Any, JsonSchemaMode], dict[str, Any]]
-# The probes: Flask endpoint -> (the JSON body of its 200 or None, its errors).
-PROBES: dict[str, tuple[type[BaseModel] | None, tuple[int, ...]]] = {
-    "health.healthz": (Liveness, ()),
-    "health.readyz": (Readiness, (503,)),
-    "health.metrics": (None, (404,)),
-}
-PROBE_ERRORS = {
-    404: "Metrics are off (`METRICS_ENABLED=false`)",
-    503: "Not ready: the details name each dependency and its state",
-}
-METRICS_CONTENT = {
-    media: {"schema": {"type": "string"}, "example": examples.METRICS}
-    for media in ("text/plain", "application/openmetrics-text")
-}
 
 
-def _operations(app: Flask) -> list[tuple[str, str, str, Operation]]:
-    """``(rule, method, endpoint, operation)`` for each method of each view decorated with
+def _operations(app: Flask) -> list[tuple[str, str, Operation]]:
+    """``(rule, method, operation)`` for each method of each view decorated with
     ``endpoint``, sorted by rule and method (HEAD and OPTIONS are left to the server)."""
-    found: list[tuple[str, str, str, Operation]] = []
+    found: list[tuple[str, str, Operation]] = []
     for rule in app.url_map.iter_rules():
         operation = getattr(app.view_functions[rule.endpoint], "openapi", None)
         if operation is None:
             continue
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
-            found.append((rule.rule, method.lower(), rule.endpoint, operation))
+            found.append((rule.rule, method.lower(), operation))
     return sorted(found, key=lambda item: (item[0], item[1]))
 
 
 def _component_schemas(operations: Iterable[Operation]) -> tuple[Refs, dict[str, Any]]:
-    """The ``$ref`` of each model the operations name (bodies as validated, responses, the
-    probes' bodies and the error envelope as serialised), and the component schemas they
-    refer to."""
-    pairs: set[tuple[type[BaseModel], JsonSchemaMode]] = {
-        (ErrorEnvelope, "serialization"),
-        (Liveness, "serialization"),
-        (Readiness, "serialization"),
-    }
+    """The ``$ref`` of each model the operations name (bodies as validated, responses and the
+    error envelope as serialised), and the component schemas they refer to."""
+    pairs: set[tuple[type[BaseModel], JsonSchemaMode]] = {(ErrorEnvelope, "serialization")}
     for operation in operations:
         if operation.body is not None:
             pairs.add((operation.body, "validation"))
-        if operation.response is not None:
+        if operation.response is not None and not isinstance(operation.response, RawBody):
             pairs.add((operation.response, "serialization"))
     refs, top = models_json_schema(
         sorted(pairs, key=lambda pair: (pair[0].__name__, pair[1])),
@@ -338,12 +244,32 @@ def _error_headers(code: int) -> tuple[str, ...]:
     return {401: ("WWW-Authenticate",), 429: ("Retry-After",), 503: ("Retry-After",)}.get(code, ())
 
 
-def _responses(op: Operation, endpoint: str, refs: Refs) -> dict[str, Any]:
+def _link(link: Link) -> dict[str, Any]:
+    return {
+        "operationId": link.operation_id,
+        "parameters": dict(link.parameters),
+        "description": link.description,
+    }
+
+
+def _success_content(op: Operation, refs: Refs) -> dict[str, Any]:
+    """The success body: its model's JSON, or the media types of a ``RawBody``."""
+    if isinstance(op.response, RawBody):
+        return {
+            media: {"schema": {"type": "string"}, "example": op.response.example}
+            for media in op.response.media_types
+        }
+    assert op.response is not None
+    content = _json_content(refs, op.response, "serialization")
+    content["application/json"].update(examples.success(op.response))
+    return content
+
+
+def _responses(op: Operation, refs: Refs) -> dict[str, Any]:
     """The success response, then each error the operation declares (304 has no body), each
     with the headers it carries."""
-    cached = 304 in op.errors
     every = RATE_LIMIT_HEADERS if 429 in op.errors else ()
-    success = (*SUCCESS_HEADERS.get(endpoint, ()), *(("ETag", "X-Cache") if cached else ()))
+    success = (*op.headers, *(("ETag", "X-Cache") if op.cached else ()))
     responses: dict[str, Any] = {
         str(op.status): {
             "description": "Success" if op.response is not None else "Success, no content",
@@ -351,31 +277,34 @@ def _responses(op: Operation, endpoint: str, refs: Refs) -> dict[str, Any]:
         }
     }
     if op.response is not None:
-        content = _json_content(refs, op.response, "serialization")
-        content["application/json"].update(examples.success(op.response))
-        responses[str(op.status)]["content"] = content
-    links = LINKS.get(OPERATION_IDS[endpoint], {}).get(op.status)
-    if links:
-        responses[str(op.status)]["links"] = links
+        responses[str(op.status)]["content"] = _success_content(op, refs)
+    if op.links:
+        responses[str(op.status)]["links"] = {name: _link(link) for name, link in op.links.items()}
     for code in op.errors:
         if code == 304:
             responses["304"] = {
-                "description": ERROR_DESCRIPTIONS[304],
+                "description": _description(304),
                 "headers": _headers("ETag", "X-Cache", *every),
             }
             continue
         counted = () if code in REFUSED_BEFORE_COUNTING else every
+        answer = op.answers.get(code)
         responses[str(code)] = {
-            "description": ERROR_DESCRIPTIONS.get(code, "Error"),
+            "description": _description(code) if answer is None else answer.description,
             "headers": _headers(*_error_headers(code), *counted),
-            "content": _error_content(refs, code),
+            "content": _error_content(refs, code, answer),
         }
     return responses
 
 
-def _error_content(refs: Refs, code: int, *, probe: bool = False) -> dict[str, Any]:
+def _error_content(refs: Refs, code: int, answer: Answer | None = None) -> dict[str, Any]:
     content = _json_content(refs, ErrorEnvelope, "serialization")
-    content["application/json"].update(examples.error(code, probe=probe))
+    if answer is None:
+        content["application/json"].update(examples.error(code))
+    else:
+        content["application/json"].update(
+            examples.envelope(answer.code, answer.message, answer.details)
+        )
     return content
 
 
@@ -400,23 +329,20 @@ def _request_body(op_body: type[BaseModel], refs: Refs, schemas: dict[str, Any])
 
 def _operation_entry(
     op: Operation,
-    method: str,
-    path: str,
-    endpoint: str,
     params: list[dict[str, Any]],
     refs: Refs,
     schemas: dict[str, Any],
 ) -> dict[str, Any]:
-    """The OpenAPI operation object for ``method`` on ``path``."""
+    """The OpenAPI operation object of ``op``."""
     if 304 in op.errors:
         params.append(_ref("parameters", "If-None-Match"))
     if 412 in op.errors:
         params.append(_ref("parameters", "If-Match"))
     entry: dict[str, Any] = {
-        "operationId": OPERATION_IDS[endpoint],
+        "operationId": op.operation_id,
         "summary": op.summary,
         "parameters": params,
-        "responses": _responses(op, endpoint, refs),
+        "responses": _responses(op, refs),
     }
     description = [op.description] if op.description else []
     if op.auth == "session":
@@ -434,51 +360,15 @@ def _operation_entry(
 
 
 def _paths(
-    operations: list[tuple[str, str, str, Operation]], refs: Refs, schemas: dict[str, Any]
+    operations: list[tuple[str, str, Operation]], refs: Refs, schemas: dict[str, Any]
 ) -> dict[str, dict[str, Any]]:
     """The ``paths`` object; query models' nested schemas are added to ``schemas``."""
     paths: dict[str, dict[str, Any]] = {}
-    for rule, method, endpoint, op in operations:
+    for rule, method, op in operations:
         path, params = _path_and_params(rule)
         if op.query is not None:
             params += _query_params(op.query, schemas)
-        paths.setdefault(path, {})[method] = _operation_entry(
-            op, method, path, endpoint, params, refs, schemas
-        )
-    return paths
-
-
-def _probe_paths(app: Flask, refs: Refs) -> dict[str, dict[str, Any]]:
-    """``/healthz``, ``/readyz`` and ``/metrics``: plain Flask views, described here."""
-    paths: dict[str, dict[str, Any]] = {}
-    for rule in app.url_map.iter_rules():
-        if rule.endpoint not in PROBES:
-            continue
-        body, errors = PROBES[rule.endpoint]
-        summary, description = summary_and_description(app.view_functions[rule.endpoint].__doc__)
-        ok: dict[str, Any] = {"description": "Success", "headers": _headers()}
-        if body is not None:
-            ok["content"] = _json_content(refs, body, "serialization")
-            ok["content"]["application/json"].update(examples.success(body))
-        else:
-            ok["content"] = METRICS_CONTENT
-        responses = {"200": ok}
-        for code in errors:
-            responses[str(code)] = {
-                "description": PROBE_ERRORS[code],
-                "headers": _headers(*_error_headers(code)),
-                "content": _error_content(refs, code, probe=True),
-            }
-        entry: dict[str, Any] = {
-            "operationId": OPERATION_IDS[rule.endpoint],
-            "summary": summary,
-            "tags": ["operations"],
-            "parameters": [],
-            "responses": responses,
-        }
-        if description:
-            entry["description"] = description
-        paths[rule.rule] = {"get": entry}
+        paths.setdefault(path, {})[method] = _operation_entry(op, params, refs, schemas)
     return paths
 
 
@@ -512,13 +402,15 @@ def _render_text(node: Any) -> None:
 
 
 def build_document(app: Flask, *, title: str, version: str, description: str) -> dict[str, Any]:
-    """The OpenAPI 3.1 document for every view decorated with ``endpoint``, and the probes."""
+    """The OpenAPI 3.1 document for every view decorated with ``endpoint``."""
     operations = _operations(app)
-    refs, schemas = _component_schemas(op for _, _, _, op in operations)
+    refs, schemas = _component_schemas(op for _, _, op in operations)
     paths = _paths(operations, refs, schemas)
-    paths.update(_probe_paths(app, refs))
-    tags = {tag: {"name": tag} for _, _, _, op in operations for tag in op.tags}
-    tags["operations"] = {"name": "operations", "description": "Health probes and metrics."}
+    tags = {
+        tag: {"name": tag, **TAG_DESCRIPTIONS.get(tag, {})}
+        for _, _, op in operations
+        for tag in op.tags
+    }
     document = {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version, "description": description},

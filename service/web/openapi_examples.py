@@ -1,6 +1,7 @@
 """The example of every answer in the OpenAPI document: success bodies built as instances of
 their response models (so each is valid by construction, and a test checks it against the
-document), and one error envelope per status.
+document), and one error envelope per status, from the error that answers it
+(``service.web.errors.documented``).
 
 The values tell one story, the README's: Ada registers, logs in, makes an API key, publishes
 an article and pages through the list.
@@ -33,6 +34,7 @@ from service.domain.schemas import (
     SessionToken,
     UserPublic,
 )
+from service.web.errors import documented
 
 AT = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
 REQUEST_ID = "6f1c2a9e4b7d4c0a"
@@ -94,41 +96,6 @@ NAMED: dict[type[BaseModel], dict[str, tuple[str, BaseModel]]] = {
     }
 }
 
-METRICS = (
-    "# HELP http_requests_total Requests answered, by route, method and status.\n"
-    "# TYPE http_requests_total counter\n"
-    'http_requests_total{method="GET",route="/api/v1/articles",status="200"} 1027.0\n'
-)
-
-# Status -> (code, message, details) of the error envelope's example.
-ERRORS: dict[int, tuple[str, str, list[dict[str, Any]] | None]] = {
-    400: ("malformed_json", "The body is not valid JSON: unexpected character.", None),
-    401: ("unauthorized", "Missing or invalid credentials.", None),
-    403: ("forbidden", "Only the author may change this article.", None),
-    404: ("not_found", "Article 42 does not exist.", None),
-    405: ("method_not_allowed", "The method is not allowed for the requested URL.", None),
-    409: ("conflict", "An account with this e-mail exists already.", None),
-    412: ("precondition_failed", "The article changed since you read it.", None),
-    413: ("request_entity_too_large", "The request body is larger than 1048576 bytes.", None),
-    415: ("unsupported_media_type", "The body must be JSON (application/json).", None),
-    422: (
-        "validation_error",
-        "The request is not valid.",
-        [{"loc": ["body", "title"], "message": "Field required", "type": "missing"}],
-    ),
-    429: ("rate_limited", "Too many requests; try again later.", None),
-    503: ("service_unavailable", "A dependency is unavailable; try again shortly.", None),
-}
-# The probes' own errors.
-PROBE_ERRORS = {
-    404: ("not_found", "Metrics are off.", None),
-    503: (
-        "not_ready",
-        "Not ready: redis is down.",
-        [{"dependency": "database", "state": "ok"}, {"dependency": "redis", "state": "timeout"}],
-    ),
-}
-
 
 def success(model: type[BaseModel]) -> dict[str, Any]:
     """The ``example`` or ``examples`` of a media type whose schema is ``model``."""
@@ -142,9 +109,15 @@ def success(model: type[BaseModel]) -> dict[str, Any]:
     return {"example": SUCCESS[model].model_dump(mode="json")}
 
 
-def error(status: int, *, probe: bool = False) -> dict[str, Any]:
-    """The error envelope's ``example`` for ``status``."""
-    code, message, details = (PROBE_ERRORS if probe else ERRORS)[status]
+def error(status: int) -> dict[str, Any]:
+    """The error envelope's ``example`` for ``status`` (``service.web.errors.documented``)."""
+    found = documented(status)
+    assert found is not None, f"no error documented for {status}"
+    return envelope(found.code, found.message, found.details)
+
+
+def envelope(code: str, message: str, details: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """The ``example`` of an error envelope."""
     body: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         body["details"] = details

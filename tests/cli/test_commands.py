@@ -5,43 +5,24 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import httpx
 import psutil
 
 from service.cli.embedded import free_port
-from tests.support.databases import ROOT
+from service.cli.harness import http_ok
+from tests.support import stack_run
 
 
 def test_run_starts_everything_answers_readyz_and_leaves_nothing_behind(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env.update(PORT=str(port), WEB_CONCURRENCY="1")
-    log = tmp_path / "run.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "service", "run", "--data-dir", str(tmp_path / "data")],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc, log = stack_run.start("run", env, tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        ready = None
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
-                if ready.status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        assert ready is not None and ready.status_code == 200, log.read_text()
+        readyz = f"http://127.0.0.1:{port}/readyz"
+        stack_run.wait_until(proc, log, http_ok(readyz), "/readyz answers 200", timeout=60)
         family = psutil.Process(proc.pid).children(recursive=True)
         names = " ".join(" ".join(p.cmdline()) for p in family)
         assert "postgres" in names and "redis-server" in names

@@ -7,8 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +15,8 @@ import psutil
 
 from service.cli.embedded import free_port
 from tests.conftest import server_env
-from tests.support.databases import ROOT, ServerStack
+from tests.support import stack_run
+from tests.support.databases import ServerStack
 
 # Generous: a loaded 2-core machine, a stack of two processes started twice.
 READY_TIMEOUT = 180.0
@@ -40,13 +39,7 @@ def _children(proc: subprocess.Popen[bytes]) -> dict[str, int]:
 def _wait_for(
     what: str, check: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path
 ) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"dev exited with {proc.returncode}:\n{log.read_text()}"
-        if check():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"{what} within {READY_TIMEOUT:.0f}s:\n{log.read_text()}")
+    stack_run.wait_until(proc, log, check, what, READY_TIMEOUT, interval=0.5)
 
 
 def _answers(url: str) -> bool:
@@ -70,15 +63,7 @@ def test_dev_restarts_the_api_and_the_worker_when_a_watched_file_changes(
     env.update(server_env(stack))
     env.update(PORT=str(port), WORKER_METRICS_PORT=str(free_port()), RELOAD_DIRS=str(watched))
     base = f"http://127.0.0.1:{port}"
-    log = tmp_path / "dev.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "service", "dev", "--data-dir", str(tmp_path / "data")],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc, log = stack_run.start("dev", env, tmp_path)
     family: list[psutil.Process] = []
     try:
         _wait_for("the API answers /readyz", lambda: _answers(base + "/readyz"), proc, log)

@@ -21,6 +21,7 @@ import asyncpg
 import httpx
 
 from service.cli.embedded import free_port
+from service.cli.harness import http_ok, spawn, wait_until
 from tests.conftest import server_env
 from tests.support.api import Account, account
 from tests.support.databases import ROOT, ServerStack, plain_url
@@ -29,26 +30,15 @@ UPLOADS = 6
 
 
 def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "service", "serve"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    """``python -m service serve`` with ``env`` as its whole environment."""
+    command = [sys.executable, "-m", "service", "serve"]
+    return spawn(command, env, log, cwd=ROOT, inherit_env=False, name="service serve").proc
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
+    if not wait_until(http_ok(url + "/healthz"), proc, 90, 0.2):
         assert proc.poll() is None, "the server exited during start-up"
-        try:
-            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise AssertionError("the server did not start")
+        raise AssertionError("the server did not start")
 
 
 def _read_response(sock: socket.socket) -> bytes:

@@ -46,7 +46,7 @@ async def test_queue_json_shows_depth_age_workers_and_flush_lag(
     await enqueue_backlog(queue, 25, waiting_since=WAITING)
     await enqueue_backlog(queue, 2, queue_name=keys.QUEUE_INTERACTIVE, first_id=920_000_000)
     await queue.set(keys.VIEWS_FLUSHED_AT, time.time() - FLUSHED_AGO)
-    await queue.hset(keys.VIEWS_PENDING, "7", 2)  # type: ignore[misc]
+    await queue.hset(keys.VIEWS_PENDING, "7", 2)  # type: ignore[misc, arg-type]
     before = time.time()
 
     done = queue_command(own_redis.url(), "--json")

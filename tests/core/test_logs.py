@@ -11,7 +11,6 @@ import logging
 import pickle
 import re
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from service.core.request_id import current_request_id
 from service.core.settings import DEFAULT_SECRET_KEY, Settings
 from service.domain.credentials import new_api_key, new_session_token
 from service.domain.password_reset import address_tag, make_token
-from tests.conftest import server_env
+from tests.conftest import LiveServers, Workers
 from tests.support.api import account, publish, unique_email
 from tests.support.databases import ServerStack
 from tests.support.live import LiveServer
@@ -171,9 +170,9 @@ def test_the_address_tag_is_stable_and_keyed() -> None:
 )
 def test_the_default_format_follows_env(env: str, chosen: str | None, expected: str) -> None:
     settings = Settings(
-        env=env,  # type: ignore[arg-type]
-        log_format=chosen,  # type: ignore[arg-type]
-        secret_key="s" * 40,  # type: ignore[arg-type]
+        env=env,
+        log_format=chosen,
+        secret_key="s" * 40,
         password_reset_url="https://news.example.com/reset-password#token={token}",
     )
     assert settings.resolved_log_format == expected
@@ -201,7 +200,7 @@ def other_redis_db(url: str, db: int) -> str:
 
 
 @pytest.fixture
-def json_env(stack: ServerStack, tmp_path: Path) -> dict[str, str]:
+def json_env(stack: ServerStack, tmp_path: Path) -> dict[str, Any]:
     return {
         "ENV": "test",
         "LOG_FORMAT": "json",
@@ -212,23 +211,13 @@ def json_env(stack: ServerStack, tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def json_server(
-    stack: ServerStack, tmp_path: Path, json_env: dict[str, str]
-) -> Iterator[LiveServer]:
-    server = LiveServer(
-        "service.asgi:app", server_env(stack, **json_env), tmp_path / "server.log"
-    ).start()
-    yield server
-    server.stop()
+def json_server(live_server: LiveServers, json_env: dict[str, Any]) -> LiveServer:
+    return live_server(**json_env)
 
 
 @pytest.fixture
-def json_worker(
-    stack: ServerStack, tmp_path: Path, json_env: dict[str, str]
-) -> Iterator[WorkerProcess]:
-    process = WorkerProcess(stack, tmp_path / "worker.log", **json_env).start()
-    yield process
-    process.stop()
+def json_worker(json_env: dict[str, Any], worker: Workers) -> WorkerProcess:
+    return worker(**json_env)
 
 
 def json_lines(text: str, where: str) -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -37,14 +38,14 @@ def test_read_url_is_used_when_given(monkeypatch: pytest.MonkeyPatch) -> None:
         ("env", "staging"),
     ],
 )
-def test_invalid_values_are_refused(field: str, value: object) -> None:
+def test_invalid_values_are_refused(field: str, value: Any) -> None:
     with pytest.raises(ValidationError, match=field):
         Settings(**{field: value}, _env_file=None)
 
 
 @pytest.mark.parametrize("secret", [None, DEFAULT_SECRET_KEY, "short-but-not-default"])
 def test_production_refuses_a_missing_default_or_short_secret(secret: str | None) -> None:
-    kwargs = {} if secret is None else {"secret_key": secret}
+    kwargs: dict[str, Any] = {} if secret is None else {"secret_key": secret}
     with pytest.raises(ValidationError, match="SECRET_KEY"):
         Settings(env="production", _env_file=None, **kwargs)
 
@@ -70,7 +71,8 @@ def test_outside_development_a_reset_link_built_from_the_host_header_is_refused(
 
 def test_production_process_will_not_start_without_a_secret(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-c", "import service.asgi"],
+        # What Hypercorn does: import the module, then build the app (at the lifespan start-up).
+        [sys.executable, "-c", "import service.asgi; service.asgi.app.built()"],
         env={"ENV": "production", "PATH": ""},
         cwd=tmp_path,
         capture_output=True,

@@ -15,13 +15,12 @@ import httpx
 import pytest
 
 from service.cli.embedded import free_port
-from tests.conftest import server_env
+from tests.conftest import Workers, server_env
 from tests.jobs.test_tasks import wait_for_status
 from tests.support.api import account, publish
 from tests.support.databases import ROOT, ServerStack
 from tests.support.metrics import Exposition, ascrape
 from tests.support.serve import ServeProcess
-from tests.support.worker import WorkerProcess
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "newsdesk.json"
 
@@ -97,18 +96,12 @@ def instance(stack: ServerStack, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 @pytest.fixture(scope="module")
-def worker(stack: ServerStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def worker(module_worker: Workers) -> str:
     port = free_port()
-    log = tmp_path_factory.mktemp("worker") / "worker.log"
-    process = WorkerProcess(
-        stack,
-        log,
-        WORKER_METRICS_HOST="127.0.0.1",
-        WORKER_METRICS_PORT=str(port),
-        VIEW_FLUSH_SECONDS="1",
-    ).start()
-    yield f"http://127.0.0.1:{port}/metrics"
-    process.stop()
+    module_worker(
+        WORKER_METRICS_HOST="127.0.0.1", WORKER_METRICS_PORT=str(port), VIEW_FLUSH_SECONDS="1"
+    )
+    return f"http://127.0.0.1:{port}/metrics"
 
 
 async def exercise(http: httpx.AsyncClient, pg: asyncpg.Connection) -> None:

@@ -53,7 +53,7 @@ def _regenerate() -> str:
 
 
 def _pins() -> dict[str, str]:
-    pins = {}
+    pins: dict[str, str] = {}
     for line in LOCK.read_text().splitlines():
         match = PIN.match(line)
         if match:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import kubernetes_validate
 import pytest
@@ -66,7 +66,7 @@ def _pod_specs() -> dict[str, dict[str, Any]]:
 
 def _container(workload: str) -> dict[str, Any]:
     (container,) = _pod_specs()[workload]["containers"]
-    return container
+    return cast(dict[str, Any], container)
 
 
 def _env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -136,7 +136,7 @@ def test_configmap_keys_are_settings_and_their_values_parse() -> None:
     config = _config()
     assert set(config) <= FIELDS, set(config) - FIELDS
     assert not set(config) & SECRET_VARIABLES
-    values = {name.lower(): value for name, value in config.items()}
+    values: dict[str, Any] = {name.lower(): value for name, value in config.items()}
     settings = Settings(_env_file=None, secret_key="x" * 48, **values)
     assert settings.env == "production"
 

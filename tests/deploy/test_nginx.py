@@ -5,7 +5,6 @@ and refuses a body over MAX_CONTENT_LENGTH itself with the app's 413 envelope.""
 
 from __future__ import annotations
 
-import contextlib
 import random
 import re
 import subprocess
@@ -19,9 +18,10 @@ import pytest
 
 from bench.nginx import SHIPPED, nginx_binary, render, write
 from service.cli.embedded import free_port
+from service.cli.harness import NotReady, spawn, tail
 from service.core.settings import Settings
-from tests.conftest import server_env
-from tests.support.databases import ROOT, ServerStack
+from tests.conftest import PROBE_APP, LiveServers
+from tests.support.databases import ROOT
 from tests.support.live import LiveServer
 
 MAX_BODY = Settings.model_fields["max_content_length"].default
@@ -144,57 +144,43 @@ class Nginx:
         self.port = free_port()
         self.work = work
         conf = write(work, upstreams, f"127.0.0.1:{self.port}")
-        self.log = open(work / "nginx.out", "ab")  # noqa: SIM115 - the child writes to it
-        self.proc = subprocess.Popen(
+        self.process = spawn(
             [_nginx(), "-p", str(work), "-c", str(conf), "-g", "daemon off;"],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
+            None,
+            work / "nginx.out",
+            name="nginx",
         )
+        self.proc = self.process.proc
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def wait_listening(self) -> Nginx:
-        for _ in range(300):
-            if self.proc.poll() is not None:
-                raise RuntimeError((self.work / "error.log").read_text(errors="replace"))
-            with contextlib.suppress(httpx.TransportError):
-                httpx.get(self.url + "/healthz", timeout=2)
-                return self
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(0.1)
-        raise RuntimeError("nginx did not listen")
+        try:
+            self.process.wait_ready(self.port, 30)
+        except NotReady as error:
+            raise RuntimeError(f"{error}\nerror.log:\n{tail(self.work / 'error.log')}") from None
+        return self
 
     def access_log(self) -> str:
         path = self.work / "access.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+        self.process.stop(30)
 
 
 @pytest.fixture(scope="module")
-def app(stack: ServerStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def app(module_live_server: LiveServers) -> LiveServer:
     """Newsdesk (with the test probes) as it runs behind nginx: nginx's address trusted, the
     default body limit."""
-    env = server_env(
-        stack,
+    return module_live_server(
+        PROBE_APP,
         TRUSTED_PROXIES="127.0.0.1",
         MAX_CONTENT_LENGTH=str(MAX_BODY),
         RATE_LIMIT_READ=f"{READ_LIMIT}/day",
     )
-    log = tmp_path_factory.mktemp("behind-nginx") / "server.log"
-    server = LiveServer("tests.support.probe_app:app", env, log).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -28,8 +28,8 @@ def test_a_foreign_cursor_is_invalid_input(cursor: str) -> None:
 
 def test_a_search_without_words_is_invalid_input() -> None:
     with pytest.raises(InvalidInput):
-        articles.search_query("!!! ...")
-    assert articles.search_query("Flask scal") == "flask:* & scal:*"
+        articles.search_query("!!! ...")  # type: ignore[attr-defined]
+    assert articles.search_query("Flask scal") == "flask:* & scal:*"  # type: ignore[attr-defined]
 
 
 def _summaries(count: int) -> list[ArticleSummary]:

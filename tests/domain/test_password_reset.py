@@ -8,7 +8,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from service.domain.schemas import CONTROL_CHARACTERS
 from service.domain.users import create_user
 from service.infra.resources import Resources
 from service.jobs.tasks import send_email
+from tests.conftest import Workers
 from tests.support.api import PASSWORD, login, register, unique_email
 from tests.support.databases import ServerStack
 from tests.support.live import LiveServer
@@ -341,19 +342,8 @@ async def test_the_job_retries_later_when_the_mail_server_is_down(stack: ServerS
 
 
 @pytest.fixture(scope="module")
-def smtp() -> Iterator[SmtpServer]:
-    with smtp_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def worker(
-    stack: ServerStack, smtp: SmtpServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[WorkerProcess]:
-    log = tmp_path_factory.mktemp("reset-worker") / "worker.log"
-    process = WorkerProcess(stack, log, SMTP_HOST=smtp.host, SMTP_PORT=str(smtp.port)).start()
-    yield process
-    process.stop()
+def worker(smtp: SmtpServer, module_worker: Workers) -> WorkerProcess:
+    return module_worker(SMTP_HOST=smtp.host, SMTP_PORT=str(smtp.port))
 
 
 def running(worker: WorkerProcess) -> bool:

@@ -12,7 +12,6 @@ import contextlib
 import os
 import signal
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -23,9 +22,8 @@ from service.cli.embedded import EmbeddedRedis
 from service.core import keys
 from service.domain.view_buffer import ViewBuffer
 from service.infra.guard import BreakerOpen, RedisGuard
-from tests.conftest import server_env
+from tests.conftest import LiveServers
 from tests.support.api import account, publish
-from tests.support.databases import ServerStack
 from tests.support.live import LiveServer
 
 
@@ -108,15 +106,8 @@ def test_past_the_bound_views_are_dropped_not_held() -> None:
 
 
 @pytest.fixture
-def server_on_own_redis(
-    stack: ServerStack, own_redis: EmbeddedRedis, tmp_path: Path
-) -> Iterator[LiveServer]:
-    env = server_env(
-        stack, REDIS_URL=own_redis.url(), CACHE_TIMEOUT="0.3", CACHE_BREAKER_SECONDS="1"
-    )
-    server = LiveServer("service.asgi:app", env, tmp_path / "server.log").start()
-    yield server
-    server.stop()
+def server_on_own_redis(own_redis: EmbeddedRedis, live_server: LiveServers) -> LiveServer:
+    return live_server(REDIS_URL=own_redis.url(), CACHE_TIMEOUT="0.3", CACHE_BREAKER_SECONDS="1")
 
 
 async def test_views_read_while_redis_is_stalled_are_counted_when_it_answers_again(

@@ -82,7 +82,7 @@ async def test_a_replayed_or_left_over_batch_changes_nothing(
     await redis.hincrby(views.PENDING, str(article_id), 7)  # type: ignore[misc]
     batch = await views.claim(redis)
     assert batch is not None and batch.counts[article_id] == 7
-    await redis.hincrby(views.PENDING, str(article_id), 5)  # arrives while the batch flushes
+    await redis.hincrby(views.PENDING, str(article_id), 5)  # type: ignore[misc]  # arrives while the batch flushes
     assert await views.apply(sessions, batch, size=1) >= 7
     assert await stored_views(pg, article_id) == 7
     # Killed before release: the next flush claims the same batch and applies nothing again.

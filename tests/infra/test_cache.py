@@ -7,9 +7,9 @@ import base64
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,7 +19,7 @@ from service.cli.embedded import EmbeddedRedis
 from service.core import keys
 from service.infra.cache import Count, Quota, ResponseCache, StaleIfError
 from service.infra.guard import RedisGuard
-from tests.conftest import server_env
+from tests.conftest import PROBE_APP, LiveServers
 from tests.support.api import account, publish
 from tests.support.databases import ServerStack
 from tests.support.live import LiveServer
@@ -122,18 +122,13 @@ async def test_hits_misses_and_bypasses_are_counted(client: httpx.AsyncClient) -
 
 
 @pytest.fixture
-def server_on_durable_redis(
-    stack: ServerStack, durable_redis: EmbeddedRedis, tmp_path: Path
-) -> Iterator[LiveServer]:
-    env = server_env(
-        stack,
+def server_on_durable_redis(durable_redis: EmbeddedRedis, live_server: LiveServers) -> LiveServer:
+    return live_server(
+        PROBE_APP,
         REDIS_URL=durable_redis.url(),
         REDIS_SOCKET_TIMEOUT="0.5",
         CACHE_BREAKER_SECONDS="0.5",
     )
-    server = LiveServer("tests.support.probe_app:app", env, tmp_path / "server.log").start()
-    yield server
-    server.stop()
 
 
 async def test_a_redis_outage_bypasses_the_cache_and_loses_no_invalidation(
@@ -192,13 +187,14 @@ async def hanging_redis() -> AsyncIterator[tuple[int, list[int]]]:
 
 
 async def test_a_hanging_redis_costs_one_short_wait_not_one_per_request(
-    stack: ServerStack, hanging_redis: tuple[int, list[int]], tmp_path: Path
+    hanging_redis: tuple[int, list[int]], live_server: LiveServers
 ) -> None:
     port, accepted = hanging_redis
-    env = server_env(stack, REDIS_URL=f"redis://127.0.0.1:{port}/0", CACHE_BREAKER_SECONDS="30")
-    server = await asyncio.to_thread(
-        LiveServer("tests.support.probe_app:app", env, tmp_path / "server.log").start
-    )
+    env: dict[str, Any] = {
+        "REDIS_URL": f"redis://127.0.0.1:{port}/0",
+        "CACHE_BREAKER_SECONDS": "30",
+    }
+    server = await asyncio.to_thread(live_server, PROBE_APP, **env)
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
             responses = [await http.get("/api/v1/articles/popular") for _ in range(30)]

@@ -35,7 +35,7 @@ async def _kill(engine: AsyncEngine, session: AsyncSession, *, wait: bool) -> No
     async with engine.connect() as other:
         await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
     for _ in range(500):
-        if not wait or raw.is_closed():
+        if not wait or raw.is_closed():  # type: ignore[union-attr]
             break
         await asyncio.sleep(0.01)
 

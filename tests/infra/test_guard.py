@@ -13,7 +13,6 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -23,7 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from service.cli.embedded import EmbeddedRedis, free_port
 from service.infra.guard import BreakerOpen, LaggedOut, RedisGuard
 from service.infra.loop_lag import LoopLag
-from tests.conftest import server_env
+from tests.conftest import PROBE_APP, LiveServers
 from tests.support.api import register, unique_email
 from tests.support.databases import ServerStack
 from tests.support.live import LiveServer
@@ -116,7 +115,9 @@ async def test_a_call_held_up_by_a_blocked_loop_succeeds_and_the_breaker_stays_c
     guard = RedisGuard(timeout=0.2, breaker_seconds=60, lag=measured)
     # Redis holds the BLPOP for 0.5 s and answers while this loop is blocked: the answer
     # waits in the socket, and the call's budget runs out on the clock, not on the loop.
-    call = asyncio.create_task(guard.call(lambda: redis.blpop(["guard:empty"], timeout=0.5)))
+    call = asyncio.create_task(
+        guard.call(lambda: redis.blpop(["guard:empty"], timeout=0.5))  # type: ignore[arg-type, return-value]
+    )
     await asyncio.sleep(0.05)  # the command is sent and in flight
     hold_the_loop(1.5)
     assert await call is None  # BLPOP's answer when nothing came
@@ -140,20 +141,17 @@ async def test_a_call_that_outlasts_its_stretch_in_a_blocked_loop_fails_alone(
 
 
 @pytest.fixture
-def lagging(stack: ServerStack, own_redis: EmbeddedRedis, tmp_path: Path) -> Iterator[LiveServer]:
+def lagging(own_redis: EmbeddedRedis, live_server: LiveServers) -> LiveServer:
     """A server with the production Redis budget (CACHE_TIMEOUT 0.25 s) and a tight login
     limit (an hour window: windows are aligned to the clock, and a test must not straddle two),
     plus the probe that blocks its loop."""
-    env = server_env(
-        stack,
+    return live_server(
+        PROBE_APP,
         REDIS_URL=own_redis.url(),
         CACHE_TIMEOUT="0.25",
         CACHE_BREAKER_SECONDS="60",
         RATE_LIMIT_LOGIN_EMAIL="5/hour",
     )
-    server = LiveServer("tests.support.probe_app:app", env, tmp_path / "server.log").start()
-    yield server
-    server.stop()
 
 
 async def test_a_saturated_loop_neither_opens_the_breaker_nor_lets_logins_past_the_limit(

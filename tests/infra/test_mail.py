@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -21,12 +20,6 @@ from service.infra.mail import build_message, deliver
 from tests.support.smtp import SmtpServer, smtp_server
 
 LINK = "https://newsdesk.example/reset?token=" + "x" * 120  # longer than a mail line
-
-
-@pytest.fixture(scope="module")
-def smtp() -> Iterator[SmtpServer]:
-    with smtp_server() as server:
-        yield server
 
 
 def message(settings: Settings, to: str = "ann@example.com") -> EmailMessage:

@@ -4,15 +4,12 @@ failures and the breaker, cache bypasses; and the switch that turns it all off."
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from service.cli.embedded import EmbeddedRedis
-from tests.conftest import MAX_OVERFLOW, POOL_SIZE, server_env
-from tests.support.databases import ServerStack
+from tests.conftest import MAX_OVERFLOW, POOL_SIZE, LiveServers
 from tests.support.live import LiveServer
 from tests.support.metrics import Exposition, ascrape, scrape
 
@@ -39,13 +36,8 @@ async def test_a_connection_held_by_a_request_shows_in_the_pool_gauge(
 
 
 @pytest.fixture
-def server_with_own_redis(
-    stack: ServerStack, own_redis: EmbeddedRedis, tmp_path: Path
-) -> Iterator[LiveServer]:
-    env = server_env(stack, REDIS_URL=own_redis.url(), CACHE_BREAKER_SECONDS="0.5")
-    server = LiveServer("service.asgi:app", env, tmp_path / "server.log").start()
-    yield server
-    server.stop()
+def server_with_own_redis(own_redis: EmbeddedRedis, live_server: LiveServers) -> LiveServer:
+    return live_server(REDIS_URL=own_redis.url(), CACHE_BREAKER_SECONDS="0.5")
 
 
 def test_redis_failures_the_breaker_and_bypasses_are_counted(
@@ -75,9 +67,8 @@ def test_redis_failures_the_breaker_and_bypasses_are_counted(
     assert closed.total("redis_breaker_open") == 0
 
 
-def test_metrics_off_means_no_endpoint(stack: ServerStack, tmp_path: Path) -> None:
-    env = server_env(stack, METRICS_ENABLED="false")
-    server = LiveServer("service.asgi:app", env, tmp_path / "server.log").start()
+def test_metrics_off_means_no_endpoint(live_server: LiveServers) -> None:
+    server = live_server(METRICS_ENABLED="false")
     try:
         response = httpx.get(server.url + "/metrics", timeout=10)
         assert response.status_code == 404

@@ -11,6 +11,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -19,10 +20,9 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 from service.cli.embedded import EmbeddedRedis
-from tests.conftest import server_env
+from tests.conftest import LiveServers
 from tests.support.api import Account, account, publish
 from tests.support.databases import ROOT, ServerStack, migrate, plain_url
-from tests.support.live import LiveServer
 from tests.support.pgbouncer import PgBouncer, binary
 from tests.support.worker import WorkerProcess
 
@@ -37,7 +37,11 @@ MIGRATE_TIMEOUT = 120.0  # seconds for `alembic upgrade head` (a busy machine is
 PROCESSED_WITHIN = 60.0  # seconds for the worker to process every article written
 # Waits long enough that a busy two-core machine fails no request of the working set-up:
 # a request may queue for a pooled connection, Redis calls may be slow.
-PATIENT = {"DB_POOL_TIMEOUT": "60", "CACHE_TIMEOUT": "5", "REDIS_SOCKET_TIMEOUT": "10"}
+PATIENT: dict[str, Any] = {
+    "DB_POOL_TIMEOUT": "60",
+    "CACHE_TIMEOUT": "5",
+    "REDIS_SOCKET_TIMEOUT": "10",
+}
 
 
 @pytest.fixture
@@ -137,6 +141,7 @@ async def test_migrations_api_and_worker_run_through_pgbouncer_in_transaction_mo
     own_redis: EmbeddedRedis,
     database: str,
     tmp_path: Path,
+    live_server: LiveServers,
 ) -> None:
     url = pgbouncer.via(database)
 
@@ -156,14 +161,17 @@ async def test_migrations_api_and_worker_run_through_pgbouncer_in_transaction_mo
 
         # The API and the worker through PgBouncer; DB_STATEMENT_TIMEOUT_MS keeps its default
         # (15000), which DB_PGBOUNCER must not send as a start-up parameter.
-        through = {"DATABASE_URL": url, "DB_PGBOUNCER": "true", "REDIS_URL": own_redis.url()}
-        env = server_env(
-            stack,
+        through: dict[str, Any] = {
+            "DATABASE_URL": url,
+            "DB_PGBOUNCER": "true",
+            "REDIS_URL": own_redis.url(),
+        }
+        server = live_server(
+            log="api.log",
             CACHE_ENABLED="false",  # every read reaches SQL
             **through,
             **PATIENT,
         )
-        server = LiveServer("service.asgi:app", env, tmp_path / "api.log").start()
         worker = WorkerProcess(
             stack,
             tmp_path / "worker.log",
@@ -209,18 +217,18 @@ async def test_without_db_pgbouncer_the_same_load_fails(
     own_redis: EmbeddedRedis,
     database: str,
     tmp_path: Path,
+    live_server: LiveServers,
 ) -> None:
     migrate(database)  # straight to PostgreSQL: only the API goes through PgBouncer here
     # DB_STATEMENT_TIMEOUT_MS=0: otherwise PgBouncer refuses every connection outright
     # ("unsupported startup parameter"); this shows the prepared statements fail too.
-    env = server_env(
-        stack,
+    server = live_server(
+        log="api.log",
         DATABASE_URL=pgbouncer.via(database),
         REDIS_URL=own_redis.url(),
         CACHE_ENABLED="false",
         DB_STATEMENT_TIMEOUT_MS="0",
     )
-    server = LiveServer("service.asgi:app", env, tmp_path / "api.log").start()
     try:
         who, seeded = await _setup(server.url)
         statuses, _ = await _load(server.url, who, seeded)

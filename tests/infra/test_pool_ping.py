@@ -50,7 +50,7 @@ async def test_a_connection_reused_within_the_window_is_not_pinged(
     def counting_ping(self: AsyncAdapt_asyncpg_connection) -> None:
         nonlocal pings
         pings += 1
-        original(self)
+        original(self)  # type: ignore[no-untyped-call]
 
     monkeypatch.setattr(AsyncAdapt_asyncpg_connection, "ping", counting_ping)
     try:

@@ -19,10 +19,9 @@ from redis.asyncio.sentinel import SentinelConnectionPool
 from service.core.settings import Settings
 from service.infra.resources import Resources
 from service.jobs.worker import redis_settings_for
-from tests.conftest import server_env
+from tests.conftest import LiveServers
 from tests.support.api import PASSWORD, Account, account
 from tests.support.databases import ServerStack, migrate, plain_url
-from tests.support.live import LiveServer
 from tests.support.sentinel import SERVICE, SentinelCluster
 from tests.support.worker import WorkerProcess
 
@@ -136,13 +135,18 @@ async def _until(condition: Callable[[], bool], within: float, what: str) -> Non
 
 
 async def test_a_failover_under_load_loses_no_write_and_the_app_reconnects(
-    stack: ServerStack, cluster: SentinelCluster, database: str, tmp_path: Path
+    stack: ServerStack,
+    cluster: SentinelCluster,
+    database: str,
+    tmp_path: Path,
+    live_server: LiveServers,
 ) -> None:
     url = cluster.url()
     # REDIS_SOCKET_TIMEOUT: a busy machine must not time out a login or a token check; a
     # killed master refuses connections at once whatever the timeout.
-    env = server_env(stack, DATABASE_URL=database, REDIS_URL=url, REDIS_SOCKET_TIMEOUT="10")
-    server = LiveServer("service.asgi:app", env, tmp_path / "api.log").start()
+    server = live_server(
+        log="api.log", DATABASE_URL=database, REDIS_URL=url, REDIS_SOCKET_TIMEOUT="10"
+    )
     worker = WorkerProcess(
         stack,
         tmp_path / "worker.log",

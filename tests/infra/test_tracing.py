@@ -68,8 +68,9 @@ def _api_process(**otel: str) -> dict[str, Any]:
     """What importing ``service.asgi`` (the API's import) loads, in a fresh interpreter."""
     code = (
         "import json, sys, service.asgi\n"
+        "app = service.asgi.app.built()\n"  # what Hypercorn's lifespan start-up does first
         "print(json.dumps({'otel': sorted(m for m in sys.modules if m.startswith('opentelemetry')),"
-        " 'app': type(service.asgi.app).__name__}))\n"
+        " 'app': type(app).__name__}))\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env.update({"ENV": "test", "METRICS_ENABLED": "false", **otel})

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -19,7 +19,7 @@ from arq.connections import ArqRedis, RedisSettings, create_pool
 
 from service.cli.embedded import EmbeddedRedis
 from service.core import keys
-from tests.conftest import server_env
+from tests.conftest import LiveServers
 from tests.jobs.test_tasks import wait_for_status
 from tests.support.api import account, publish
 from tests.support.databases import ServerStack
@@ -70,11 +70,8 @@ async def queue(own_redis: EmbeddedRedis) -> AsyncIterator[ArqRedis]:
 
 
 @pytest.fixture
-def api(stack: ServerStack, own_redis: EmbeddedRedis, tmp_path: Path) -> Iterator[LiveServer]:
-    env = server_env(stack, REDIS_URL=own_redis.url())
-    server = LiveServer("service.asgi:app", env, tmp_path / "server.log").start()
-    yield server
-    server.stop()
+def api(own_redis: EmbeddedRedis, live_server: LiveServers) -> LiveServer:
+    return live_server(REDIS_URL=own_redis.url())
 
 
 async def test_time_to_processed_behind_a_backlog_with_one_default_worker(

@@ -83,7 +83,7 @@ async def test_queue_age_running_runs_by_queue_and_flush_lag_in_the_worker_metri
 
     # Views wait since the last flush: the lag is bounded by the time since it, and the
     # flushes (every second) bring it back down.
-    await queue.hset(keys.VIEWS_PENDING, "910000001", 3)  # type: ignore[misc]
+    await queue.hset(keys.VIEWS_PENDING, "910000001", 3)  # type: ignore[misc, arg-type]
     lags = []
     for _ in range(100):
         metrics = await scrape_when(worker, "job_runs_total")

@@ -19,11 +19,10 @@ from arq.connections import ArqRedis, RedisSettings, create_pool
 
 from service.cli.embedded import EmbeddedRedis
 from service.core import keys
-from tests.conftest import server_env
+from tests.conftest import LiveServers, Workers
 from tests.support.api import register
-from tests.support.databases import ServerStack
 from tests.support.live import LiveServer
-from tests.support.smtp import SmtpServer, smtp_server
+from tests.support.smtp import SmtpServer
 from tests.support.worker import WorkerProcess
 
 BACKLOG = 5_000
@@ -67,44 +66,23 @@ async def backlog(queue: ArqRedis) -> int:
 
 
 @pytest.fixture(scope="module")
-def smtp() -> Iterator[SmtpServer]:
-    with smtp_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 async def worker(
-    stack: ServerStack,
-    redis_server: EmbeddedRedis,
-    smtp: SmtpServer,
-    backlog: int,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> AsyncIterator[WorkerProcess]:
-    process = WorkerProcess(
-        stack,
-        tmp_path_factory.mktemp("queues-worker") / "worker.log",
+    redis_server: EmbeddedRedis, smtp: SmtpServer, backlog: int, module_worker: Workers
+) -> WorkerProcess:
+    process = module_worker(
         REDIS_URL=redis_server.url(),
         WORKER_MAX_JOBS="1",  # the bulk worker: one job at a time, the backlog stays
         VIEW_FLUSH_SECONDS=str(FLUSH_SECONDS),
         SMTP_HOST=smtp.host,
         SMTP_PORT=str(smtp.port),
-    ).start()
-    try:
-        await process.wait_for_log("Starting worker")
-        yield process
-    finally:
-        process.stop()
+    )
+    await process.wait_for_log("Starting worker")
+    return process
 
 
 @pytest.fixture(scope="module")
-def api(
-    stack: ServerStack, redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LiveServer]:
-    env = server_env(stack, REDIS_URL=redis_server.url())
-    log = tmp_path_factory.mktemp("queues-api") / "server.log"
-    server = LiveServer("service.asgi:app", env, log).start()
-    yield server
-    server.stop()
+def api(redis_server: EmbeddedRedis, module_live_server: LiveServers) -> LiveServer:
+    return module_live_server(REDIS_URL=redis_server.url())
 
 
 async def _still_backed_up(queue: ArqRedis) -> int:

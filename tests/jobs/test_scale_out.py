@@ -150,7 +150,7 @@ async def test_killed_workers_process_every_article_and_count_every_view_once(
                 await _enqueue(queue, article_id, 1)
             # Views, as the API records them: one HINCRBY per view.
             for article_id in rng.sample(ids, 20):
-                await queue.hincrby(keys.VIEWS_PENDING, str(article_id), 1)
+                await queue.hincrby(keys.VIEWS_PENDING, str(article_id), 1)  # type: ignore[misc]
                 views[article_id] += 1
             # An edit, as the API makes it: a new pending version, then its job.
             article_id = next(edits, None)

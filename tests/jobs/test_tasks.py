@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from service.cli.embedded import EmbeddedRedis
-from tests.conftest import server_env
+from tests.conftest import LiveServers
 from tests.support.api import account, publish
 from tests.support.databases import ServerStack
 from tests.support.live import LiveServer
@@ -68,18 +68,10 @@ async def test_an_update_during_processing_ends_with_the_final_summary(
 
 
 @pytest.fixture
-def api_on_own_redis(
-    stack: ServerStack, durable_redis: EmbeddedRedis, tmp_path: Path
-) -> Iterator[LiveServer]:
-    env = server_env(
-        stack,
-        REDIS_URL=durable_redis.url(),
-        REDIS_SOCKET_TIMEOUT="0.5",
-        CACHE_BREAKER_SECONDS="0.5",
+def api_on_own_redis(durable_redis: EmbeddedRedis, live_server: LiveServers) -> LiveServer:
+    return live_server(
+        REDIS_URL=durable_redis.url(), REDIS_SOCKET_TIMEOUT="0.5", CACHE_BREAKER_SECONDS="0.5"
     )
-    server = LiveServer("service.asgi:app", env, tmp_path / "server.log").start()
-    yield server
-    server.stop()
 
 
 async def test_articles_written_while_redis_is_down_are_processed_when_it_returns(

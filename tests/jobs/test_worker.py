@@ -11,23 +11,20 @@ from pathlib import Path
 import pytest
 from arq.connections import ArqRedis, RedisSettings, create_pool
 
+from service.cli.harness import spawn
 from tests.support.databases import ROOT, ServerStack
 
 
 @pytest.fixture
 def worker(stack: ServerStack, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
+    process = spawn(
         [str(Path(sys.executable).parent / "arq"), "worker.WorkerSettings"],
+        {"DATABASE_URL": stack.database_url, "REDIS_URL": stack.redis_url},
+        tmp_path / "worker.log",
         cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": stack.database_url, "REDIS_URL": stack.redis_url},
-        stdout=log,
-        stderr=subprocess.STDOUT,
     )
-    yield proc
-    proc.terminate()
-    proc.wait(30)
-    log.close()
+    yield process.proc
+    process.stop(30)
 
 
 @pytest.fixture

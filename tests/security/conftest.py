@@ -3,32 +3,24 @@ Redis of its own (its counters, sessions and queue hold only what the test did).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from service.cli.embedded import EmbeddedRedis
-from tests.conftest import server_env
-from tests.support.databases import ServerStack
+from tests.conftest import LiveServers
 from tests.support.live import LiveServer
 
 StartServer = Callable[..., LiveServer]
 
 
 @pytest.fixture
-def serve(stack: ServerStack, own_redis: EmbeddedRedis, tmp_path: Path) -> Iterator[StartServer]:
-    """``serve(**env)``: a live server with ``env`` over the suite's defaults; stopped after
-    the test."""
-    started: list[LiveServer] = []
+def serve(own_redis: EmbeddedRedis, live_server: LiveServers) -> StartServer:
+    """``serve(**env)``: a live server on the test's own Redis with ``env`` over the suite's
+    defaults; stopped after the test."""
 
-    def start(**env: str) -> LiveServer:
-        log = tmp_path / f"server-{len(started)}.log"
-        settings = server_env(stack, REDIS_URL=own_redis.url(), **env)
-        server = LiveServer("service.asgi:app", settings, log).start()
-        started.append(server)
-        return server
+    def start(**env: Any) -> LiveServer:
+        return live_server(REDIS_URL=own_redis.url(), **env)
 
-    yield start
-    for server in started:
-        server.stop()
+    return start

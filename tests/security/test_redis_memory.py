@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -22,10 +23,9 @@ from service.core import keys
 from service.core.settings import Settings
 from service.infra.resources import Resources
 from service.jobs.tasks import flush_views
-from tests.conftest import server_env
+from tests.conftest import LiveServers
 from tests.support.api import account, login, publish
 from tests.support.databases import ServerStack
-from tests.support.live import LiveServer
 
 QUERIES = 10_000
 CONCURRENCY = 32
@@ -47,10 +47,6 @@ def cache_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
     server = EmbeddedRedis(tmp_path / "cache-redis", durable=False).start()
     yield server
     server.stop()
-
-
-def _serve(stack: ServerStack, tmp_path: Path, **env: str) -> LiveServer:
-    return LiveServer("service.asgi:app", server_env(stack, **env), tmp_path / "server.log")
 
 
 async def _keys(redis: Redis, pattern: str) -> list[bytes]:
@@ -98,11 +94,11 @@ async def _get_all(url: str, paths: list[str]) -> list[tuple[int, str]]:
 
 
 async def test_ten_thousand_distinct_list_queries_leave_the_cache_within_its_bound(
-    stack: ServerStack, own_redis: EmbeddedRedis, redis: Redis, tmp_path: Path
+    own_redis: EmbeddedRedis, redis: Redis, live_server: LiveServers
 ) -> None:
     # Entries outlive the test: what is counted is what the bound let in, none expired.
-    env = {"REDIS_URL": own_redis.url(), "CACHE_TTL_LIST": "600"}
-    server = await asyncio.to_thread(_serve(stack, tmp_path, **env).start)
+    env: dict[str, Any] = {"REDIS_URL": own_redis.url(), "CACHE_TTL_LIST": "600"}
+    server = await asyncio.to_thread(live_server, **env)
     # Every query its own page (tags nobody uses: cheap to answer, all of one size).
     queries = [
         f"/api/v1/articles?tag=memory-{n // 100}&per_page={1 + n % 100}" for n in range(QUERIES)
@@ -139,13 +135,13 @@ async def test_ten_thousand_distinct_list_queries_leave_the_cache_within_its_bou
 
 
 async def test_an_answer_over_the_size_limit_is_served_right_and_not_stored(
-    stack: ServerStack, own_redis: EmbeddedRedis, redis: Redis, tmp_path: Path
+    own_redis: EmbeddedRedis, redis: Redis, live_server: LiveServers
 ) -> None:
     """An article of control characters grows about sixfold as escaped JSON: past
     ``CACHE_MAX_ENTRY_BYTES`` it is answered from PostgreSQL every time, byte for byte what
     the cache would have served, and neither it nor its stale copy is stored."""
-    env = {"REDIS_URL": own_redis.url(), "CACHE_MAX_ENTRY_BYTES": "1024"}
-    server = await asyncio.to_thread(_serve(stack, tmp_path, **env).start)
+    env: dict[str, Any] = {"REDIS_URL": own_redis.url(), "CACHE_MAX_ENTRY_BYTES": "1024"}
+    server = await asyncio.to_thread(live_server, **env)
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
             ann = await account(http)
@@ -178,19 +174,18 @@ async def test_an_answer_over_the_size_limit_is_served_right_and_not_stored(
 
 
 async def test_with_cache_redis_url_the_cache_lives_apart_from_sessions_and_rate_limits(
-    stack: ServerStack,
     own_redis: EmbeddedRedis,
     redis: Redis,
     cache_redis: EmbeddedRedis,
-    tmp_path: Path,
+    live_server: LiveServers,
 ) -> None:
-    env = {
+    env: dict[str, Any] = {
         "REDIS_URL": own_redis.url(),
         "CACHE_REDIS_URL": cache_redis.url(),
         "RATE_LIMIT_READ": "12/day",
         "CACHE_BREAKER_SECONDS": "30",
     }
-    server = await asyncio.to_thread(_serve(stack, tmp_path, **env).start)
+    server = await asyncio.to_thread(live_server, **env)
     cache = Redis.from_url(cache_redis.url())
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
@@ -204,7 +199,7 @@ async def test_with_cache_redis_url_the_cache_lives_apart_from_sessions_and_rate
 
             main_keys = {key.decode() for key in await redis.keys("*")}
             cache_keys = {key.decode() for key in await cache.keys("*")}
-            views = await redis.hget(keys.VIEWS_PENDING, str(article["id"]))
+            views = await redis.hget(keys.VIEWS_PENDING, str(article["id"]))  # type: ignore[misc]
 
             cache_redis.stop()  # the cache goes away; sessions and rate limits do not
             during = await http.get(path)
@@ -260,7 +255,7 @@ async def test_the_worker_moves_cache_generations_on_the_cache_redis(
     cache = Redis.from_url(cache_redis.url())
     try:
         assert res.cache is not None and res.cache.redis is not res.hot_redis
-        await redis.hset(keys.VIEWS_PENDING, "999999999", 2)  # no such article
+        await redis.hset(keys.VIEWS_PENDING, "999999999", 2)  # type: ignore[misc, arg-type]  # no such article
         await flush_views({"resources": res, "job_id": "test-flush"})
         assert await cache.get(keys.POPULAR_GENERATION) == b"1"
         assert await redis.exists(keys.POPULAR_GENERATION) == 0

@@ -12,13 +12,12 @@ import asyncio
 import contextlib
 import hashlib
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
-from tests.conftest import server_env
-from tests.support.databases import ServerStack
+from tests.conftest import PROBE_APP, LiveServers
 from tests.support.live import LiveServer
 from tests.support.metrics import ascrape
 
@@ -29,12 +28,8 @@ BOUND = 60.0  # seconds any slow client may take in all, however loaded the mach
 
 
 @pytest.fixture(scope="module")
-def rated(stack: ServerStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    log = tmp_path_factory.mktemp("body-rate") / "server.log"
-    env = server_env(stack, BODY_MIN_RATE="100", BODY_GRACE_SECONDS="1")
-    server = LiveServer("tests.support.probe_app:app", env, log).start()
-    yield server
-    server.stop()
+def rated(module_live_server: LiveServers) -> LiveServer:
+    return module_live_server(PROBE_APP, BODY_MIN_RATE="100", BODY_GRACE_SECONDS="1")
 
 
 async def _trickle(port: int, request_id: str, started: asyncio.Event, count: list[int]) -> bytes:

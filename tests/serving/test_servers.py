@@ -17,14 +17,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from service.cli.embedded import free_port
-from tests.conftest import server_env
+from tests.conftest import PROBE_APP, LiveServers, server_env
 from tests.support.databases import ROOT, ServerStack
-from tests.support.live import SERVERS, LiveServer
+from tests.support.live import SERVERS
 
 
 def _installed(server: str) -> pytest.MarkDecorator:
@@ -47,13 +48,12 @@ def _live_gauges(directory: Path) -> list[Path]:
 
 @pytest.mark.parametrize("server", ALL)
 def test_lifespan_starts_the_pools_and_shuts_them_down(
-    server: str, stack: ServerStack, tmp_path: Path
+    server: str, live_server: LiveServers, tmp_path: Path
 ) -> None:
     metrics = tmp_path / "metrics"
     metrics.mkdir()
-    env = server_env(stack, PROMETHEUS_MULTIPROC_DIR=str(metrics), METRICS_ENABLED="true")
-    live = LiveServer("tests.support.probe_app:app", env, tmp_path / "server.log", server=server)
-    live.start(timeout=60)
+    env: dict[str, Any] = {"PROMETHEUS_MULTIPROC_DIR": str(metrics), "METRICS_ENABLED": "true"}
+    live = live_server(PROBE_APP, server=server, timeout=60, **env)
     try:
         # The engine and its pool exist only once the lifespan start-up has run.
         assert httpx.get(live.url + "/_test/query", timeout=30).status_code == 200

@@ -7,16 +7,13 @@ settings of ``hypercorn.toml`` mapped to its options.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
-
 from service.cli.embedded import free_port
+from service.cli.harness import Process, spawn
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,6 +58,7 @@ class LiveServer:
         self.env = {**os.environ, **env}
         self.log_path = log_path
         self.port = free_port()
+        self.process: Process | None = None
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -68,33 +66,21 @@ class LiveServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> LiveServer:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child writes to it
-        self.proc = subprocess.Popen(
+        self.process = spawn(
             server_command(self.server, self.app_path, self.port),
-            env=self.env,
+            self.env,
+            self.log_path,
+            ready=self.url + "/healthz",
+            timeout=timeout,
             cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            name=f"{self.server} serving {self.app_path}",
         )
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.log()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return self
-            time.sleep(0.1)
-        raise RuntimeError(f"server did not start:\n{self.log()}")
+        self.proc = self.process.proc
+        return self
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.process is not None:
+            self.process.stop(30)

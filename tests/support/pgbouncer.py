@@ -10,18 +10,15 @@ are made readable by that user (as ``EmbeddedPostgres`` does for the ``pgserver`
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
-import socket
 import stat
 import subprocess
-import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from service.cli.embedded import die_with_parent, free_port
+from service.cli.harness import Process, spawn
 from tests.support.databases import plain_url
 
 START_TIMEOUT = 30.0
@@ -53,6 +50,7 @@ class PgBouncer:
         self.pool_size = pool_size
         self.mode = mode
         self.port = free_port()
+        self.process: Process | None = None
         self.proc: subprocess.Popen[bytes] | None = None
 
     def via(self, url: str) -> str:
@@ -96,35 +94,24 @@ class PgBouncer:
             for path in [self.data_dir, *self.data_dir.iterdir()]:
                 shutil.chown(path, RUN_AS_WHEN_ROOT)
             command[1:1] = ["-u", RUN_AS_WHEN_ROOT]
-        log = open(self.data_dir / "pgbouncer.log", "ab")  # noqa: SIM115 - the child keeps it
-        self.proc = subprocess.Popen(
+        self.process = spawn(
             command,
+            None,
+            self.data_dir / "pgbouncer.log",
+            ready=self.port,
+            timeout=START_TIMEOUT,
+            name="pgbouncer",
             stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
             start_new_session=True,
             preexec_fn=die_with_parent,
         )
-        log.close()
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"pgbouncer exited during start-up:\n{self.log()}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"pgbouncer did not listen in {START_TIMEOUT:.0f}s:\n{self.log()}")
+        self.proc = self.process.proc
+        return self
 
     def log(self) -> str:
         return (self.data_dir / "pgbouncer.log").read_text(errors="replace")
 
     def stop(self) -> None:
         """SIGTERM: PgBouncer's immediate shutdown (SIGINT would wait for clients)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.process is not None:
+            self.process.stop(15)

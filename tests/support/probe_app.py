@@ -72,7 +72,7 @@ def block_the_loop() -> Response:
 @probes.get("/pool")
 def pool_status() -> Response:
     engine = context.app_state(current_app).resources.engine
-    return jsonify(checked_out=engine.pool.checkedout())
+    return jsonify(checked_out=engine.pool.checkedout())  # type: ignore[union-attr]
 
 
 @probes.get("/stream")
@@ -168,10 +168,10 @@ async def lose_connection() -> tuple[Response, int]:
     else:
         raw = (await (await session.connection()).get_raw_connection()).driver_connection
         engine = context.app_state(current_app).resources.engine
-        async with engine.connect() as other:
+        async with engine.connect() as other:  # type: ignore[union-attr]
             await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
         for _ in range(1000):  # asyncpg reads the close within milliseconds; 10 s at most
-            if raw.is_closed():
+            if raw.is_closed():  # type: ignore[union-attr]
                 break
             await asyncio.sleep(0.01)
     status = int(request.args.get("status", "200"))
@@ -251,7 +251,7 @@ def flask_requests() -> Response:
 
 @probes.get("/cache-stats")
 def cache_stats() -> Response:
-    return jsonify(context.app_state(current_app).resources.cache.stats.snapshot())
+    return jsonify(context.app_state(current_app).resources.cache.stats.snapshot())  # type: ignore[union-attr]
 
 
 def build() -> Any:

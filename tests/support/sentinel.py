@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -23,23 +22,13 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from service.cli.embedded import EmbeddedRedis, die_with_parent, free_port
+from service.cli.harness import Process, spawn
 
 SERVICE = "newsdesk"
 QUORUM = 2
 DOWN_AFTER_MS = 1500  # no answer for this long: a Sentinel thinks the master is down
 FAILOVER_TIMEOUT_MS = 4000  # a failover stuck this long is retried (by another Sentinel)
 START_TIMEOUT = 60.0  # seconds for the processes to listen and to find each other
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with code {proc.returncode} during start-up")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} in {START_TIMEOUT:.0f}s")
 
 
 class _Process:
@@ -50,19 +39,24 @@ class _Process:
         self.port = free_port()
         self.what = what
         self.args = args
+        self.process: Process | None = None
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
+        self.process = spawn(
             [EmbeddedRedis.binary(), *self.args],
+            None,
+            self.data_dir / "output.log",
+            ready=self.port,
+            timeout=START_TIMEOUT,
             cwd=self.data_dir,
+            name=self.what,
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
             start_new_session=True,
             preexec_fn=die_with_parent,
         )
-        _wait_for_port(self.port, self.proc, self.what)
+        self.proc = self.process.proc
 
     def client(self) -> Redis:
         return Redis(host="127.0.0.1", port=self.port, socket_timeout=5, socket_connect_timeout=5)
@@ -74,13 +68,8 @@ class _Process:
             self.proc.wait(30)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.process is not None:
+            self.process.stop(15)
 
 
 class SentinelCluster:

@@ -1,13 +1,15 @@
-"""``python -m service run`` (or ``dev``) as a real process for tests: started with its output
-in a log file, and waited for until it says it is up."""
+"""``python -m service run`` (or ``dev``) as a real process for tests: started through the
+harness (``service.cli.harness``) with its output in a log file, and waited for until it says
+it is up."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 
+from service.cli.harness import NotReady, Process, log_has, spawn
 from tests.support.databases import ROOT
 
 UP = "Newsdesk is up."
@@ -16,27 +18,38 @@ UP = "Newsdesk is up."
 def start(
     command: str, env: dict[str, str], tmp_path: Path
 ) -> tuple[subprocess.Popen[bytes], Path]:
-    """The process and its log (stdout and stderr), data in ``tmp_path / "data"``."""
+    """The process and its log (stdout and stderr), data in ``tmp_path / "data"``; ``env`` is
+    its whole environment."""
     log = tmp_path / f"{command}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "service", command, "--data-dir", str(tmp_path / "data")],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    return proc, log
+    process = spawn(
+        [sys.executable, "-m", "service", command, "--data-dir", str(tmp_path / "data")],
+        env,
+        log,
+        cwd=ROOT,
+        inherit_env=False,
+        name=f"service {command}",
+    )
+    return process.proc, log
+
+
+def wait_until(
+    proc: subprocess.Popen[bytes],
+    log: Path,
+    check: Callable[[], bool],
+    what: str,
+    timeout: float = 180,
+    interval: float = 0.3,
+) -> None:
+    """Until ``check()`` holds while ``proc`` runs (checked every ``interval`` seconds); fails
+    (``AssertionError``) with the log."""
+    try:
+        Process(proc, log, "the stack").wait_ready(check, timeout, interval)
+    except NotReady as error:
+        raise AssertionError(f"{what}: {error}") from None
 
 
 def wait_until_up(
     proc: subprocess.Popen[bytes], log: Path, *also: str, timeout: float = 180
 ) -> None:
     """Until the log says the stack is up (and holds every one of ``also``); fails with it."""
-    wanted = (UP, *also)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        if all(text in log.read_text() for text in wanted):
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"not up (exit {proc.poll()}):\n{log.read_text()}")
+    wait_until(proc, log, log_has(log, UP, *also), "not up", timeout)

@@ -8,8 +8,8 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import IO
 
+from service.cli.harness import Process, Ready, spawn
 from tests.support.databases import ROOT, ServerStack
 
 # The supervised worker (service.jobs.supervisor): what `make run` and the image start.
@@ -37,16 +37,15 @@ class WorkerProcess:
             **env,
         }
         self.log_path = log_path
+        self.process: Process | None = None
         self.proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
 
-    def start(self) -> WorkerProcess:
-        if self._log is not None:  # started again after a kill
-            self._log.close()
-        self._log = open(self.log_path, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            self.command, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT
+    def start(self, ready: Ready = None, timeout: float = 60) -> WorkerProcess:
+        """Start (again, after a kill); ``ready`` as ``spawn``'s (a log line, say)."""
+        self.process = spawn(
+            self.command, self.env, self.log_path, ready=ready, timeout=timeout, cwd=ROOT
         )
+        self.proc = self.process.proc
         return self
 
     def log(self) -> str:
@@ -71,18 +70,8 @@ class WorkerProcess:
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.terminate()
-        code = self.proc.wait(timeout)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        return code
+        return self.proc.wait(timeout)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                self.terminate(60)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        if self.process is not None:
+            self.process.stop(60)

@@ -87,7 +87,7 @@ class Findings:
     def __init__(self) -> None:
         self.seen: dict[tuple[str, str, str], str] = {}
 
-    def record(self, case: Case, error: BaseException, response: Any) -> None:
+    def record(self, case: Case[Any], error: BaseException, response: Any) -> None:
         failures = error.exceptions if isinstance(error, FailureGroup) else (error,)
         for failure in failures:
             if not isinstance(failure, Failure):
@@ -109,7 +109,7 @@ class Findings:
 
 def _users(live: LiveServer) -> list[Account]:
     """Two users, each with a session and an API key (made with plain HTTP: set-up only)."""
-    users = []
+    users: list[Account] = []
     with httpx.Client(base_url=live.url, timeout=30) as http:
         for name in ("Fuzz One", "Fuzz Two"):
             email = f"fuzz-{name[-3:].lower()}-{id(users)}@example.com"
@@ -130,7 +130,7 @@ def _users(live: LiveServer) -> list[Account]:
     return users
 
 
-def _credentials(live: LiveServer, case: Case, user: Account) -> dict[str, str]:
+def _credentials(live: LiveServer, case: Case[Any], user: Account) -> dict[str, str]:
     """What ``case`` presents: nothing where no credential is declared, a session where only
     a session is accepted (a fresh one for logout, which ends it), else the API key."""
     security = case.operation.definition.raw.get("security")
@@ -160,10 +160,10 @@ def test_every_schemathesis_check_holds_on_generated_and_linked_requests(
     users = _users(live)
     turns = itertools.cycle(users)
     findings = Findings()
-    operations = [result.ok() for result in schema.get_all_operations()]
+    operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
     assert len(operations) == 19
 
-    def call(case: Case) -> None:
+    def call(case: Case[Any]) -> None:
         headers = _credentials(live, case, next(turns))
         response = case.call(headers=headers, base_url=live.url)
         try:
@@ -178,7 +178,7 @@ def test_every_schemathesis_check_holds_on_generated_and_linked_requests(
 
             @given(case=operation.as_strategy(generation_mode=mode))
             @settings(max_examples=EXAMPLES_PER_MODE, **SETTINGS)
-            def generated(case: Case) -> None:
+            def generated(case: Case[Any]) -> None:
                 call(case)
 
             try:
@@ -192,11 +192,11 @@ def test_every_schemathesis_check_holds_on_generated_and_linked_requests(
     base = schema.as_state_machine()
 
     class Scenarios(base):  # type: ignore[misc, valid-type]
-        def get_call_kwargs(self, case: Case) -> dict[str, Any]:
+        def get_call_kwargs(self, case: Case[Any]) -> dict[str, Any]:
             return {"headers": _credentials(live, case, next(turns)), "base_url": live.url}
 
         def validate_response(
-            self, response: Any, case: Case, additional_checks: Any = None, **kwargs: Any
+            self, response: Any, case: Case[Any], additional_checks: Any = None, **kwargs: Any
         ) -> None:
             try:
                 super().validate_response(response, case, additional_checks, **kwargs)

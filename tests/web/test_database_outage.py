@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -19,13 +20,17 @@ from redis.asyncio import Redis
 
 from service.cli.embedded import EmbeddedPostgres, EmbeddedRedis
 from service.core import keys
-from tests.conftest import server_env
+from tests.conftest import LiveServers
 from tests.support.api import account, publish
-from tests.support.databases import ServerStack, migrate, plain_url
+from tests.support.databases import migrate, plain_url
 from tests.support.live import LiveServer
 
 # A pool checkout must not wait long for a database that is gone.
-OUTAGE_ENV = {"DB_POOL_TIMEOUT": "5", "DB_CONNECT_TIMEOUT": "5", "READINESS_TIMEOUT": "5"}
+OUTAGE_ENV: dict[str, Any] = {
+    "DB_POOL_TIMEOUT": "5",
+    "DB_CONNECT_TIMEOUT": "5",
+    "READINESS_TIMEOUT": "5",
+}
 
 
 @pytest.fixture
@@ -39,14 +44,11 @@ def own_postgres(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
 
 @pytest.fixture
 def server(
-    stack: ServerStack, own_postgres: EmbeddedPostgres, own_redis: EmbeddedRedis, tmp_path: Path
-) -> Iterator[LiveServer]:
-    env = server_env(
-        stack, DATABASE_URL=own_postgres.url("outage"), REDIS_URL=own_redis.url(), **OUTAGE_ENV
+    own_postgres: EmbeddedPostgres, own_redis: EmbeddedRedis, live_server: LiveServers
+) -> LiveServer:
+    return live_server(
+        DATABASE_URL=own_postgres.url("outage"), REDIS_URL=own_redis.url(), **OUTAGE_ENV
     )
-    live = LiveServer("service.asgi:app", env, tmp_path / "server.log").start()
-    yield live
-    live.stop()
 
 
 async def _count_articles(postgres: EmbeddedPostgres) -> int:

@@ -9,7 +9,7 @@ from werkzeug.datastructures import MultiDict
 
 from service.core.errors import InvalidInput
 from service.domain.schemas import ArticleListQuery
-from service.web.endpoint import endpoint, query_values
+from service.web.endpoint import Answer, Link, endpoint, query_values
 
 
 def test_a_write_limit_without_auth_is_refused_when_declared() -> None:
@@ -68,3 +68,31 @@ def test_every_problem_is_listed_and_named_in_the_message() -> None:
         {"loc": ["query", "foo"], "message": "unknown parameter", "type": "extra_forbidden"},
     ]
     assert "'foo'" in error.value.message and "'tag'" in error.value.message
+
+
+async def _view() -> None:
+    """A view."""
+
+
+def test_the_decorator_records_the_whole_contract() -> None:
+    declared = endpoint(
+        response=Repeatable,
+        cached=True,
+        errors=(404,),
+        operation_id="get_thing",
+        headers=("Location",),
+        links={"Next": Link(operation_id="get_thing", parameters={}, description="Again.")},
+    )(_view)
+    operation = declared.openapi  # type: ignore[attr-defined]
+    assert operation.operation_id == "get_thing"
+    assert operation.cached and operation.errors == (304, 404, 422)
+    assert operation.headers == ("Location",) and set(operation.links) == {"Next"}
+    assert endpoint()(_view).openapi.operation_id == "_view"  # type: ignore[attr-defined]
+
+
+def test_a_probe_ignores_the_query_string_and_declares_no_422() -> None:
+    answer = Answer(description="Down", code="not_ready", message="Down.")
+    operation = endpoint(extra_query="ignore", answers={503: answer})(_view).openapi  # type: ignore[attr-defined]
+    assert operation.errors == (503,) and operation.answers == {503: answer}
+    with pytest.raises(ValueError, match="cannot be ignored"):
+        endpoint(query=Repeatable, extra_query="ignore")

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import jsonschema_rs
+import openapi_spec_validator
 import schemathesis
 
 from tests.support.api import account, login
@@ -151,6 +152,13 @@ async def test_the_docs_page_works_offline(client: httpx.AsyncClient) -> None:
     assert script.status_code == 200 and len(script.content) > 100_000
     css = await client.get("/docs/static/swagger-ui.css")
     assert css.status_code == 200
+
+
+async def test_the_document_passes_openapi_spec_validator(client: httpx.AsyncClient) -> None:
+    """The OpenAPI 3.1 specification as openapi-spec-validator reads it, which compiles every
+    ``pattern`` with Python's ``re``: so no ``\\p{..}`` reaches the document."""
+    document = await fetch_document(client)
+    openapi_spec_validator.validate(document)
 
 
 async def test_the_document_validates_and_declares_the_http_headers(

@@ -4,14 +4,14 @@ IPs."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
 
-from tests.conftest import server_env
+from tests.conftest import LiveServers
 from tests.support.api import PASSWORD, account, publish, unique_email
 from tests.support.databases import ServerStack
 from tests.support.live import LiveServer
@@ -19,10 +19,9 @@ from tests.support.metrics import ascrape
 
 
 @pytest.fixture(scope="module")
-def strict(stack: ServerStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def strict(stack: ServerStack, module_live_server: LiveServers) -> LiveServer:
     """A server with tight limits, behind a trusted proxy at 127.0.0.1, with CORS on."""
-    env = server_env(
-        stack,
+    return module_live_server(
         # Its own Redis database: its counters must not include the main test server's.
         REDIS_URL=other_database(stack.redis_url),
         RATE_LIMIT_REGISTER="3/hour",
@@ -33,10 +32,6 @@ def strict(stack: ServerStack, tmp_path_factory: pytest.TempPathFactory) -> Iter
         TRUSTED_PROXIES="127.0.0.1/32",
         CORS_ORIGINS="https://app.example",
     )
-    log = tmp_path_factory.mktemp("strict") / "server.log"
-    server = LiveServer("service.asgi:app", env, log).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -21,10 +21,11 @@ from service.core.settings import DEFAULT_SECRET_KEY, Settings
 from service.domain.password_reset import make_token
 from service.web.app import create_app
 from service.web.pages import reset_link
+from tests.conftest import Workers
 from tests.support.api import PASSWORD, register
 from tests.support.databases import ServerStack
 from tests.support.live import LiveServer
-from tests.support.smtp import SmtpServer, smtp_server
+from tests.support.smtp import SmtpServer
 from tests.support.worker import WorkerProcess
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (`make test-deps`); never a downloaded one
@@ -43,19 +44,8 @@ LENGTH = "10 to 128 characters long"
 
 
 @pytest.fixture(scope="module")
-def smtp() -> Iterator[SmtpServer]:
-    with smtp_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def worker(
-    stack: ServerStack, smtp: SmtpServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[WorkerProcess]:
-    log = tmp_path_factory.mktemp("reset-page-worker") / "worker.log"
-    process = WorkerProcess(stack, log, SMTP_HOST=smtp.host, SMTP_PORT=str(smtp.port)).start()
-    yield process
-    process.stop()
+def worker(smtp: SmtpServer, module_worker: Workers) -> WorkerProcess:
+    return module_worker(SMTP_HOST=smtp.host, SMTP_PORT=str(smtp.port))
 
 
 @pytest.fixture(scope="module")
@@ -373,7 +363,7 @@ def test_the_link_is_the_setting_else_this_page_on_a_loopback_host_in_developmen
     stack: ServerStack, env: str, base_url: str, configured: str | None, expected: str | None
 ) -> None:
     settings = Settings(
-        env=env,  # type: ignore[arg-type]
+        env=env,
         database_url=stack.database_url,
         password_reset_url=configured,
     )

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from flask import Blueprint
 
+from service.core import routes
 from service.core.errors import NotFound
 from service.domain.api_keys import issue_key, keys_of, revoke_key
 from service.domain.callers import Caller
 from service.domain.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyList, ApiKeyPublic
 from service.web import context
-from service.web.endpoint import endpoint
+from service.web.endpoint import Link, endpoint
 
-bp = Blueprint("api_keys", __name__, url_prefix="/api/v1/api-keys")
+bp = Blueprint("api_keys", __name__, url_prefix=routes.API_KEYS)
+REVOKE = Link(
+    operation_id="delete_api_key",
+    parameters={"key_id": "$response.body#/id"},
+    description="Revoke the key created.",
+)
 
 
 @bp.post("")
@@ -23,6 +29,8 @@ bp = Blueprint("api_keys", __name__, url_prefix="/api/v1/api-keys")
     rate="write",
     errors=(401, 409, 429, 503),
     tags=["api-keys"],
+    operation_id="create_api_key",
+    links={"DeleteApiKey": REVOKE},
 )
 async def create_key(body: ApiKeyCreate, caller: Caller) -> ApiKeyCreated:
     """Issue an API key (needs a session token). The key is in this response only.
@@ -39,7 +47,13 @@ async def create_key(body: ApiKeyCreate, caller: Caller) -> ApiKeyCreated:
 
 
 @bp.get("")
-@endpoint(response=ApiKeyList, auth="session", errors=(401, 503), tags=["api-keys"])
+@endpoint(
+    response=ApiKeyList,
+    auth="session",
+    errors=(401, 503),
+    tags=["api-keys"],
+    operation_id="list_api_keys",
+)
 async def list_keys(caller: Caller) -> ApiKeyList:
     """The caller's live keys, without their secrets."""
     rows = await keys_of(context.db_session(), caller.user.id)
@@ -47,7 +61,14 @@ async def list_keys(caller: Caller) -> ApiKeyList:
 
 
 @bp.delete("/<id:key_id>")
-@endpoint(status=204, auth="session", rate="write", errors=(401, 404, 429, 503), tags=["api-keys"])
+@endpoint(
+    status=204,
+    auth="session",
+    rate="write",
+    errors=(401, 404, 429, 503),
+    tags=["api-keys"],
+    operation_id="delete_api_key",
+)
 async def delete_key(key_id: int, caller: Caller) -> None:
     """Revoke one of the caller's keys; it stops working immediately."""
     if not await revoke_key(context.db_session(), user_id=caller.user.id, key_id=key_id):

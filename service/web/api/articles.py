@@ -10,7 +10,7 @@ from flask import Blueprint, Response, request
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.core import keys
+from service.core import keys, routes
 from service.core.errors import InvalidInput, NotFound
 from service.core.types import ArticleStatus
 from service.domain import articles as data
@@ -30,7 +30,7 @@ from service.domain.schemas import (
 from service.infra import queue
 from service.infra.cache import Quota
 from service.web import context
-from service.web.endpoint import endpoint, json_response
+from service.web.endpoint import Link, endpoint, json_response
 from service.web.http_cache import (
     Build,
     body_etag,
@@ -40,9 +40,29 @@ from service.web.http_cache import (
 )
 from service.web.rate_limits import client_bucket, enforce_counter
 
-bp = Blueprint("articles", __name__, url_prefix="/api/v1/articles")
+bp = Blueprint("articles", __name__, url_prefix=routes.ARTICLES)
 
 LISTS = keys.ARTICLES_GENERATION
+# What a client may do next with the article it created: its id is in the body.
+CREATED_LINKS = {
+    name: Link(
+        operation_id=target,
+        parameters={"article_id": "$response.body#/id"},
+        description=f"The article created ({what}); its id is in the body and in `Location`.",
+    )
+    for name, target, what in (
+        ("GetArticle", "get_article", "read it"),
+        ("GetArticleViews", "get_article_views", "its view count"),
+        ("UpdateArticle", "update_article", "change it"),
+        ("DeleteArticle", "delete_article", "delete it"),
+    )
+}
+NEXT_PAGE = Link(
+    operation_id="list_articles",
+    parameters={"cursor": "$response.body#/next_cursor"},
+    description="The next page, by keyset, while `next_cursor` is not null (give the same "
+    "`per_page` and filters).",
+)
 
 
 def _etag(article: ArticlePublic) -> str:
@@ -137,6 +157,9 @@ def _body_and_etag(model: BaseModel) -> tuple[bytes, str]:
     rate="write",
     errors=(401, 429, 503),
     tags=["articles"],
+    operation_id="create_article",
+    headers=("ETag", "Location"),
+    links=CREATED_LINKS,
 )
 async def create(body: ArticleCreate, caller: Caller) -> Response:
     """Publish an article. It starts ``pending`` until its summary and keywords are made."""
@@ -150,13 +173,18 @@ async def create(body: ArticleCreate, caller: Caller) -> Response:
     invalidate_after_commit(LISTS)
     process_after_commit(article)
     response = _with_etag(article, 201)
-    response.headers["Location"] = f"/api/v1/articles/{article.id}"
+    response.headers["Location"] = routes.article_path(article.id)
     return response
 
 
 @bp.get("")
 @endpoint(
-    query=ArticleListQuery, response=ArticleListPage, errors=(304, 429, 503), tags=["articles"]
+    query=ArticleListQuery,
+    response=ArticleListPage,
+    cached=True,
+    errors=(429, 503),
+    tags=["articles"],
+    links={"NextPage": NEXT_PAGE},
 )
 async def list_articles(query: ArticleListQuery) -> Response:
     """Articles, newest first: offset pages (``page``) or keyset pages (``cursor``).
@@ -257,7 +285,13 @@ async def _page(
 
 
 @bp.get("/popular")
-@endpoint(response=PopularArticles, errors=(304, 429, 503), tags=["articles"])
+@endpoint(
+    response=PopularArticles,
+    cached=True,
+    errors=(429, 503),
+    tags=["articles"],
+    operation_id="popular_articles",
+)
 async def popular() -> Response:
     """The 10 most viewed articles. Cached (``X-Cache``), with an ``ETag``."""
 
@@ -273,7 +307,13 @@ async def popular() -> Response:
 
 
 @bp.get("/<id:article_id>")
-@endpoint(response=ArticlePublic, errors=(304, 404, 429, 503), tags=["articles"])
+@endpoint(
+    response=ArticlePublic,
+    cached=True,
+    errors=(404, 429, 503),
+    tags=["articles"],
+    operation_id="get_article",
+)
 async def read(article_id: int) -> Response:
     """One article, with an ``ETag`` naming its version. Cached (``X-Cache``)."""
 
@@ -294,7 +334,12 @@ async def read(article_id: int) -> Response:
 
 
 @bp.get("/<id:article_id>/views")
-@endpoint(response=ArticleViews, errors=(404, 429, 503), tags=["articles"])
+@endpoint(
+    response=ArticleViews,
+    errors=(404, 429, 503),
+    tags=["articles"],
+    operation_id="get_article_views",
+)
 async def views(article_id: int) -> ArticleViews:
     """An article's view count: those flushed into PostgreSQL plus those still in Redis (a
     view is counted when its read is answered; a flush in progress may hold a few back).
@@ -315,6 +360,8 @@ async def views(article_id: int) -> ArticleViews:
     rate="write",
     errors=(401, 403, 404, 412, 429, 503),
     tags=["articles"],
+    operation_id="update_article",
+    headers=("ETag",),
 )
 async def edit(article_id: int, body: ArticleUpdate, caller: Caller) -> Response:
     """Change some fields (author only). Send ``If-Match`` with the ETag you read to be sure
@@ -344,6 +391,7 @@ async def edit(article_id: int, body: ArticleUpdate, caller: Caller) -> Response
     rate="write",
     errors=(401, 403, 404, 412, 429, 503),
     tags=["articles"],
+    operation_id="delete_article",
 )
 async def remove(article_id: int, caller: Caller) -> None:
     """Delete an article (author only); ``If-Match`` is honoured as for edits."""

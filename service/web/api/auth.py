@@ -9,6 +9,7 @@ import time
 
 from flask import Blueprint
 
+from service.core import routes
 from service.core.errors import REDIS_FAILURES, InvalidToken, Unauthenticated, Unavailable
 from service.domain import rate_limits
 from service.domain.callers import Caller
@@ -36,7 +37,7 @@ from service.web.rate_limits import (
     reset_counter,
 )
 
-bp = Blueprint("auth", __name__, url_prefix="/api/v1/auth")
+bp = Blueprint("auth", __name__, url_prefix=routes.AUTH)
 log = logging.getLogger(__name__)
 
 

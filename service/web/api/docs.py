@@ -12,6 +12,7 @@ import orjson
 from flask import Blueprint, Response, send_from_directory
 from openapi_ui_bundles.swagger_ui import static_path
 
+from service.core import routes
 from service.web import context
 from service.web.openapi import build_document
 
@@ -33,9 +34,9 @@ PAGE = """<!doctype html>
 <link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
 <body><div id="ui"></div>
 <script src="/docs/static/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({url: "/api/v1/openapi.json", dom_id: "#ui", deepLinking: true});</script>
+<script>SwaggerUIBundle({url: "{OPENAPI_DOCUMENT}", dom_id: "#ui", deepLinking: true});</script>
 </body></html>
-"""
+""".replace("{OPENAPI_DOCUMENT}", routes.OPENAPI_DOCUMENT)
 
 
 def document() -> dict[str, Any]:
@@ -47,7 +48,7 @@ def document() -> dict[str, Any]:
     return state.openapi
 
 
-@bp.get("/api/v1/openapi.json")
+@bp.get(routes.OPENAPI_DOCUMENT)
 def openapi_json() -> Response:
     return Response(orjson.dumps(document()), mimetype="application/json")
 

@@ -1,4 +1,7 @@
-"""Liveness and readiness probes, and Prometheus metrics."""
+"""Liveness and readiness probes, and Prometheus metrics.
+
+Each answers with a response of its own (a probe's JSON, the Prometheus text) and reads no
+query string: a load balancer's probe gets its answer whatever it appends."""
 
 from __future__ import annotations
 
@@ -7,24 +10,53 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, jsonify, request
 
+from service.core import routes
+from service.domain.schemas import Liveness, Readiness
 from service.infra import exposition
-from service.infra import metrics as process_metrics
+from service.infra import sampler as process_metrics
 from service.infra.backlog import backlog_detail
 from service.infra.health import OPTIONAL, check_dependencies
 from service.infra.resources import Resources
 from service.web.context import readiness, resources
+from service.web.endpoint import Answer, RawBody, endpoint
 from service.web.errors import error_response
 
 bp = Blueprint("health", __name__)
 
+TAGS = ("operations",)
+NOT_READY = Answer(
+    description="Not ready: the details name each dependency and its state",
+    code="not_ready",
+    message="Not ready: redis is down.",
+    details=[
+        {"dependency": "database", "state": "ok"},
+        {"dependency": "redis", "state": "timeout"},
+    ],
+)
+METRICS_OFF = Answer(
+    description="Metrics are off (`METRICS_ENABLED=false`)",
+    code="not_found",
+    message="Metrics are off.",
+)
+PROMETHEUS_TEXT = RawBody(
+    media_types=("text/plain", "application/openmetrics-text"),
+    example=(
+        "# HELP http_requests_total Requests answered, by route, method and status.\n"
+        "# TYPE http_requests_total counter\n"
+        f'http_requests_total{{method="GET",route="{routes.ARTICLES}",status="200"}} 1027.0\n'
+    ),
+)
+
 
 @bp.get("/healthz")
-def healthz() -> Response:
+@endpoint(response=Liveness, tags=TAGS, extra_query="ignore")
+async def healthz() -> Response:
     """Liveness: the process answers. No I/O, so a slow dependency never restarts the pod."""
     return jsonify(status="ok")
 
 
 @bp.get("/readyz")
+@endpoint(response=Readiness, answers={503: NOT_READY}, tags=TAGS, extra_query="ignore")
 async def readyz() -> Response:
     """Readiness: PostgreSQL (primary and read) and Redis answer within a short timeout (a
     cache Redis of its own, CACHE_REDIS_URL, is reported but never makes the API unready).
@@ -64,6 +96,7 @@ async def _check(res: Resources) -> tuple[dict[str, str], dict[str, Any]]:
 
 
 @bp.get("/metrics")
+@endpoint(response=PROMETHEUS_TEXT, answers={404: METRICS_OFF}, tags=TAGS, extra_query="ignore")
 async def metrics() -> Response:
     """Prometheus metrics of the whole instance, every Hypercorn worker summed
     (``service.infra.metrics``), in the text format (OpenMetrics when the scraper asks).

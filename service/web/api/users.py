@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint
 
+from service.core import routes
 from service.domain.callers import Caller
 from service.domain.passwords import hash_password
 from service.domain.schemas import UserCreate, UserPublic
@@ -12,7 +13,7 @@ from service.web import context
 from service.web.endpoint import endpoint
 from service.web.rate_limits import client_bucket, enforce
 
-bp = Blueprint("users", __name__, url_prefix="/api/v1/users")
+bp = Blueprint("users", __name__, url_prefix=routes.USERS)
 
 
 @bp.post("")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 import httpx
 import pytest
@@ -266,7 +268,7 @@ async def test_offset_pages_have_the_guides_shape(client: httpx.AsyncClient) -> 
 
 async def test_the_last_offset_page_has_no_next_cursor(client: httpx.AsyncClient) -> None:
     who, ids = await _author_with_articles(client, 4)
-    params: dict[str, object] = {"author_id": who.id, "per_page": 2}
+    params: dict[str, Any] = {"author_id": who.id, "per_page": 2}
     full = (await client.get("/api/v1/articles", params={**params, "page": 2})).json()
     assert [a["id"] for a in full["articles"]] == list(reversed(ids))[2:]
     assert full["next_cursor"] is None  # a full page, and nothing after it
@@ -286,7 +288,7 @@ async def test_cursor_pages_walk_the_whole_list_once_with_no_empty_page(
     who, ids = await _author_with_articles(client, count)
     seen: list[int] = []
     pages = 0
-    params: dict[str, object] = {"author_id": who.id, "per_page": 3}
+    params: dict[str, Any] = {"author_id": who.id, "per_page": 3}
     while True:
         body = (await client.get("/api/v1/articles", params=params)).json()
         pages += 1
@@ -337,7 +339,7 @@ async def test_filters_by_tag_and_title_words(client: httpx.AsyncClient) -> None
     ],
 )
 async def test_bad_list_parameters_are_422_never_500(
-    client: httpx.AsyncClient, params: dict[str, object]
+    client: httpx.AsyncClient, params: dict[str, Any]
 ) -> None:
     response = await client.get("/api/v1/articles", params=params)
     assert response.status_code == 422, response.text

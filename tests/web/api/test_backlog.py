@@ -3,8 +3,7 @@ article created behind it is answered 201 ``pending`` with its job queued, never
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -12,10 +11,9 @@ from arq.connections import ArqRedis, RedisSettings, create_pool
 
 from service.cli.embedded import EmbeddedRedis
 from service.core import keys
-from tests.conftest import server_env
+from tests.conftest import LiveServers
 from tests.support.api import account, publish
 from tests.support.backlog import enqueue_backlog
-from tests.support.databases import ServerStack
 from tests.support.live import LiveServer
 
 BACKLOG = 2_000  # process_article jobs ahead, no worker draining them
@@ -30,12 +28,9 @@ async def queue(own_redis: EmbeddedRedis) -> AsyncIterator[ArqRedis]:
 
 
 @pytest.fixture
-def api(stack: ServerStack, own_redis: EmbeddedRedis, tmp_path: Path) -> Iterator[LiveServer]:
+def api(own_redis: EmbeddedRedis, live_server: LiveServers) -> LiveServer:
     # A readiness result kept for no time: /readyz shows the backlog just made.
-    env = server_env(stack, REDIS_URL=own_redis.url(), READINESS_CACHE_SECONDS="0")
-    server = LiveServer("service.asgi:app", env, tmp_path / "server.log").start()
-    yield server
-    server.stop()
+    return live_server(REDIS_URL=own_redis.url(), READINESS_CACHE_SECONDS="0")
 
 
 async def test_readyz_shows_the_backlog_and_stays_ready(queue: ArqRedis, api: LiveServer) -> None:

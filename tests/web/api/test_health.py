@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from service.cli.embedded import EmbeddedRedis
-from tests.conftest import server_env
-from tests.support.databases import ServerStack
+from tests.conftest import PROBE_APP, LiveServers
 from tests.support.live import LiveServer
 from tests.support.metrics import Exposition
 
@@ -40,16 +37,10 @@ CACHED_FOR = 2.0  # READINESS_CACHE_SECONDS of the server below
 
 
 @pytest.fixture(scope="module")
-def cached_readiness(
-    stack: ServerStack, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LiveServer]:
+def cached_readiness(module_live_server: LiveServers) -> LiveServer:
     """The app with its test probes (``/_test/select-ones`` counts the readiness check's
     ``SELECT 1`` statements), a readiness result reused for ``CACHED_FOR`` seconds."""
-    env = server_env(stack, READINESS_CACHE_SECONDS=str(CACHED_FOR))
-    log = tmp_path_factory.mktemp("readiness") / "server.log"
-    server = LiveServer("tests.support.probe_app:app", env, log).start()
-    yield server
-    server.stop()
+    return module_live_server(PROBE_APP, READINESS_CACHE_SECONDS=str(CACHED_FOR))
 
 
 async def _select_ones(http: httpx.AsyncClient) -> int:
@@ -76,16 +67,11 @@ async def test_a_burst_of_readyz_runs_one_round_of_checks(cached_readiness: Live
 
 
 @pytest.fixture
-def server_with_own_redis(
-    stack: ServerStack, own_redis: EmbeddedRedis, tmp_path: Path
-) -> Iterator[LiveServer]:
+def server_with_own_redis(own_redis: EmbeddedRedis, live_server: LiveServers) -> LiveServer:
     # A result kept for no time: each /readyz below must see Redis as it is at that moment.
-    env = server_env(
-        stack, REDIS_URL=own_redis.url(), REDIS_SOCKET_TIMEOUT="0.5", READINESS_CACHE_SECONDS="0"
+    return live_server(
+        REDIS_URL=own_redis.url(), REDIS_SOCKET_TIMEOUT="0.5", READINESS_CACHE_SECONDS="0"
     )
-    server = LiveServer("service.asgi:app", env, tmp_path / "server.log").start()
-    yield server
-    server.stop()
 
 
 def test_readyz_names_redis_while_it_is_down_and_recovers_without_a_restart(
