@@ -18,7 +18,7 @@ traceback and discarded too: the connection is invalidated, never reused in an u
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
@@ -37,19 +37,19 @@ def _discarded(exc: Exception, step: str) -> None:
 
 async def roll_back(session: AsyncSession) -> None:
     """Roll ``session`` back; a dead connection is discarded instead of raising."""
-    try:
-        await session.rollback()
-    except Exception as exc:
-        _discarded(exc, "rollback")
-        await _invalidate(session)
+    await _quietly(session, session.rollback, "rollback")
 
 
 async def close(session: AsyncSession) -> None:
     """Close ``session`` (its connection back to the pool, or discarded when dead)."""
+    await _quietly(session, session.close, "closing a session")
+
+
+async def _quietly(session: AsyncSession, step: Callable[[], Awaitable[None]], name: str) -> None:
     try:
-        await session.close()
+        await step()
     except Exception as exc:
-        _discarded(exc, "closing a session")
+        _discarded(exc, name)
         await _invalidate(session)
 
 

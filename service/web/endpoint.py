@@ -50,7 +50,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from werkzeug.datastructures import MultiDict
 
-from service.core.errors import InvalidInput
+from service.core.errors import Documented, InvalidInput
 from service.domain.callers import Caller
 from service.web import context
 from service.web.auth import authenticate
@@ -76,14 +76,9 @@ class RawBody:
     example: str
 
 
-@dataclass(frozen=True)
-class Answer:
-    """An error answer an operation words its own way: its description and example."""
-
-    description: str
-    code: str
-    message: str
-    details: list[dict[str, Any]] | None = None
+# An error answer an operation words its own way: its description and example, in the shape
+# every documented error status has (``service.core.errors.Documented``).
+Answer = Documented
 
 
 @dataclass
