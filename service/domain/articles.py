@@ -33,7 +33,6 @@ from service.core.errors import Forbidden, InvalidInput, NotFound, StaleVersion
 from service.core.types import MAX_ID, ArticleStatus
 from service.domain.models import Article, User
 from service.domain.schemas import ArticleFields, ArticlePublic, ArticleSummary, Author
-from service.domain.search import search_query
 
 EXACT_COUNT_LIMIT = 1_000
 MAX_OFFSET = 10_000
@@ -58,12 +57,12 @@ _SUMMARY_COLUMNS = (
 
 @dataclass(frozen=True)
 class Filters:
-    """What a list is narrowed to. ``q`` is the search as the client wrote it, checked against
-    the search rules before (``service.domain.search``)."""
+    """What a list is narrowed to. ``terms`` is a search as ``search.search_query`` writes it
+    (checked against the search rules once, by whoever built it)."""
 
     author_id: int | None = None
     tag: str | None = None
-    q: str | None = None
+    terms: str | None = None
 
 
 @dataclass(frozen=True)
@@ -138,10 +137,8 @@ def _filtered(stmt: Any, filters: Filters) -> Any:
         stmt = stmt.where(Article.author_id == filters.author_id)
     if filters.tag is not None:
         stmt = stmt.where(Article.tags.contains([filters.tag]))
-    if filters.q is not None:
-        stmt = stmt.where(
-            Article.title_search.op("@@")(func.to_tsquery("simple", search_query(filters.q)))
-        )
+    if filters.terms is not None:
+        stmt = stmt.where(Article.title_search.op("@@")(func.to_tsquery("simple", filters.terms)))
     return stmt
 
 

@@ -49,12 +49,13 @@ async def create_session(
     """A new token for ``user_id`` and when it expires; past ``max_sessions`` live sessions
     the oldest are ended."""
     token = new_session_token()
+    token_hash = digest(token).hex()
     await redis.eval(  # type: ignore[misc]
         _CREATE,
         2,
-        _key(digest(token).hex()),
+        _key(token_hash),
         _user_key(user_id),
-        digest(token).hex(),
+        token_hash,
         str(user_id),
         str(ttl),
         repr(time.time()),

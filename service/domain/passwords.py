@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from service.core.cpus import cpu_budget
 from service.core.errors import Unavailable
+from service.core.settings import Settings
 
 if TYPE_CHECKING:
     from argon2 import PasswordHasher
@@ -78,7 +79,9 @@ def configure(concurrency: int | None, wait_seconds: float) -> PasswordHashing:
 
 def hashing() -> PasswordHashing:
     """This process's hashing executor (the defaults until ``configure`` runs)."""
-    return _hashing if _hashing is not None else configure(None, 2.0)
+    if _hashing is not None:
+        return _hashing
+    return configure(None, Settings.model_fields["password_hash_wait_seconds"].default)
 
 
 # argon2 is imported and the dummy hash computed on first use, not at import: the API worker

@@ -14,7 +14,7 @@ from flask import request
 from service.core.errors import Unauthenticated
 from service.domain.callers import Caller, identify
 from service.web import context
-from service.web.rate_limits import auth_failures, count_failure, refuse_if_over
+from service.web.rate_limits import auth_failures, count, refuse_if_over
 
 
 def credential_from(api_key: str | None, authorization: str | None) -> str | None:
@@ -60,7 +60,7 @@ async def authenticate(*, sessions_only: bool = False) -> Caller:
         )
     except Unauthenticated:
         if credential is not None:
-            await count_failure(failures)
+            await count(failures)
         raise
     context.request_state().caller = caller
     return caller

@@ -18,6 +18,7 @@ from flask import Flask, Response, request
 
 from service.domain import rate_limits
 from service.domain.rate_limits import Counter
+from service.infra.guard import RedisGuard
 from service.infra.metrics import RATE_LIMIT_REFUSALS
 from service.web import context
 
@@ -61,26 +62,25 @@ def auth_failures() -> Counter:
 
 async def refuse_if_over(which: Counter) -> None:
     """429 when ``which`` is already past its limit (counts nothing; fails open)."""
-    res = context.resources()
-    assert res.hot_redis is not None
-    count = await rate_limits.current(res.hot_redis, res.guard, which)
-    if count is not None and count >= which.limit:
+    current = await rate_limits.current(context.clients().hot_redis, _guard(), which)
+    if current is not None and current >= which.limit:
         RATE_LIMIT_REFUSALS.labels(which.name).inc()
-        which.check(count + 1)
+        which.check(current + 1)
 
 
-async def count_failure(which: Counter) -> int | None:
-    """One more failure in ``which``; the count after it (None: Redis unavailable, and
-    unless ``which`` fails closed, nothing is refused for it)."""
-    res = context.resources()
-    assert res.hot_redis is not None
-    return await rate_limits.hit(res.hot_redis, res.guard, which)
+async def count(which: Counter) -> int | None:
+    """One more in ``which``; the count after it (None: Redis unavailable, and unless
+    ``which`` fails closed, nothing is refused for it)."""
+    return await rate_limits.hit(context.clients().hot_redis, _guard(), which)
 
 
 async def reset_counter(which: Counter) -> None:
-    res = context.resources()
-    assert res.hot_redis is not None
-    await rate_limits.forget(res.hot_redis, res.guard, which)
+    """Drop ``which``'s count (best effort)."""
+    await rate_limits.forget(context.clients().hot_redis, _guard(), which)
+
+
+def _guard() -> RedisGuard:
+    return context.resources().guard
 
 
 async def enforce(name: str, identity: str, rate: str) -> None:
@@ -91,11 +91,9 @@ async def enforce(name: str, identity: str, rate: str) -> None:
 async def enforce_counter(which: Counter) -> None:
     """``enforce`` for a ``Counter`` already built. While Redis is unavailable the security
     limits refuse with 503 and the others fail open (``service.domain.rate_limits``)."""
-    res = context.resources()
-    assert res.hot_redis is not None
-    count = await rate_limits.hit(res.hot_redis, res.guard, which)
-    if count is not None:
-        apply_count(which, count)
+    counted = await count(which)
+    if counted is not None:
+        apply_count(which, counted)
 
 
 def apply_count(which: Counter, count: int) -> None:

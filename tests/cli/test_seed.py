@@ -28,6 +28,7 @@ from service.cli.seed import SEED_SPAN, TAGS, plain_url, seed_articles, seed_ema
 from service.core.settings import normalise_database_url
 from service.domain import articles as data
 from service.domain.credentials import api_key_prefix, digest
+from service.domain.search import search_query
 from tests.support.databases import ROOT, ServerStack, migrate
 
 SEEDED = 100_000
@@ -333,10 +334,13 @@ CASES: dict[str, tuple[Call, set[str]]] = {
     "deep-cursor-page": (_after(data.Filters()), {NEWEST}),
     "popular": (_popular, {"ix_articles_popular"}),
     # ~3% of titles: walking the newest index finds 20 soon; either index will do.
-    "title-search": (_page(data.Filters(q="Heat pumps")), {"ix_articles_title_search", NEWEST}),
+    "title-search": (
+        _page(data.Filters(terms=search_query("Heat pumps"))),
+        {"ix_articles_title_search", NEWEST},
+    ),
     # ~0.06% of titles: only the full-text index finds them cheaply.
     "rare-title-search": (
-        _page(data.Filters(q="tallinn quantum")),
+        _page(data.Filters(terms=search_query("tallinn quantum"))),
         {"ix_articles_title_search"},
     ),
     "tag-filter": (_page(data.Filters(tag="climate")), {"ix_articles_tags", NEWEST}),
@@ -376,7 +380,9 @@ async def test_a_title_search_matching_more_than_the_exact_count_limit_gets_an_e
     engine = create_async_engine(normalise_database_url(seeded.url))
     try:
         async with AsyncSession(engine) as session:
-            filters = data.Filters(q="in")  # "in", "inside", "investors": ~27% of titles
+            filters = data.Filters(
+                terms=search_query("in")
+            )  # "in", "inside", "investors": ~27% of titles
             found = await data.list_page(session, filters=filters, page=1, per_page=20)
     finally:
         await engine.dispose()
@@ -392,7 +398,7 @@ async def test_every_filter_beyond_the_exact_limit_gets_an_estimate(seeded: Seed
             results = {}
             for name, filters in {
                 "all": data.Filters(),
-                "q": data.Filters(q="in"),
+                "q": data.Filters(terms=search_query("in")),
             }.items():
                 found = await data.list_page(session, filters=filters, page=1, per_page=20)
                 results[name] = (found.total, found.estimated)

@@ -21,7 +21,9 @@ from tests.support.seeded import seeded_database
 
 # Enough articles that a broad search's deep page reads thousands of rows: far past 1 ms.
 SEEDED = 20_000
-BROAD = articles.Filters(q="co")  # "costs", "could", "council"...: about a third of titles
+BROAD = articles.Filters(
+    terms=search.search_query("co")
+)  # "costs", "could", "council"...: about a third of titles
 GENERAL_TIMEOUT = "15s"  # DB_STATEMENT_TIMEOUT_MS=15000, the engine's connections' own
 
 

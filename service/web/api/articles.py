@@ -211,7 +211,7 @@ async def list_articles(query: ArticleListQuery) -> Response:
     # Bad input is refused before the cache is consulted.
     after = None if query.cursor is None else data.decode_cursor(query.cursor)
     terms = None if query.q is None else _search_terms(query.q)
-    filters = data.Filters(author_id=query.author_id, tag=query.tag, q=query.q)
+    filters = data.Filters(author_id=query.author_id, tag=query.tag, terms=terms)
     if query.q is not None:
         await enforce_counter(_search_limit())
 
@@ -250,7 +250,7 @@ async def _list_page(
     query: ArticleListQuery, filters: data.Filters
 ) -> ArticlePage | ArticleCursorPage:
     session = context.db_session()  # cache fills read the primary (see service.web.http_cache)
-    if filters.q is None:
+    if filters.terms is None:
         return await _page(session, query, filters)
     async with search.bounded(session, _search_timeout_ms()):
         return await _page(session, query, filters)

@@ -3,7 +3,6 @@ forgotten password by e-mail (``service.domain.password_reset``)."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 
@@ -14,7 +13,12 @@ from service.core.errors import REDIS_FAILURES, InvalidToken, Unauthenticated, U
 from service.domain import rate_limits
 from service.domain.callers import Caller
 from service.domain.login_sessions import create_session, end_session
-from service.domain.password_reset import InvalidResetToken, request_reset, reset_password
+from service.domain.password_reset import (
+    InvalidResetToken,
+    address_tag,
+    request_reset,
+    reset_password,
+)
 from service.domain.passwords import hash_password, needs_rehash, verify_password
 from service.domain.schemas import (
     LoginRequest,
@@ -30,7 +34,7 @@ from service.web.pages import reset_link
 from service.web.rate_limits import (
     auth_failures,
     client_bucket,
-    count_failure,
+    count,
     enforce,
     enforce_counter,
     refuse_if_over,
@@ -42,9 +46,8 @@ log = logging.getLogger(__name__)
 
 
 def address_key(email: str) -> str:
-    """An e-mail address as a rate-limit identity: case-folded and hashed (no address in
-    Redis keys)."""
-    return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
+    """An e-mail address as a rate-limit identity: its keyed tag (no address in Redis keys)."""
+    return address_tag(context.settings().secret_key.get_secret_value(), email)
 
 
 @bp.post("/login")
@@ -72,7 +75,7 @@ async def login(body: LoginRequest) -> SessionToken:
     session = context.db_session()
     user = await user_by_email(session, body.email)
     if not await verify_password(user.password_hash if user else None, body.password):
-        await count_failure(failures)
+        await count(failures)
         raise Unauthenticated("The e-mail or password is wrong.", code="invalid_login")
     assert user is not None
     await reset_counter(pair)
@@ -114,6 +117,13 @@ async def request_password_reset(body: PasswordResetRequest) -> PasswordResetAcc
     one address from anywhere, the answer is still 202 and nothing is sent.
     """
     settings = context.settings()
+    link = reset_link()
+    if link is None:
+        log.warning(
+            "password reset: PASSWORD_RESET_URL is unset and the request's Host is not a "
+            "loopback one; nothing sent"
+        )
+        return PasswordResetAccepted()
     client = client_bucket()
     await enforce("reset-ip", client, settings.rate_limit_login_ip)
     address = address_key(body.email)
@@ -122,17 +132,10 @@ async def request_password_reset(body: PasswordResetRequest) -> PasswordResetAcc
         rate_limits.counter("reset-address", address, settings.rate_limit_reset_address),
     )
     for which in counters:
-        count = await count_failure(which)  # fails closed: 503 while Redis is unavailable
-        if count is not None and count > which.limit:
+        counted = await count(which)  # fails closed: 503 while Redis is unavailable
+        if counted is not None and counted > which.limit:
             log.info("password reset: %s limit reached; nothing sent", which.name)
             return PasswordResetAccepted()
-    link = reset_link()
-    if link is None:
-        log.warning(
-            "password reset: PASSWORD_RESET_URL is unset and the request's Host is not a "
-            "loopback one; nothing sent"
-        )
-        return PasswordResetAccepted()
     if not await request_reset(context.resources(), body.email, link=link):
         raise Unavailable()
     return PasswordResetAccepted()
