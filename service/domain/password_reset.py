@@ -162,8 +162,7 @@ async def send_password_reset(
 ) -> bool:
     """Mail a reset token to the user with ``email``, in a link made from the template
     ``link`` (``reset_link_for``); False (nothing sent) if there is no such user."""
-    assert res.sessionmaker is not None
-    async with db_cleanup.session_scope(res.sessionmaker) as session:
+    async with db_cleanup.session_scope(res.clients.sessionmaker) as session:
         user = await user_by_email(session, email)
     settings = res.settings
     if user is None:

@@ -107,8 +107,7 @@ class ViewCounter:
         answers again. One that was sent and timed out is taken as counted: Redis applies
         it when it gets to it (a stalled Redis works through its socket when it resumes), so
         buffering it too would count the view twice."""
-        redis = res.hot_redis
-        assert redis is not None
+        redis = res.clients.hot_redis
         try:
             await res.guard.call(
                 lambda: redis.hincrby(keys.VIEWS_PENDING, str(article_id), 1)  # type: ignore[arg-type,return-value]

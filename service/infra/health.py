@@ -42,15 +42,15 @@ async def _bounded(check: Awaitable[object], limit: float, name: str) -> str:
 async def check_dependencies(res: Resources) -> dict[str, str]:
     """``{"database": "ok", "database_read": "ok", "redis": "down"}``-style states, and
     ``cache_redis`` when the cache has a Redis of its own (CACHE_REDIS_URL; in ``OPTIONAL``)."""
-    assert res.engine is not None and res.read_engine is not None and res.redis is not None
+    clients = res.clients
     timeout = res.settings.readiness_timeout
     checks = {
-        "database": _select_one(res.engine),
-        "database_read": _select_one(res.read_engine),
-        "redis": res.redis.ping(),
+        "database": _select_one(clients.engine),
+        "database_read": _select_one(clients.read_engine),
+        "redis": clients.redis.ping(),
     }
-    if res.cache is not None and res.cache.redis is not res.hot_redis:
-        checks["cache_redis"] = res.cache.redis.ping()
+    if clients.cache.redis is not clients.hot_redis:
+        checks["cache_redis"] = clients.cache.redis.ping()
     states = await asyncio.gather(
         *(_bounded(check, timeout, name) for name, check in checks.items())
     )

@@ -189,9 +189,7 @@ class CachedReads:
         return True
 
     def _hot_redis(self) -> Redis:
-        redis = self.resources.hot_redis
-        assert redis is not None  # started with the cache
-        return redis
+        return self.resources.clients.hot_redis
 
     def _read_limit(self, scope: Scope, headers: Headers) -> rate_limits.Counter:
         settings = self.resources.settings
