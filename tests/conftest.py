@@ -5,7 +5,10 @@ Every process goes through the one harness, ``service.cli.harness.spawn``."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
@@ -39,11 +42,26 @@ APP = "service.asgi:app"  # the production app
 PROBE_APP = "tests.support.probe_app:app"  # the app plus the test probes (/_test/...)
 
 
+@contextlib.contextmanager
+def outside_basetemp(prefix: str) -> Iterator[Path]:
+    """A directory for an embedded PostgreSQL, outside pytest's temporary root. PostgreSQL
+    runs as its own user under root and must traverse the path to its data; every pytest
+    session that starts on the machine sets that root back to mode 0700 (pytest's own
+    safety rule), which would cut a running server off its files."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerStack]:
-    running = start_stack(tmp_path_factory.mktemp("servers"))
-    yield running
-    running.close()
+def stack() -> Iterator[ServerStack]:
+    with outside_basetemp("newsdesk-test-servers-") as directory:
+        running = start_stack(directory)
+        yield running
+        running.close()
 
 
 def server_env(stack: ServerStack, **extra: str) -> dict[str, str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -20,7 +19,7 @@ from redis.asyncio import Redis
 
 from service.cli.embedded import EmbeddedPostgres, EmbeddedRedis
 from service.core import keys
-from tests.conftest import LiveServers
+from tests.conftest import LiveServers, outside_basetemp
 from tests.support.api import account, publish
 from tests.support.databases import migrate, plain_url
 from tests.support.live import LiveServer
@@ -34,12 +33,13 @@ OUTAGE_ENV: dict[str, Any] = {
 
 
 @pytest.fixture
-def own_postgres(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(tmp_path / "postgres", durable=False).start()
-    database = server.ensure_database("outage")
-    migrate(database)
-    yield server
-    server.stop()
+def own_postgres() -> Iterator[EmbeddedPostgres]:
+    with outside_basetemp("newsdesk-test-outage-") as directory:
+        server = EmbeddedPostgres(directory / "postgres", durable=False).start()
+        database = server.ensure_database("outage")
+        migrate(database)
+        yield server
+        server.stop()
 
 
 @pytest.fixture
