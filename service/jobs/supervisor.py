@@ -76,11 +76,25 @@ async def _close(worker: Worker) -> None:
     try:
         async with asyncio.timeout(30):
             await worker.close()
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise  # the supervisor itself is being cancelled
+        # A leftover job cancelled above re-raised its cancellation out of close()'s gather of
+        # the jobs (arq's run_job awaits a shielded step in its finally): not ours to die of.
+        log.warning("worker closed with cancelled jobs")
+        await _shut_down(worker)
     except REDIS_FAILURES as exc:
         log.warning("worker closed with errors: %s", exc)
-        if worker.on_shutdown is not None:  # close() stopped before it; resources still open
-            with contextlib.suppress(Exception):
-                await worker.on_shutdown(worker.ctx)
+        await _shut_down(worker)
+
+
+async def _shut_down(worker: Worker) -> None:
+    """``on_shutdown``, which a ``close()`` that stopped early never reached: the worker's
+    resources are still open."""
+    if worker.on_shutdown is not None:
+        with contextlib.suppress(Exception):
+            await worker.on_shutdown(worker.ctx)
 
 
 async def supervise(settings_classes: Sequence[Any], *, shutdown_wait: float) -> int:

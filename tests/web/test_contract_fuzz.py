@@ -55,6 +55,15 @@ ALLOWED: dict[tuple[str, str], str] = {
         "or deletes twice sends the second with the ETag the first made stale: 412 is the "
         "documented optimistic concurrency of PATCH and DELETE, not a refusal of valid data."
     ),
+    ("positive_data_acceptance", '"type":"search_word_too_short"'): (
+        "Each search word needs SEARCH_MIN_PREFIX characters, words being runs of letters and "
+        "digits: a rule on the words q splits into, stated in q's description, which a JSON "
+        "Schema pattern over the whole string cannot state readably."
+    ),
+    ("positive_data_acceptance", '"type":"search_too_many_words"'): (
+        "At most SEARCH_MAX_TERMS different words in q (stated in its description): a count "
+        "of distinct words, which JSON Schema cannot state."
+    ),
     ("positive_data_acceptance", "must not contain NUL (U+0000) characters"): (
         "PostgreSQL text cannot hold U+0000: every text input refuses it (422), said in the "
         "error; the schemas leave it out of their patterns to stay readable."
