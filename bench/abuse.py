@@ -33,6 +33,7 @@ import platform
 import re
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -45,8 +46,8 @@ import httpx
 import psutil
 import redis
 
-from bench.common import ROOT, HypercornServer, prepare
-from service.cli.embedded import EmbeddedPostgres, EmbeddedRedis
+from bench.lab.core import ROOT, Process, prepare
+from service.cli.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from service.core.logs import redact
 
 # The redaction pattern before it was made linear: every alternative could start anywhere in a
@@ -104,14 +105,13 @@ def serving_pids(pid: int) -> list[int]:
     return [parent.pid, *(child.pid for child in parent.children(recursive=True))]
 
 
-def _server(env: dict[str, str], log: Path) -> HypercornServer:
-    return HypercornServer(
-        "service.asgi:app",
-        env,
-        log,
-        ready_path="/healthz",
-        options=["--worker-class", "uvloop", "--keep-alive", "75"],
-    )
+def _server(env: dict[str, str], log: Path) -> Process:
+    """One Hypercorn worker (uvloop) serving Newsdesk on a free loopback port."""
+    port = free_port()
+    options = ["--worker-class", "uvloop", "--keep-alive", "75", "--workers", "1"]
+    command = [sys.executable, "-m", "hypercorn", *options, "--bind", f"127.0.0.1:{port}"]
+    command.append("service.asgi:app")
+    return Process(command, env, log, port=port, ready_path="/healthz")
 
 
 async def _burst(url: str) -> tuple[dict[int, int], str]:

@@ -1,11 +1,14 @@
 """Newsdesk: a news API on async Flask, served loop-native by Hypercorn.
 
-Seven layers; each imports only the layers below it, and no import circle anywhere
+Eight layers; each imports only the layers below it, and no import circle anywhere
 (import-linter contracts in ``pyproject.toml``, checked by ``make test``; picture in
 docs/ARCHITECTURE.md). Nothing is configured at import (``tests/test_imports.py``):
 
+- ``greenlet_asgi``, at the bottom, importing nothing else of ours: the WSGI-on-ASGI adapter
+  (``adapter``, ``http``, ``lifespan``, ``body``, ``environ``, ``drain``), ``bridge``
+  (awaiting from a greenlet on the loop), ``hooks`` (what the app passes in), ``types``;
 - ``core``: ``settings`` (typed configuration), ``errors`` (domain exceptions and the JSON
-  envelope), ``keys`` (every Redis key and stored format), ``types`` (ASGI aliases, ``MAX_ID``,
+  envelope), ``keys`` (every Redis key and stored format), ``types`` (the ASGI aliases, ``MAX_ID``,
   ``ArticleStatus``, security headers), ``request_id``, ``logs`` (text or JSON, redacted);
 - ``infra``: ``runtime`` (everything one process holds, built from ``Settings``, started and
   closed by the API's lifespan and the worker's start-up), ``resources`` (engines and Redis
@@ -19,9 +22,6 @@ docs/ARCHITECTURE.md). Nothing is configured at import (``tests/test_imports.py`
   ``credentials``, ``passwords``, ``login_sessions``, ``callers``, ``articles``, ``processing``,
   ``text_analysis`` (YAKE, loaded by the worker only), ``view_counts``, ``rate_limits``,
   ``password_reset``;
-- ``serving``: the ASGI adapter (``adapter``, ``http``, ``lifespan``, ``body``, ``environ``),
-  ``bridge`` (awaiting from a greenlet on the loop), ``fastpath`` (cache hits before Flask),
-  ``metrics`` (request counts and durations, around everything);
 - ``web``: ``app`` (``create_app``), ``context`` (what a request can get), ``endpoint``,
   ``auth``, ``rate_limits``, ``transactions``, ``http_cache``, ``errors``, ``security``,
   ``openapi``, ``converters``, ``jsonio``, ``access_log`` (Hypercorn's access lines),
@@ -29,6 +29,9 @@ docs/ARCHITECTURE.md). Nothing is configured at import (``tests/test_imports.py`
 - ``jobs``: ``tasks`` (every arq job), ``runner``, ``worker`` (a settings class per queue,
   built from ``Settings``),
   ``supervisor``, ``metrics`` (job metrics and the worker's own ``/metrics`` port);
+- ``edge``: ``fastpath`` (cache hits before Flask), ``metrics`` (request counts and durations,
+  around everything), ``servers`` (how to run Hypercorn, uvicorn and granian), ``serve``,
+  ``master``, ``metrics_dir``;
 - ``cli`` and ``asgi``: ``python -m service ...`` and the app Hypercorn serves.
 
 Contracts: every error is ``{"error": {"code", "message", "details"?, "request_id"}}``;

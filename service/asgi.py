@@ -14,17 +14,21 @@ import gc
 
 from flask import Flask
 
+from service.core.errors import envelope_bytes
 from service.core.logs import configure_logging
+from service.core.request_id import bind_request_id
 from service.core.settings import Settings
 from service.core.types import SECURITY_HEADERS, ASGIApp, Receive, Scope, Send
 from service.domain.view_counts import ViewCounter
-from service.infra import tracing
+from service.edge.fastpath import CachedReads
+from service.edge.metrics import RequestMetrics
+from service.greenlet_asgi.adapter import GreenletASGI
+from service.greenlet_asgi.body import BodyRate
+from service.greenlet_asgi.hooks import Hooks
 from service.infra.exposition import mark_this_process_dead
+from service.infra.metrics import REQUEST_BODIES_CUT
 from service.infra.resources import Resources
-from service.serving.adapter import GreenletASGI
-from service.serving.body import BodyRate
-from service.serving.fastpath import CachedReads
-from service.serving.metrics import RequestMetrics
+from service.infra.tracing import Tracing
 from service.web import access_log, context
 from service.web.app import create_app
 
@@ -32,7 +36,7 @@ from service.web.app import create_app
 def asgi_app(flask_app: Flask) -> ASGIApp:
     """Wrap ``flask_app`` for an ASGI server, its runtime tied to the lifespan: request
     metrics (``RequestMetrics``, unless ``METRICS_ENABLED`` is off) around the cache fast path
-    (``CachedReads``) in front of the loop-native adapter (``GreenletASGI``)."""
+    (``CachedReads``) in front of the loop-native adapter (``GreenletASGI``, with ``HOOKS``)."""
     state = context.app_state(flask_app)
     runtime, res = state.runtime, state.resources
     runtime.add(_ViewRetries(state.views, res))
@@ -55,12 +59,20 @@ def asgi_app(flask_app: Flask) -> ASGIApp:
         on_startup=startup,
         on_shutdown=shutdown,
         default_headers=SECURITY_HEADERS,
+        hooks=HOOKS,
     )
     # The fast path labels its hits with the templates Flask matches for the same requests.
     rules = {rule.endpoint: rule.rule for rule in flask_app.url_map.iter_rules()}
     routes = {"article": rules["articles.read"], "popular": rules["articles.popular"]}
     app: ASGIApp = CachedReads(adapter, res, state.views, routes=routes)
     return RequestMetrics(app) if res.settings.metrics_enabled else app
+
+
+# What the adapter leaves to the application: request ids as Newsdesk chooses them, kept for
+# every log line of the request; the error envelope; bodies cut for their rate counted.
+HOOKS = Hooks(
+    request_id=bind_request_id, error_body=envelope_bytes, on_body_cut=REQUEST_BODIES_CUT.inc
+)
 
 
 class _ViewRetries:
@@ -76,16 +88,17 @@ class _ViewRetries:
         await self.views.stop(self.res)
 
 
-def build(settings: Settings | None = None) -> ASGIApp:
+def build(settings: Settings | None = None, *, tracing: Tracing | None = None) -> ASGIApp:
     """Settings from the environment, logging (Hypercorn's access lines included, see
     ``service.web.access_log``), tracing when ``OTEL_*`` asks for it (its middleware
-    outermost, ``service.infra.tracing``), the Flask app and its ASGI wrapper."""
+    outermost, ``service.infra.tracing``; ``tracing`` given instead, by tests), the Flask app
+    and its ASGI wrapper."""
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.resolved_log_format)
     access_log.install()
     flask_app = create_app(settings)
-    context.app_state(flask_app).runtime.trace()
-    return tracing.asgi_middleware(asgi_app(flask_app))
+    traced = context.app_state(flask_app).runtime.trace(tracing)
+    return traced.middleware(asgi_app(flask_app))
 
 
 class LazyApp:

@@ -168,7 +168,8 @@ class LiveServers(_Fleet[LiveServer]):
 
 class Workers(_Fleet[WorkerProcess]):
     """``worker(**env)``: a started ``WorkerProcess``, ``env`` over its defaults, ready when
-    ``ready`` holds (a log line, say; by default at once)."""
+    ``ready`` holds (a log line, say; by default at once); ``command`` for another command
+    line than ``python -m service worker``."""
 
     kind = "worker"
 
@@ -176,12 +177,14 @@ class Workers(_Fleet[WorkerProcess]):
         self,
         *,
         settings: str | None = None,
+        command: list[str] | None = None,
         log: str | None = None,
         ready: Ready = None,
         start: bool = True,
         **env: str,
     ) -> WorkerProcess:
-        process = WorkerProcess(self.stack, self._log(log), settings=settings, **env)
+        log_path = self._log(log)
+        process = WorkerProcess(self.stack, log_path, settings=settings, command=command, **env)
         self._keep(process)
         return process.start(ready) if start else process
 

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench.probes import AsyncProbes, database_url, pool_size
-from service.serving.adapter import GreenletASGI
+from service.greenlet_asgi.adapter import GreenletASGI
 from service.web.app import LoopNativeFlask
 
 flask_app = LoopNativeFlask(__name__)

@@ -1,9 +1,10 @@
 """The guides' design for view counts: one ``record_view`` job per view (bench only).
 
-``app``: Newsdesk's own ASGI app with one thing changed, how a view is recorded (the
-``ViewCounter`` given to ``create_app``): instead of one Redis increment, every article read
-that answers 200 enqueues a ``record_view`` job, and ``WorkerSettings`` (Newsdesk's worker
-plus that job) adds one to ``articles.views`` per job. Run it with
+``app``: Newsdesk's own ASGI app with one thing changed, how a view is recorded (its
+``ViewCounter``, replaced through the extension point ``service.web.context.use_views``):
+instead of one Redis increment, every article read that answers 200 enqueues a
+``record_view`` job, and ``WorkerSettings`` (Newsdesk's worker plus that job) adds one to
+``articles.views`` per job. Run it with
 ``python -m service worker --settings bench.baselines.job_per_view:WorkerSettings``.
 """
 
@@ -20,6 +21,7 @@ from service.domain.view_counts import ViewCounter
 from service.infra.cache import HitCount
 from service.infra.resources import Resources
 from service.jobs.runner import job
+from service.web import context
 from service.web.app import create_app
 from worker import WorkerSettings as NewsdeskWorkerSettings
 
@@ -48,7 +50,9 @@ class JobPerView(ViewCounter):
 def build() -> Any:
     settings = Settings()
     configure_logging(settings.log_level)
-    return asgi_app(create_app(settings, views=JobPerView()))
+    flask_app = create_app(settings)
+    context.use_views(flask_app, JobPerView())
+    return asgi_app(flask_app)
 
 
 app = build()

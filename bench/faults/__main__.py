@@ -12,12 +12,12 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.common import ROOT
 from bench.faults import report
 from bench.faults.cases import CASES, HOT, prepare_setup
 from bench.faults.load import CONNECTIONS, LISTS, THINK, WRITES
 from bench.faults.report import Row
 from bench.faults.stack import LOGIN_EMAIL_LIMIT, Stack
+from bench.lab.core import ROOT
 
 CASE_LIMIT = 240.0  # seconds any one case may take, waits included
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.common import ROOT
+from bench.lab.core import ROOT
 
 REPORT = ROOT / "docs" / "FAULTS.md"
 COLUMNS = (

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from bench.common import ROOT, prepare
+from bench.lab.core import ROOT, prepare
 from service.cli.embedded import EmbeddedPostgres, EmbeddedRedis, die_with_parent, free_port
 from service.cli.harness import Process, Ready, spawn
 

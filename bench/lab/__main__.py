@@ -18,19 +18,20 @@ from typing import Any
 
 from tqdm import tqdm
 
-from bench.common import ROOT, machine
 from bench.lab import (
     caching,
     indexes,
+    metrics,
     pages,
     pooling,
+    profile,
     queues,
     replica,
     scaling,
     servers,
     serving,
 )
-from bench.lab.core import FULL, QUICK, Lab, need
+from bench.lab.core import FULL, QUICK, ROOT, Lab, machine, need
 from bench.lab.report import write_report
 from service.cli.embedded import EmbeddedPostgres, EmbeddedRedis
 
@@ -44,6 +45,8 @@ CLAIMS: dict[str, ModuleType] = {
     "pages": pages,
     "replica": replica,
     "scaling": scaling,
+    "metrics": metrics,
+    "profile": profile,
 }
 PACKAGES = (
     "flask",
@@ -61,6 +64,7 @@ PACKAGES = (
     "fastapi",
     "uvicorn",
     "granian",
+    "prometheus_client",
 )
 
 

@@ -17,8 +17,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import Worker
-from bench.lab.core import Lab, hypercorn, running, sql
+from bench.lab.core import Lab, Worker, hypercorn, running, sql
 
 HOT = 200
 RATE = 400  # requests per second, paced

@@ -4,14 +4,19 @@ Newsdesk itself on the seeded articles, two servers side by side: the cache on, 
 off (``CACHE_ENABLED=false``: every read goes to PostgreSQL). Scenarios, 32 connections:
 article hits (1,000 hot articles, warmed), article misses (random ids over every article, the
 cache on: lookup, query and store), the same hot articles with no cache, and list page 1 with
-and without the cache. Hits of one article are answered before Flask
-(``service/fastpath.py``); list hits go through Flask.
+and without the cache; and, against the article hit, a bare Quart handler doing one plain
+Redis GET of a cached article's bytes (``bench/baselines/quart_redis.py``: the floor of a hit,
+no rate limiting). Hits of one article are answered before Flask (``service/fastpath.py``);
+list hits go through Flask.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+import httpx
+import redis
 
 from bench.lab import cache_views, chart
 from bench.lab.core import (
@@ -35,11 +40,22 @@ LIST = "/api/v1/articles?per_page=20"
 
 
 WARM = ("article hit", "list page 1 cached")
+SCENARIOS = 6
 
 
 def plan(lab: Lab) -> int:
     # hits always warm; the views-flowing run moves the bar once
-    return 5 * lab.mode.rounds + (len(WARM) if lab.mode.quick else 5) + 1
+    return SCENARIOS * lab.mode.rounds + (len(WARM) if lab.mode.quick else SCENARIOS) + 1
+
+
+def _cached_key(lab: Lab, base: str) -> str:
+    """The Redis key holding article 1's cached answer (read twice: stored, then a hit)."""
+    for _ in range(2):
+        httpx.get(f"{base}{ARTICLE}1", timeout=30).raise_for_status()
+    with redis.Redis.from_url(lab.redis.url()) as client:
+        keys: list[bytes] = client.keys("cache:*:article:1:*")
+    assert len(keys) == 1, keys
+    return keys[0].decode()
 
 
 def run(lab: Lab) -> dict[str, Any]:
@@ -52,15 +68,19 @@ def run(lab: Lab) -> dict[str, Any]:
 
     on = hypercorn(lab, "service.asgi:app", lab.env(), "cache-on")
     off = hypercorn(lab, "service.asgi:app", lab.env(CACHE_ENABLED="false"), "cache-off")
+    quart_env = lab.env(BENCH_KEY=_cached_key(lab, on.url))
+    app = "bench.baselines.quart_redis:app"
+    quart = hypercorn(lab, app, quart_env, "cache-quart", ready_path="/bench/hello")
     scenarios = {
         "article hit": (on, hot, "/"),
+        "quart redis get": (quart, None, "/bench/cached"),
         "article miss": (on, None, "/"),
         "article, no cache": (off, hot, "/"),
         "list page 1 cached": (on, None, LIST),
         "list page 1, no cache": (off, None, LIST),
     }
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in scenarios}
-    with running(on, off):
+    with running(on, off, quart):
         for name, (server, script, path) in scenarios.items():
             if lab.mode.quick and name not in WARM:
                 continue
@@ -116,6 +136,12 @@ def section(data: dict[str, Any], chart_path: Path) -> tuple[list[str], str]:
         f"**{miss_vs_none:.2f}x** (what a miss costs on top of the query); list page 1 cached / "
         f"no cache: **{lists:.2f}x**.",
     ]
+    if "quart redis get" in rows:  # runs from before this case have none
+        floor = rps("article hit") / rps("quart redis get")
+        lines.append(
+            f"Newsdesk's article hit / a bare Quart handler's one Redis GET: **{floor:.2f}x** "
+            "(the hit path also checks the generation and counts the rate limit and the view)."
+        )
     miss = (
         f"a miss runs at {miss_vs_none:.2f}x of no cache at all, so a cache that mostly "
         "misses costs more than it saves"

@@ -4,22 +4,107 @@ their spread, peak RSS of the server under load, and the progress bar."""
 from __future__ import annotations
 
 import contextlib
+import os
+import platform
+import re
 import shutil
 import statistics
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
 
-from bench.common import ROOT, Worker, parse_wrk, prepare, wrk
 from service.cli.embedded import EmbeddedPostgres, EmbeddedRedis, die_with_parent, free_port
 from service.cli.harness import spawn
+from service.edge.servers import Run
+from service.edge.servers import command as server_command
+
+# --- The bench's shared pieces (once bench/common.py): the checkout, wrk and its figures, the
+# machine a report names, seeding, the job worker. The fault suite and the abuse figures use
+# them too.
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def wrk(url: str, duration: int, connections: int, script: Path | None = None) -> str:
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "10s"]
+    if script is not None:
+        command += ["-s", str(script)]
+    return subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text.strip()).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def parse_wrk(output: str) -> tuple[float, float, float, int, int]:
+    """req/s, p50 ms, p99 ms, errors (socket errors + non-2xx), requests."""
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", output, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", output, re.M).group(1))  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+    errors = 0
+    if match := re.search(r"Non-2xx or 3xx responses: (\d+)", output):
+        errors += int(match.group(1))
+    socket_errors = r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"
+    if match := re.search(socket_errors, output):
+        errors += sum(int(g) for g in match.groups())
+    return rps, p50, p99, errors, requests
+
+
+def machine(packages: tuple[str, ...]) -> dict[str, str]:
+    """The machine and the versions a report names."""
+    return {
+        "cpus": str(os.cpu_count()),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        **{pkg: version(pkg) for pkg in packages},
+        "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split()[1],
+    }
+
+
+def prepare(url: str, count: int, *, progress: bool | None = None) -> float:
+    """Migrate and seed ``count`` articles with the CLI; the seed's wall time in seconds.
+
+    The seed's progress bar shows on stderr from 100,000 articles unless ``progress`` says."""
+    env = {**os.environ, "DATABASE_URL": url}
+    subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    started = time.perf_counter()
+    command = [sys.executable, "-m", "service", "seed", "--count", str(count)]
+    if not (count >= 100_000 if progress is None else progress):
+        command.append("--no-progress")
+    subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=progress is False)
+    return time.perf_counter() - started
+
+
+class Worker:
+    """``python -m service worker --settings <settings>``, its output appended to ``log``."""
+
+    def __init__(self, settings: str, env: dict[str, str], log: Path) -> None:
+        command = [sys.executable, "-m", "service", "worker", "--settings", settings]
+        self.process = spawn(command, env, log, cwd=ROOT, name=f"worker {settings}")
+        self.proc = self.process.proc
+
+    def stop(self) -> None:
+        self.process.stop(60)
+
+
+# --- end of the shared pieces
 
 
 @dataclass
@@ -229,85 +314,52 @@ def hypercorn(
     options: tuple[str, ...] = (),
     port: int | None = None,
 ) -> Process:
-    """One Hypercorn worker (uvloop, as in production) serving ``app``."""
-    port = port or free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "hypercorn",
-        "--worker-class",
-        "uvloop",
-        "--keep-alive",
-        "75",
-        "--backlog",
-        "2048",
-        "--workers",
-        "1",
-        "--bind",
-        f"127.0.0.1:{port}",
-        *options,
-        app,
-    ]
-    return Process(command, env, lab.work / f"{name}.log", port=port, ready_path=ready_path)
+    """One Hypercorn worker with ``hypercorn.toml`` (uvloop, as in production) serving ``app``,
+    no access log unless ``options`` name a file (``--access-logfile``)."""
+    return _asgi(lab, "hypercorn", app, env, name, ready_path, port=port, extra=options)
 
 
 def uvicorn(
     lab: Lab, app: str, env: dict[str, str], name: str, *, ready_path: str = "/healthz"
 ) -> Process:
     """One uvicorn worker (uvloop, httptools) serving ``app``, no access log (as Hypercorn
-    here)."""
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--loop",
-        "uvloop",
-        "--http",
-        "httptools",
-        "--timeout-keep-alive",
-        "75",
-        "--backlog",
-        "2048",
-        "--workers",
-        "1",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        app,
-    ]
-    return Process(command, env, lab.work / f"{name}.log", port=port, ready_path=ready_path)
+    here), warnings only."""
+    return _asgi(lab, "uvicorn", app, env, name, ready_path, log_level="warning")
 
 
 def granian(
     lab: Lab, app: str, env: dict[str, str], name: str, *, ready_path: str = "/healthz"
 ) -> Process:
-    """One granian worker (``--interface asgi``, uvloop, one runtime thread) serving ``app``."""
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "granian",
-        "--interface",
-        "asgi",
-        "--loop",
-        "uvloop",
-        "--workers",
-        "1",
-        "--backlog",
-        "2048",
-        "--log-level",
-        "warning",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
+    """One granian worker (``--interface asgi``, uvloop, one runtime thread) serving ``app``, no
+    access log, warnings only."""
+    return _asgi(lab, "granian", app, env, name, ready_path, log_level="warning")
+
+
+def _asgi(
+    lab: Lab,
+    server: str,
+    app: str,
+    env: dict[str, str],
+    name: str,
+    ready_path: str,
+    *,
+    port: int | None = None,
+    log_level: str | None = None,
+    extra: tuple[str, ...] = (),
+) -> Process:
+    """One worker of ``server`` serving ``app`` as ``python -m service serve`` runs it (the
+    table in ``service.edge.servers``, ``hypercorn.toml``'s settings), with the lab's
+    departures: no access log, ``log_level``, ``extra`` flags."""
+    port = port or free_port()
+    run = Run(
         app,
-    ]
+        bind=f"127.0.0.1:{port}",
+        workers=1,
+        access_log=False,
+        log_level=log_level,
+        extra=extra,
+    )
+    command = server_command(server, run)
     return Process(command, env, lab.work / f"{name}.log", port=port, ready_path=ready_path)
 
 
@@ -323,8 +375,10 @@ def asgi_server(
 
 
 def gunicorn(lab: Lab, app: str, env: dict[str, str], name: str, *, ready_path: str) -> Process:
-    """gunicorn with one gthread worker of 32 threads serving ``app`` (the guides' stack)."""
+    """gunicorn with one gthread worker of 32 threads serving ``app`` (the guides' stack), with
+    the keep-alive and backlog of ``hypercorn.toml``."""
     port = free_port()
+    settings = Run(app).settings()
     command = [
         sys.executable,
         "-m",
@@ -336,9 +390,9 @@ def gunicorn(lab: Lab, app: str, env: dict[str, str], name: str, *, ready_path: 
         "--workers",
         "1",
         "--keep-alive",
-        "75",
+        str(int(settings.keep_alive_timeout)),
         "--backlog",
-        "2048",
+        str(settings.backlog),
         "--bind",
         f"127.0.0.1:{port}",
         app,

@@ -29,9 +29,8 @@ from typing import Any
 import psutil
 from arq.connections import RedisSettings, create_pool
 
-from bench.common import ROOT, parse_wrk
 from bench.lab import chart
-from bench.lab.core import Lab, Process, sql
+from bench.lab.core import ROOT, Lab, Process, parse_wrk, sql
 from service.core import keys
 
 BACKLOG = 5_000

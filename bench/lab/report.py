@@ -8,7 +8,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from bench.common import ROOT
+from bench.lab.core import ROOT
 
 REPORT = ROOT / "docs" / "ADVICE.md"
 CHARTS = ROOT / "docs" / "advice"

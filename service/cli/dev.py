@@ -1,6 +1,6 @@
 """``python -m service dev`` (``make dev``): what to watch for code changes, and the watching.
 
-The stack is the one ``run`` starts (``service.cli.commands.run_stack``), with debug logging in
+The stack is the one ``run`` starts (``service.cli.stack.run_stack``), with debug logging in
 text (``LOG_LEVEL=DEBUG``, ``LOG_FORMAT=text``, one API worker) unless the environment or
 ``.env`` says otherwise. Python files under the ``service`` package, and under every directory
 named in ``RELOAD_DIRS`` (separated by ``:``), are watched; a change (a file written, added or

@@ -1,9 +1,10 @@
 """Request ids: taken from a well-formed ``X-Request-ID`` or generated, kept in a context var.
 
-The ASGI adapter sets ``current_request_id`` as soon as a request arrives (the request's
-greenlet shares its task's context), so every log line of that request, from the adapter,
-Flask, SQLAlchemy or a view, carries it (see ``service.core.logs``); error envelopes quote it, and
-the adapter adds it to every response as ``X-Request-ID``.
+The ASGI adapter sets ``current_request_id`` as soon as a request arrives (``bind_request_id``
+is its request-id hook; the request's greenlet shares its task's context), so every log line
+of that request, from the adapter, Flask, SQLAlchemy or a view, carries it (see
+``service.core.logs``); error envelopes quote it, and the adapter adds it to every response as
+``X-Request-ID``.
 """
 
 from __future__ import annotations
@@ -41,3 +42,10 @@ def choose_request_id(header_value: str | None) -> str:
     if header_value and _WELL_FORMED.fullmatch(header_value):
         return header_value
     return new_request_id()
+
+
+def bind_request_id(header_value: str | None) -> str:
+    """``choose_request_id``, kept as the current request's (``current_request_id``)."""
+    request_id = choose_request_id(header_value)
+    current_request_id.set(request_id)
+    return request_id

@@ -1,5 +1,5 @@
 """Every URL prefix the API serves, written once: the blueprints mount at them, the ASGI fast
-path (``service.serving.fastpath``) recognises its cached reads by them, and answers that name
+path (``service.edge.fastpath``) recognises its cached reads by them, and answers that name
 a path (``Location``) build it from them."""
 
 from __future__ import annotations

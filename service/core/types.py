@@ -4,16 +4,14 @@ cache fast path)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from enum import StrEnum
-from typing import Any
 
-# ASGI 3, as starlette.types spells them.
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+# ASGI 3, as starlette.types spells them: the greenlet adapter's own (it imports nothing of ours).
+from service.greenlet_asgi.types import ASGIApp as ASGIApp
+from service.greenlet_asgi.types import Message as Message
+from service.greenlet_asgi.types import Receive as Receive
+from service.greenlet_asgi.types import Scope as Scope
+from service.greenlet_asgi.types import Send as Send
 
 MAX_ID = 2**63 - 1  # PostgreSQL bigint: the largest id any table hands out
 

@@ -1,5 +1,5 @@
 """The answer to a cacheable GET from its stored entry, built once for both paths that send
-it: Flask (``service.web.http_cache``) and the ASGI fast path (``service.serving.fastpath``),
+it: Flask (``service.web.http_cache``) and the ASGI fast path (``service.edge.fastpath``),
 so a hit answered before Flask cannot differ from one Flask answers.
 
 Each path adds only what its transport needs (a ``Content-Type`` and, on ASGI, a

@@ -53,7 +53,7 @@ async def submit(
     of it; never raises for Redis being unavailable (logged)."""
     redis = res.redis
     assert redis is not None
-    parent = tracing.traceparent()  # None when tracing is off: the job's keywords stay as is
+    parent = res.tracing.traceparent()  # None when tracing is off: the job's keywords stay as is
     if parent is not None:
         kwargs[tracing.TRACEPARENT] = parent
     try:

@@ -26,7 +26,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from service.core.redis_url import is_sentinel_url, parse_sentinel_url
 from service.core.settings import Settings
-from service.infra import db_errors
+from service.infra import db_errors, tracing
 from service.infra.cache import ResponseCache
 from service.infra.guard import RedisGuard
 
@@ -262,6 +262,8 @@ class Resources:
     # counts, enqueueing, and the cache when it shares that Redis): one failing Redis opens it
     # for all of them. A cache on its own Redis has a breaker of its own (``cache.guard``).
     guard: RedisGuard = field(init=False, repr=False)
+    # The process's tracing (``Runtime.trace``), for the jobs these clients enqueue.
+    tracing: tracing.Tracing = field(default=tracing.OFF, init=False, repr=False)
     _clients: Clients | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:

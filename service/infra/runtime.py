@@ -47,6 +47,7 @@ class Runtime:
         self.service_name = service_name
         self.resources = Resources(settings, application_name=application_name)
         self._loop_lag = loop_lag
+        self.tracing: tracing.Tracing | None = None
         self._sampler: Background | None = None
         if settings.metrics_enabled:
             self._sampler = sampler(self.resources, settings.metrics_sample_seconds)
@@ -57,10 +58,14 @@ class Runtime:
     def started(self) -> bool:
         return self.resources.started
 
-    def trace(self) -> bool:
-        """Turn tracing on if ``OTEL_*`` asks for it (once per process); True when on. The API
-        calls it before wrapping its app; ``start()`` calls it too."""
-        return tracing.setup(self.service_name)
+    def trace(self, given: tracing.Tracing | None = None) -> tracing.Tracing:
+        """Tracing, turned on if ``OTEL_*`` asks for it (decided once; ``given`` instead, by
+        tests); the API calls it before wrapping its app, ``start()`` calls it too. Its
+        resources carry it, for the jobs they enqueue."""
+        if self.tracing is None:
+            self.tracing = given or tracing.start(self.service_name)
+            self.resources.tracing = self.tracing
+        return self.tracing
 
     def add(self, part: Part) -> None:
         """Start ``part`` with the runtime (after the resources), close it before them."""
@@ -92,3 +97,6 @@ class Runtime:
         if self._loop_lag:
             await self.resources.guard.lag.stop()
         await self.resources.close()
+        if self.tracing is not None:
+            self.tracing.shutdown()  # its last spans flushed
+            self.tracing = None

@@ -4,26 +4,28 @@
 ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) or ``OTEL_TRACES_EXPORTER`` (other than ``none``) is
 set and ``OTEL_SDK_DISABLED`` is not ``true``; ``setup`` decides once, at start-up. These
 variables are read from the process environment, as every OpenTelemetry SDK reads them (not
-from ``.env``). When tracing is off this module imports nothing of OpenTelemetry, and the
-functions the request and job paths call (``traceparent``, ``job_span``) return at once; the
-API process then loads no OpenTelemetry module at all.
+from ``.env``). ``start`` returns what the process's ``Runtime`` holds (``runtime.tracing``,
+also on its ``Resources`` and in a job's ``ctx["tracing"]``): ``Tracing`` when on, ``OFF``
+when not. ``OFF`` imports nothing of OpenTelemetry and its methods (``traceparent``,
+``job_span``, ``middleware``) return at once; the API process then loads no OpenTelemetry
+module at all.
 
 **What is traced** when on:
 
-- every HTTP request: a server span at the ASGI level (``asgi_middleware``, the outermost
+- every HTTP request: a server span at the ASGI level (``Tracing.middleware``, the outermost
   layer, so cache hits answered before Flask are traced too), named ``<METHOD> <route
   template>`` once the route is known (never the raw path), continuing the caller's
   ``traceparent`` header if it sends one;
 - every PostgreSQL statement (the asyncpg instrumentation) and Redis command (the redis
   instrumentation, ``redis.asyncio`` included), as children of whatever span is current. The
-  request's greenlet shares its task's context (``service.serving.bridge``), and asyncpg and
+  request's greenlet shares its task's context (``service.greenlet_asgi.bridge``), and asyncpg and
   Redis calls are awaited by the task itself, so they land under the request's span. (The
   SQLAlchemy instrumentation is not used: it refuses SQLAlchemy 2.1.) Statement parameters
   and Redis arguments are not recorded, only the SQL text and the command name;
 - every arq job: ``service.infra.queue.enqueue`` adds the current span's W3C
   ``traceparent`` to the job's keywords, and ``service.jobs.runner.job`` runs the job inside
-  a consumer span (``job_span``) whose parent is that context, so the job's own SQL and Redis
-  spans join the trace of the request that enqueued it.
+  a consumer span (``Tracing.job_span``) whose parent is that context, so the job's own SQL
+  and Redis spans join the trace of the request that enqueued it.
 
 **Configuration** is the SDK's: ``OTEL_SERVICE_NAME`` (default ``newsdesk-api`` for the API,
 ``newsdesk-worker`` for the worker), ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER``
@@ -44,7 +46,6 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from service.core import logs
@@ -69,15 +70,6 @@ TRACE_SCOPE_KEY = "newsdesk.trace_id"
 _TRUE = ("true", "1", "yes", "on")
 
 
-@dataclass
-class _Tracing:
-    provider: TracerProvider
-    tracer: Tracer
-
-
-_state: _Tracing | None = None
-
-
 def wanted(environ: Mapping[str, str] = os.environ) -> bool:
     """Whether the ``OTEL_*`` variables of ``environ`` ask for traces to be exported."""
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() in _TRUE:
@@ -97,27 +89,18 @@ def _exporter_names(environ: Mapping[str, str]) -> list[str]:
     return []
 
 
-def enabled() -> bool:
-    """True once ``setup`` has turned tracing on in this process."""
-    return _state is not None
-
-
-def setup(
+def start(
     service_name: str,
     *,
     exporter: SpanExporter | None = None,
     environ: Mapping[str, str] = os.environ,
-) -> bool:
-    """Turn tracing on for this process if ``environ`` asks for it (or an ``exporter`` is
-    given, for tests: its spans are exported synchronously as each ends); True when on.
-
-    Idempotent: a second call (a restarted arq worker, a test building a second app) keeps the
-    first set-up. ``service_name`` is the default for ``OTEL_SERVICE_NAME``."""
-    global _state
-    if _state is not None:
-        return True
+) -> Tracing:
+    """Tracing for this process if ``environ`` asks for it (or an ``exporter`` is given, for
+    tests: its spans are exported synchronously as each ends), else ``OFF``.
+    ``service_name`` is the default for ``OTEL_SERVICE_NAME``. Call it once per process (the
+    ``Runtime`` does): the instrumentations it turns on are the process's."""
     if exporter is None and not wanted(environ):
-        return False
+        return OFF
 
     from opentelemetry import trace
     from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
@@ -140,10 +123,9 @@ def setup(
         trace.set_tracer_provider(provider)
     AsyncPGInstrumentor().instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]
     RedisInstrumentor().instrument(tracer_provider=provider)
-    _state = _Tracing(provider, provider.get_tracer(__name__))
     logs.trace_ids = _current_ids
     log.info("tracing on: service %s", resource.attributes.get(SERVICE_NAME))
-    return True
+    return Tracing(provider)
 
 
 def _exporter(name: str, environ: Mapping[str, str]) -> SpanExporter:
@@ -167,22 +149,6 @@ def _exporter(name: str, environ: Mapping[str, str]) -> SpanExporter:
     return exporter
 
 
-def shutdown() -> None:
-    """Flush and stop tracing, undo the instrumentations (tests; a process exiting flushes
-    its spans by itself)."""
-    global _state
-    if _state is None:
-        return
-    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
-    from opentelemetry.instrumentation.redis import RedisInstrumentor
-
-    state, _state = _state, None
-    logs.trace_ids = None
-    AsyncPGInstrumentor().uninstrument()  # type: ignore[no-untyped-call]
-    RedisInstrumentor().uninstrument()
-    state.provider.shutdown()
-
-
 def _current_ids() -> tuple[str, str] | None:
     """Hex trace and span ids of the current span, for log lines (``service.core.logs``)."""
     from opentelemetry import trace
@@ -193,24 +159,105 @@ def _current_ids() -> tuple[str, str] | None:
     return format(context.trace_id, "032x"), format(context.span_id, "016x")
 
 
+class Tracing:
+    """Tracing on, exporting through ``provider`` (made by ``start``), or off (``OFF``: no
+    provider, nothing traced, nothing of OpenTelemetry imported)."""
+
+    def __init__(self, provider: TracerProvider | None) -> None:
+        self.provider = provider
+        self.tracer: Tracer | None = provider.get_tracer(__name__) if provider else None
+
+    @property
+    def enabled(self) -> bool:
+        return self.provider is not None
+
+    def middleware(self, app: ASGIApp) -> ASGIApp:
+        """``app`` inside OpenTelemetry's ASGI middleware (one server span per request); ``app``
+        itself when off."""
+        if self.provider is None:
+            return app
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+        traced = OpenTelemetryMiddleware(
+            _RouteNamedSpan(app),
+            default_span_details=_span_details,
+            tracer_provider=self.provider,
+            # One span per request, not one more per body chunk sent or received.
+            exclude_spans=["receive", "send"],
+        )
+        return cast(ASGIApp, traced)
+
+    def traceparent(self) -> str | None:
+        """The W3C ``traceparent`` of the current span, to hand to a job; None when off or no
+        span is current."""
+        if self.provider is None:
+            return None
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        carrier: dict[str, str] = {}
+        TraceContextTextMapPropagator().inject(carrier)
+        return carrier.get(TRACEPARENT)
+
+    @contextlib.contextmanager
+    def job_span(
+        self,
+        function: str,
+        parent: str | None,
+        *,
+        job_id: str,
+        job_try: int,
+        expected: tuple[type[BaseException], ...] = (),
+    ) -> Iterator[None]:
+        """Run the body in a consumer span ``<function> process`` whose parent is the
+        ``traceparent`` ``parent`` (a new trace without one, e.g. a cron job). An exception of
+        an ``expected`` class (arq's ``Retry``) is recorded but does not mark the span as
+        failed. Nothing when off."""
+        if self.tracer is None:
+            yield
+            return
+        from opentelemetry.trace import SpanKind, Status, StatusCode
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        context = TraceContextTextMapPropagator().extract({TRACEPARENT: parent} if parent else {})
+        with self.tracer.start_as_current_span(
+            f"{function} process",
+            context=context,
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "arq",
+                "messaging.operation.type": "process",
+                "messaging.message.id": job_id,
+                "arq.job.function": function,
+                "arq.job.try": job_try,
+            },
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                yield
+            except BaseException as exc:
+                span.record_exception(exc)
+                if not isinstance(exc, expected):
+                    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                raise
+
+    def shutdown(self) -> None:
+        """Flush and stop tracing, undo the instrumentations (the runtime's close)."""
+        if self.provider is None:
+            return
+        from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+        from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+        logs.trace_ids = None
+        AsyncPGInstrumentor().uninstrument()  # type: ignore[no-untyped-call]
+        RedisInstrumentor().uninstrument()
+        self.provider.shutdown()
+
+
+OFF = Tracing(None)
+
+
 # --- requests ----------------------------------------------------------------------------------
-
-
-def asgi_middleware(app: ASGIApp) -> ASGIApp:
-    """``app`` inside OpenTelemetry's ASGI middleware (one server span per request); ``app``
-    itself when tracing is off."""
-    if _state is None:
-        return app
-    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-
-    traced = OpenTelemetryMiddleware(
-        _RouteNamedSpan(app),
-        default_span_details=_span_details,
-        tracer_provider=_state.provider,
-        # One span per request, not one more per body chunk sent or received.
-        exclude_spans=["receive", "send"],
-    )
-    return cast(ASGIApp, traced)
 
 
 def _span_details(scope: Scope) -> tuple[str, dict[str, Any]]:
@@ -249,61 +296,3 @@ class _RouteNamedSpan:
             await send(message)
 
         await self.app(scope, receive, send_naming_span)
-
-
-# --- jobs --------------------------------------------------------------------------------------
-
-
-def traceparent() -> str | None:
-    """The W3C ``traceparent`` of the current span, to hand to a job; None when tracing is off
-    or no span is current."""
-    if _state is None:
-        return None
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
-    carrier: dict[str, str] = {}
-    TraceContextTextMapPropagator().inject(carrier)
-    return carrier.get(TRACEPARENT)
-
-
-@contextlib.contextmanager
-def job_span(
-    function: str,
-    parent: str | None,
-    *,
-    job_id: str,
-    job_try: int,
-    expected: tuple[type[BaseException], ...] = (),
-) -> Iterator[None]:
-    """Run the body in a consumer span ``<function> process`` whose parent is the
-    ``traceparent`` ``parent`` (a new trace without one, e.g. a cron job); nothing when tracing
-    is off. An exception of an ``expected`` class (arq's ``Retry``) is recorded but does not
-    mark the span as failed."""
-    if _state is None:
-        yield
-        return
-    from opentelemetry.trace import SpanKind, Status, StatusCode
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
-    context = TraceContextTextMapPropagator().extract({TRACEPARENT: parent} if parent else {})
-    with _state.tracer.start_as_current_span(
-        f"{function} process",
-        context=context,
-        kind=SpanKind.CONSUMER,
-        attributes={
-            "messaging.system": "arq",
-            "messaging.operation.type": "process",
-            "messaging.message.id": job_id,
-            "arq.job.function": function,
-            "arq.job.try": job_try,
-        },
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as span:
-        try:
-            yield
-        except BaseException as exc:
-            span.record_exception(exc)
-            if not isinstance(exc, expected):
-                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-            raise

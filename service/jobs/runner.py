@@ -61,7 +61,8 @@ def job(func: Callable[..., Awaitable[R]]) -> Callable[..., Coroutine[Any, Any, 
     ) -> R:
         # With tracing on, a consumer span whose parent is the enqueueing request's span
         # (``traceparent``, added by ``enqueue``); the job's SQL and Redis spans go under it.
-        with tracing.job_span(
+        traced: tracing.Tracing = ctx.get("tracing", tracing.OFF)
+        with traced.job_span(
             name,
             traceparent,
             job_id=str(ctx.get("job_id", "-")),

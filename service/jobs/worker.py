@@ -162,7 +162,8 @@ def worker_roles(settings: Settings) -> Roles:
     shared = _Shared(settings)
 
     async def startup(ctx: dict[str, Any]) -> None:
-        ctx["resources"] = await shared.acquire()
+        ctx["resources"] = resources = await shared.acquire()
+        ctx["tracing"] = resources.tracing  # the job runner's spans (service.jobs.runner)
 
     async def bulk_startup(ctx: dict[str, Any]) -> None:
         await startup(ctx)

@@ -15,10 +15,10 @@ from service.core.settings import Settings
 from service.core.types import ROUTE_SCOPE_KEY
 from service.domain import passwords
 from service.domain.view_counts import ViewCounter
+from service.greenlet_asgi.bridge import await_
 from service.infra.resources import Resources
 from service.infra.runtime import Runtime
 from service.infra.tracing import API_SERVICE
-from service.serving.bridge import await_
 from service.web import context, errors, flask_cli, rate_limits, security, transactions
 from service.web.converters import IdConverter
 from service.web.jsonio import OrjsonProvider
@@ -119,12 +119,12 @@ class NoFlaskSession(SessionInterface):
         return None
 
 
-def create_app(settings: Settings | None = None, *, views: ViewCounter | None = None) -> Flask:
+def create_app(settings: Settings | None = None) -> Flask:
     """Build the application for ``settings`` (read from the environment when omitted).
 
     No I/O happens here: engines and the Redis client are created by ``Resources.start()``
-    on the serving loop (the ASGI lifespan). ``views`` records article views (a Redis counter
-    unless given; the benchmarks compare other designs through it).
+    on the serving loop (the ASGI lifespan). Article views are recorded by a ``ViewCounter``
+    (one Redis increment per view); ``context.use_views`` replaces it.
     """
     flask_cli.refuse_flask_run()  # no greenlet bridge under `flask run`: say what to run
     settings = settings or Settings()
@@ -143,7 +143,7 @@ def create_app(settings: Settings | None = None, *, views: ViewCounter | None = 
     runtime = Runtime(
         settings, application_name="newsdesk-api", service_name=API_SERVICE, loop_lag=True
     )
-    context.install(app, context.AppState(settings, runtime, views=views or ViewCounter()))
+    context.install(app, context.AppState(settings, runtime, views=ViewCounter()))
 
     # The process's password hashing threads, sized from the settings (see the module).
     passwords.configure(settings.password_hash_concurrency, settings.password_hash_wait_seconds)

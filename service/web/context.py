@@ -106,6 +106,15 @@ def views() -> ViewCounter:
     return app_state().views
 
 
+def use_views(app: Flask, views: ViewCounter) -> None:
+    """Extension point: record ``app``'s article views with ``views`` instead of the default
+    ``ViewCounter`` (one Redis increment per view, flushed in batches by the worker). Call it
+    after ``create_app`` and before ``service.asgi.asgi_app`` wraps the app: the cache fast
+    path and the runtime take the counter from there (``bench/baselines/job_per_view.py``
+    records one job per view this way)."""
+    app_state(app).views = views
+
+
 def readiness() -> RecentResult[tuple[dict[str, str], dict[str, Any]]]:
     """This process's readiness result, reused for a short while (``/readyz``)."""
     return app_state().readiness

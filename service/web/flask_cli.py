@@ -1,7 +1,7 @@
 """``flask run`` cannot serve Newsdesk: ``create_app`` refuses it at start-up, saying what to run.
 
 Newsdesk's async views await PostgreSQL and Redis on the ASGI server's event loop, from a
-greenlet the ASGI adapter starts per request (``service.serving.bridge``). Werkzeug's
+greenlet the ASGI adapter starts per request (``service.greenlet_asgi.bridge``). Werkzeug's
 development server, which ``flask run`` starts, calls the WSGI app from a plain thread: every
 async route would answer 500 (``await_() called outside run_in_greenlet()``). So under
 ``flask run`` (with any ``--app`` that reaches ``create_app``) the app is not built and the

@@ -39,59 +39,44 @@ def _description(status: int) -> str:
     return "Error" if found is None else found.description
 
 
+def _header(description: str, *, required: bool = True, **schema: Any) -> dict[str, Any]:
+    """A response header component: a string unless ``schema`` says otherwise."""
+    header: dict[str, Any] = {"description": description}
+    if required:
+        header["required"] = True
+    header["schema"] = {"type": "string", **schema}
+    return header
+
+
+def _seconds_or_count(description: str, *, required: bool = False) -> dict[str, Any]:
+    return _header(description, required=required, type="integer", minimum=0)
+
+
 # Response headers, each a component the responses refer to.
 HEADERS: dict[str, dict[str, Any]] = {
-    "X-Request-ID": {
-        "description": "The request's id (the client's own `X-Request-ID` when well formed); "
-        "quote it when reporting a problem.",
-        "required": True,
-        "schema": {"type": "string"},
-    },
-    "ETag": {
-        "description": "Names this representation: send it back in `If-None-Match` (304 when "
-        "unchanged) or, for an article, in `If-Match` to edit or delete only that version.",
-        "required": True,
-        "schema": {"type": "string"},
-    },
-    "Location": {
-        "description": "The path of the resource created.",
-        "required": True,
-        "schema": {"type": "string"},
-    },
-    "X-Cache": {
-        "description": "Whether the Redis cache answered (`HIT`), was filled (`MISS`) or was "
+    "X-Request-ID": _header(
+        "The request's id (the client's own `X-Request-ID` when well formed); "
+        "quote it when reporting a problem."
+    ),
+    "ETag": _header(
+        "Names this representation: send it back in `If-None-Match` (304 when "
+        "unchanged) or, for an article, in `If-Match` to edit or delete only that version."
+    ),
+    "Location": _header("The path of the resource created."),
+    "X-Cache": _header(
+        "Whether the Redis cache answered (`HIT`), was filled (`MISS`) or was "
         "skipped while unavailable (`BYPASS`).",
-        "required": True,
-        "schema": {"type": "string", "enum": ["HIT", "MISS", "BYPASS", "STALE"]},
-    },
-    "RateLimit-Limit": {
-        "description": "Requests allowed per window by the tightest limit this request was "
-        "counted against (absent while the rate limiter is unavailable).",
-        "schema": {"type": "integer", "minimum": 0},
-    },
-    "RateLimit-Remaining": {
-        "description": "Requests left in the current window of that limit.",
-        "schema": {"type": "integer", "minimum": 0},
-    },
-    "RateLimit-Reset": {
-        "description": "Seconds until the current window of that limit ends.",
-        "schema": {"type": "integer", "minimum": 0},
-    },
-    "Retry-After": {
-        "description": "Seconds to wait before trying again.",
-        "required": True,
-        "schema": {"type": "integer", "minimum": 0},
-    },
-    "Allow": {
-        "description": "The methods the path takes.",
-        "required": True,
-        "schema": {"type": "string"},
-    },
-    "WWW-Authenticate": {
-        "description": "How to authenticate: a bearer token (RFC 6750).",
-        "required": True,
-        "schema": {"type": "string"},
-    },
+        enum=["HIT", "MISS", "BYPASS", "STALE"],
+    ),
+    "RateLimit-Limit": _seconds_or_count(
+        "Requests allowed per window by the tightest limit this request was "
+        "counted against (absent while the rate limiter is unavailable)."
+    ),
+    "RateLimit-Remaining": _seconds_or_count("Requests left in the current window of that limit."),
+    "RateLimit-Reset": _seconds_or_count("Seconds until the current window of that limit ends."),
+    "Retry-After": _seconds_or_count("Seconds to wait before trying again.", required=True),
+    "Allow": _header("The methods the path takes."),
+    "WWW-Authenticate": _header("How to authenticate: a bearer token (RFC 6750)."),
 }
 RATE_LIMIT_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
 # Refused on reading the body, before any rate limit counts the request: no RateLimit-*.

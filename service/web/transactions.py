@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from flask import Flask, Response, request
 
+from service.greenlet_asgi.bridge import await_
 from service.infra import db_cleanup
-from service.serving.bridge import await_
 from service.web.context import existing_request_state
 from service.web.errors import database_error_response
 

@@ -1,4 +1,4 @@
-"""service.cli.commands: ``python -m service run`` (what ``make run`` starts) serves, then stops
+"""service.cli.stack: ``python -m service run`` (what ``make run`` starts) serves, then stops
 cleanly."""
 
 from __future__ import annotations

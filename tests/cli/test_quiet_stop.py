@@ -1,4 +1,4 @@
-"""service.cli.commands: stopping ``python -m service run`` is quiet and exits 0 however many
+"""service.cli.stack: stopping ``python -m service run`` is quiet and exits 0 however many
 signals arrive (a supervisor that signals again, Ctrl-C pressed twice): the first SIGTERM
 starts the stop, the others are ignored, and none interrupts the stop's own logging.
 

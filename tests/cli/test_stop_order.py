@@ -1,4 +1,4 @@
-"""service.cli.commands: Ctrl-C on ``python -m service run`` stops the API, then (once the API
+"""service.cli.stack: Ctrl-C on ``python -m service run`` stops the API, then (once the API
 has exited) the worker, then the embedded servers, and every log line names the signal that
 was really sent. A real process with its own embedded servers."""
 

@@ -24,9 +24,9 @@ from packaging.utils import canonicalize_name
 
 from service.cli.embedded import free_port
 from service.cli.healthcheck import api_url, infer_role, main_process_cmdline
+from tests.conftest import Workers
 from tests.support.databases import ROOT, ServerStack, migrate
 from tests.support.live import LiveServer
-from tests.support.worker import WorkerProcess
 
 LOCK = ROOT / "requirements" / "image.txt"
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)")
@@ -206,7 +206,7 @@ def private_redis(stack: ServerStack) -> Iterator[str]:
 
 
 def test_worker_role_follows_arqs_health_check(
-    stack: ServerStack, private_redis: str, tmp_path: Path
+    stack: ServerStack, private_redis: str, tmp_path: Path, worker: Workers
 ) -> None:
     """Not healthy without a worker; healthy once a real worker runs (a container running the
     worker is no longer reported unhealthy for lacking an HTTP server). The worker has a
@@ -214,16 +214,14 @@ def test_worker_role_follows_arqs_health_check(
     assert _healthcheck("worker", REDIS_URL=private_redis).returncode == 1
     database = stack.new_database("newsdesk_health")
     migrate(database)
-    worker = WorkerProcess(
-        stack, tmp_path / "worker.log", DATABASE_URL=database, REDIS_URL=private_redis
-    ).start()
+    process = worker(DATABASE_URL=database, REDIS_URL=private_redis)
     try:
         client = redis.Redis.from_url(private_redis)
         for _ in range(600):
-            if client.exists(HEALTH_KEY) or worker.proc is None or worker.proc.poll() is not None:
+            if client.exists(HEALTH_KEY) or process.proc is None or process.proc.poll() is not None:
                 break
             time.sleep(0.1)
         client.close()
-        assert _healthcheck("worker", REDIS_URL=private_redis).returncode == 0, worker.log()
+        assert _healthcheck("worker", REDIS_URL=private_redis).returncode == 0, process.log()
     finally:
-        worker.stop()
+        process.stop()

@@ -16,9 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 
 from service.core.settings import normalise_database_url
 from service.domain import view_counts as views
+from tests.conftest import Workers
 from tests.support.api import account, publish
 from tests.support.databases import ServerStack
-from tests.support.worker import WorkerProcess
 
 
 @pytest.fixture
@@ -109,7 +109,7 @@ async def test_chunks_are_the_same_for_the_same_batch() -> None:
 
 
 async def test_no_view_is_lost_or_counted_twice_when_workers_are_killed(
-    client: httpx.AsyncClient, stack: ServerStack, tmp_path: Path, pg: asyncpg.Connection
+    client: httpx.AsyncClient, worker: Workers, tmp_path: Path, pg: asyncpg.Connection
 ) -> None:
     """Views from concurrent clients while workers flush every second and are killed with
     SIGKILL at random moments; after the last flush the count is exact, and the cached
@@ -126,27 +126,26 @@ async def test_no_view_is_lost_or_counted_twice_when_workers_are_killed(
             assert response.status_code == 200
             sent += 1
 
-    log = tmp_path / "worker.log"
     rng = random.Random(7)
     for _ in range(3):
-        worker = WorkerProcess(stack, log, VIEW_FLUSH_SECONDS="1").start()
+        process = worker(VIEW_FLUSH_SECONDS="1")
         try:
             readers = asyncio.gather(*(reader(40) for _ in range(8)))
             await asyncio.sleep(1.5 + rng.random() * 2)  # the worker is up and flushing
-            worker.kill()
+            process.kill()
             await readers
         finally:
-            worker.stop()
+            process.stop()
     assert sent == 3 * 8 * 40
-    worker = WorkerProcess(stack, log, VIEW_FLUSH_SECONDS="1").start()
+    process = worker(VIEW_FLUSH_SECONDS="1")
     try:
         for _ in range(150):
             if await stored_views(pg, article["id"]) >= sent:
                 break
             await asyncio.sleep(0.2)
         await asyncio.sleep(2.5)  # two more flushes: nothing is applied twice
-        assert await stored_views(pg, article["id"]) == sent, worker.log()
+        assert await stored_views(pg, article["id"]) == sent, process.log()
         shown = (await client.get(f"{url}/views")).json()["views"]
         assert shown == sent  # the count endpoint: PostgreSQL plus what is not flushed yet
     finally:
-        worker.stop()
+        process.stop()

@@ -20,11 +20,10 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 from service.cli.embedded import EmbeddedRedis
-from tests.conftest import LiveServers
+from tests.conftest import LiveServers, Workers
 from tests.support.api import Account, account, publish
 from tests.support.databases import ROOT, ServerStack, migrate, plain_url
 from tests.support.pgbouncer import PgBouncer, binary
-from tests.support.worker import WorkerProcess
 
 pytestmark = pytest.mark.skipif(
     binary() is None, reason="pgbouncer is not installed (make test installs it)"
@@ -136,7 +135,7 @@ async def _setup(base_url: str) -> tuple[Account, list[int]]:
 
 
 async def test_migrations_api_and_worker_run_through_pgbouncer_in_transaction_mode(
-    stack: ServerStack,
+    worker: Workers,
     pgbouncer: PgBouncer,
     own_redis: EmbeddedRedis,
     database: str,
@@ -172,15 +171,13 @@ async def test_migrations_api_and_worker_run_through_pgbouncer_in_transaction_mo
             **through,
             **PATIENT,
         )
-        worker = WorkerProcess(
-            stack,
-            tmp_path / "worker.log",
+        process = worker(
             **through,
             # A job whose enqueueing was given up on (a slow Redis opens the breaker) is
             # enqueued again within seconds by the sweeper.
             PROCESS_SWEEP_SECONDS="1",
             PROCESS_STALE_SECONDS="2",
-        ).start()
+        )
         try:
             who, seeded = await _setup(server.url)
             statuses, created = await _load(server.url, who, seeded)
@@ -194,13 +191,13 @@ async def test_migrations_api_and_worker_run_through_pgbouncer_in_transaction_mo
             for _ in range(int(PROCESSED_WITHIN * 5)):
                 if await direct.fetchval(processed, ids) == len(ids):
                     break
-                if worker.proc is None or worker.proc.poll() is not None:
+                if process.proc is None or process.proc.poll() is not None:
                     break  # the worker died: the assertion below shows its log
                 await asyncio.sleep(0.2)
-            assert await direct.fetchval(processed, ids) == len(ids), worker.log()[-3000:]
+            assert await direct.fetchval(processed, ids) == len(ids), process.log()[-3000:]
             assert "is not applied through PgBouncer" in server.log()
         finally:
-            worker.stop()
+            process.stop()
             server.stop()
     finally:
         await direct.close()

@@ -19,11 +19,10 @@ from redis.asyncio.sentinel import SentinelConnectionPool
 from service.core.settings import Settings
 from service.infra.resources import Resources
 from service.jobs.worker import redis_settings_for
-from tests.conftest import LiveServers
+from tests.conftest import LiveServers, Workers
 from tests.support.api import PASSWORD, Account, account
 from tests.support.databases import ServerStack, migrate, plain_url
 from tests.support.sentinel import SERVICE, SentinelCluster
-from tests.support.worker import WorkerProcess
 
 CLIENTS = 4  # concurrent clients, each logging in and writing an article in turn
 BEFORE_KILL = 8  # successful logins before the master is killed
@@ -135,7 +134,7 @@ async def _until(condition: Callable[[], bool], within: float, what: str) -> Non
 
 
 async def test_a_failover_under_load_loses_no_write_and_the_app_reconnects(
-    stack: ServerStack,
+    worker: Workers,
     cluster: SentinelCluster,
     database: str,
     tmp_path: Path,
@@ -147,9 +146,7 @@ async def test_a_failover_under_load_loses_no_write_and_the_app_reconnects(
     server = live_server(
         log="api.log", DATABASE_URL=database, REDIS_URL=url, REDIS_SOCKET_TIMEOUT="10"
     )
-    worker = WorkerProcess(
-        stack,
-        tmp_path / "worker.log",
+    process = worker(
         DATABASE_URL=database,
         REDIS_URL=url,
         # A processing job lost with the master is enqueued again within seconds.
@@ -159,13 +156,13 @@ async def test_a_failover_under_load_loses_no_write_and_the_app_reconnects(
         # 10 s) on the promoted replica, and nobody may run it again until that expires: a
         # short job timeout bounds that wait (processing takes milliseconds).
         JOB_TIMEOUT_SECONDS="15",
-    ).start()
+    )
     load = Load()
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
             ready = await http.get("/readyz")
             assert ready.status_code == 200, ready.text
-            await worker.wait_for_log("Starting worker for")  # it is up before the failover
+            await process.wait_for_log("Starting worker for")  # it is up before the failover
             who = await account(http)
             clients = [asyncio.create_task(_client(http, who, load, n)) for n in range(CLIENTS)]
             try:
@@ -207,16 +204,16 @@ async def test_a_failover_under_load_loses_no_write_and_the_app_reconnects(
             while (processed := await pg.fetchval(query, ids)) < len(ids):
                 if time.monotonic() > deadline:
                     break
-                if worker.proc is None or worker.proc.poll() is not None:
+                if process.proc is None or process.proc.poll() is not None:
                     break  # the worker died: the assertion below shows its log
                 await asyncio.sleep(0.2)
         finally:
             await pg.close()
-        assert processed == len(ids), worker.log()[-3000:]
+        assert processed == len(ids), process.log()[-3000:]
         # The worker did lose its master and start again on the new one.
-        assert worker.log().count("Starting worker for") >= 2, worker.log()[-3000:]
+        assert process.log().count("Starting worker for") >= 2, process.log()[-3000:]
     finally:
-        worker.stop()
+        process.stop()
         server.stop()
 
     failed_logins = sum(1 for _, _, ok in load.logins if not ok)

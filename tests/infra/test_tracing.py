@@ -31,7 +31,7 @@ from service.asgi import build
 from service.cli.embedded import free_port
 from service.core import logs
 from service.core.settings import Settings
-from service.core.types import ASGIApp
+from service.core.types import ASGIApp, Receive, Scope, Send
 from service.infra import tracing
 from service.infra.queue import enqueue, queue_of
 from service.infra.resources import Resources
@@ -57,11 +57,16 @@ def test_tracing_is_on_only_when_otel_asks(environ: dict[str, str], expected: bo
 
 
 def test_off_it_adds_nothing() -> None:
-    assert not tracing.enabled()
-    assert tracing.setup(tracing.API_SERVICE, environ={}) is False
-    assert tracing.traceparent() is None
-    with tracing.job_span("ping", None, job_id="j", job_try=1):
+    off = tracing.start(tracing.API_SERVICE, environ={})
+    assert off is tracing.OFF and not off.enabled
+    assert off.traceparent() is None
+    with off.job_span("ping", None, job_id="j", job_try=1):
         pass
+    assert off.middleware(answer) is answer
+
+
+async def answer(scope: Scope, receive: Receive, send: Send) -> None:
+    """An ASGI app that is never called."""
 
 
 def _api_process(**otel: str) -> dict[str, Any]:
@@ -93,9 +98,13 @@ def test_the_api_process_loads_no_opentelemetry_when_off() -> None:
 # --- enqueueing ----------------------------------------------------------------------------
 
 
-async def enqueued_kwargs(settings: Settings, job_id: str) -> dict[str, Any]:
-    """Enqueue ``ping`` through ``service.infra.queue.enqueue``; the keywords arq stored."""
+async def enqueued_kwargs(
+    settings: Settings, job_id: str, traced: tracing.Tracing = tracing.OFF
+) -> dict[str, Any]:
+    """Enqueue ``ping`` through ``service.infra.queue.enqueue`` from resources carrying
+    ``traced`` (as the runtime's do); the keywords arq stored."""
     resources = Resources(settings, application_name="tracing-test")
+    resources.tracing = traced
     await resources.start()
     try:
         assert resources.redis is not None
@@ -115,10 +124,10 @@ async def test_off_a_job_carries_no_traceparent(settings: Settings) -> None:
 
 
 async def test_on_a_job_carries_the_current_span(
-    exporter: InMemorySpanExporter, settings: Settings
+    exporter: InMemorySpanExporter, traced: tracing.Tracing, settings: Settings
 ) -> None:
-    with tracing.job_span("caller", None, job_id="caller-1", job_try=1):
-        kwargs = await enqueued_kwargs(settings, "tracing-on-1")
+    with traced.job_span("caller", None, job_id="caller-1", job_try=1):
+        kwargs = await enqueued_kwargs(settings, "tracing-on-1", traced)
     (caller,) = [s for s in exporter.get_finished_spans() if s.name == "caller process"]
     context = caller.context
     assert kwargs[tracing.TRACEPARENT] == (
@@ -143,11 +152,17 @@ class Captured(logging.Handler):
 
 
 @pytest.fixture
-def exporter() -> Iterator[InMemorySpanExporter]:
-    exported = InMemorySpanExporter()
-    assert tracing.setup(tracing.API_SERVICE, exporter=exported)
-    yield exported
-    tracing.shutdown()
+def exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def traced(exporter: InMemorySpanExporter) -> Iterator[tracing.Tracing]:
+    """Tracing on, exporting to ``exporter``, as a runtime holds it."""
+    on = tracing.start(tracing.API_SERVICE, exporter=exporter)
+    assert on.enabled
+    yield on
+    on.shutdown()
 
 
 @pytest.fixture
@@ -191,7 +206,7 @@ async def served(app: ASGIApp, access: logging.Logger) -> AsyncIterator[str]:
         await asyncio.wait_for(task, 60)
 
 
-async def run_queued_jobs(settings: Settings) -> None:
+async def run_queued_jobs(settings: Settings, traced: tracing.Tracing) -> None:
     """A burst arq worker with the project's job functions: runs what is queued, then ends."""
     from service.jobs.worker import WorkerSettings
 
@@ -200,6 +215,7 @@ async def run_queued_jobs(settings: Settings) -> None:
 
     async def startup(ctx: dict[str, Any]) -> None:
         ctx["resources"] = resources
+        ctx["tracing"] = traced
 
     worker = Worker(
         functions=WorkerSettings.functions,
@@ -235,7 +251,7 @@ def under(span: ReadableSpan, ancestor: ReadableSpan, by_id: dict[int, ReadableS
 
 
 async def test_a_write_and_its_job_form_one_trace(
-    exporter: InMemorySpanExporter, settings: Settings
+    exporter: InMemorySpanExporter, traced: tracing.Tracing, settings: Settings
 ) -> None:
     captured = Captured()
     access = logging.getLogger("tests.tracing.access")
@@ -244,7 +260,8 @@ async def test_a_write_and_its_job_form_one_trace(
     root = logging.getLogger()
     root.addHandler(captured)
     try:
-        app = build(settings)  # tracing is on: the OpenTelemetry middleware is outermost
+        # Tracing on: the OpenTelemetry middleware is outermost.
+        app = build(settings, tracing=traced)
         async with served(app, access) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
             ann = await account(http)
             exporter.clear()
@@ -255,7 +272,7 @@ async def test_a_write_and_its_job_form_one_trace(
             )
             assert written.status_code == 201, written.text
             article_id = written.json()["id"]
-            await run_queued_jobs(settings)
+            await run_queued_jobs(settings, traced)
             # Two reads: the second is a cache hit, answered before Flask by the fast path.
             reads = [await http.get(f"/api/v1/articles/{article_id}") for _ in range(2)]
             assert reads[1].headers.get("X-Cache") == "HIT"

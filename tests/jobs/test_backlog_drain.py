@@ -10,7 +10,6 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import asyncpg
 import httpx
@@ -19,12 +18,10 @@ from arq.connections import ArqRedis, RedisSettings, create_pool
 
 from service.cli.embedded import EmbeddedRedis
 from service.core import keys
-from tests.conftest import LiveServers
+from tests.conftest import LiveServers, Workers
 from tests.jobs.test_tasks import wait_for_status
 from tests.support.api import account, publish
-from tests.support.databases import ServerStack
 from tests.support.live import LiveServer
-from tests.support.worker import WorkerProcess
 
 BACKLOG = int(os.environ.get("BACKLOG_JOBS", "100"))  # README figure: BACKLOG_JOBS=500
 WITHIN = 300.0  # a bound for a stuck worker, far above any expected drain time
@@ -75,12 +72,11 @@ def api(own_redis: EmbeddedRedis, live_server: LiveServers) -> LiveServer:
 
 
 async def test_time_to_processed_behind_a_backlog_with_one_default_worker(
-    stack: ServerStack,
+    worker: Workers,
     own_redis: EmbeddedRedis,
     queue: ArqRedis,
     api: LiveServer,
     pg: asyncpg.Connection,
-    tmp_path: Path,
 ) -> None:
     async with httpx.AsyncClient(base_url=api.url, timeout=60) as http:
         ann = await account(http)
@@ -94,20 +90,15 @@ async def test_time_to_processed_behind_a_backlog_with_one_default_worker(
             )
         assert await queue.zcard(keys.QUEUE_BULK) == BACKLOG
 
-        worker = WorkerProcess(stack, tmp_path / "worker.log", REDIS_URL=own_redis.url())
-        worker.start()
-        try:
-            await worker.wait_for_log("Starting worker")
-            created = time.monotonic()
-            article = await publish(http, ann, title="Behind the backlog", content=content(-1))
-            answered = time.monotonic() - created
-            ahead = int(await queue.zcard(keys.QUEUE_BULK)) - 1
-            assert article["status"] == "pending"
-            found = await wait_for_status(pg, [article["id"]], "processed", WITHIN)
-            took = time.monotonic() - created
-            assert found == {article["id"]: "processed"}, worker.log()[-3000:]
-        finally:
-            worker.stop()
+        process = worker(REDIS_URL=own_redis.url(), ready="Starting worker")
+        created = time.monotonic()
+        article = await publish(http, ann, title="Behind the backlog", content=content(-1))
+        answered = time.monotonic() - created
+        ahead = int(await queue.zcard(keys.QUEUE_BULK)) - 1
+        assert article["status"] == "pending"
+        found = await wait_for_status(pg, [article["id"]], "processed", WITHIN)
+        took = time.monotonic() - created
+        assert found == {article["id"]: "processed"}, process.log()[-3000:]
     print(
         f"\nbacklog {BACKLOG} process_article jobs ({ahead} still queued at creation), "
         f"one default worker: 201 pending in {answered * 1000:.0f} ms, processed after "

@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 from arq.connections import ArqRedis, RedisSettings, create_pool
 
 from service.cli.embedded import EmbeddedRedis, free_port
 from service.core import keys
+from tests.conftest import Workers
 from tests.jobs.test_metrics import scrape_when
 from tests.support.backlog import enqueue_backlog
-from tests.support.databases import ServerStack
 from tests.support.worker import WorkerProcess
 
 WAITING = 300.0  # seconds the oldest bulk job has waited
@@ -30,11 +29,9 @@ async def queue(own_redis: EmbeddedRedis) -> AsyncIterator[ArqRedis]:
 
 
 @pytest.fixture
-def worker(stack: ServerStack, own_redis: EmbeddedRedis, tmp_path: Path) -> Iterator[WorkerProcess]:
+def interactive(worker: Workers, own_redis: EmbeddedRedis) -> WorkerProcess:
     """Interactive and periodic workers; nobody serves the bulk queue, so its backlog stays."""
-    process = WorkerProcess(
-        stack,
-        tmp_path / "worker.log",
+    return worker(
         REDIS_URL=own_redis.url(),
         WORKER_ROLES="interactive,periodic",
         WORKER_METRICS_HOST="127.0.0.1",
@@ -43,13 +40,11 @@ def worker(stack: ServerStack, own_redis: EmbeddedRedis, tmp_path: Path) -> Iter
         # The sweeper must not add the suite's other pending articles (the database is shared)
         # to the backlog this test counts.
         PROCESS_STALE_SECONDS="86400",
-    ).start()
-    yield process
-    process.stop()
+    )
 
 
 async def test_queue_age_running_runs_by_queue_and_flush_lag_in_the_worker_metrics(
-    queue: ArqRedis, worker: WorkerProcess
+    queue: ArqRedis, interactive: WorkerProcess
 ) -> None:
     await enqueue_backlog(queue, 40, waiting_since=WAITING)
     later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
@@ -59,15 +54,15 @@ async def test_queue_age_running_runs_by_queue_and_flush_lag_in_the_worker_metri
     before = time.time()
 
     # The periodic worker flushes at start-up: its run is counted under its queue.
-    metrics = await scrape_when(worker, "job_runs_total")
+    metrics = await scrape_when(interactive, "job_runs_total")
     for _ in range(100):  # both live workers have written their health record
         if metrics.total("job_queue_running", queue="interactive") and metrics.total(
             "job_queue_running", queue="periodic"
         ):
             break
-        metrics = await scrape_when(worker, "job_runs_total")
+        metrics = await scrape_when(interactive, "job_runs_total")
     runs = metrics.total("job_runs_total", function="flush_views", queue="periodic")
-    assert runs >= 1, worker.log()
+    assert runs >= 1, interactive.log()
     assert metrics.total("job_runs_total", outcome="completed", queue="periodic") >= 1
     assert metrics.total("job_runs_total", queue="bulk") == 0
 
@@ -86,10 +81,10 @@ async def test_queue_age_running_runs_by_queue_and_flush_lag_in_the_worker_metri
     await queue.hset(keys.VIEWS_PENDING, "910000001", 3)  # type: ignore[misc, arg-type]
     lags = []
     for _ in range(100):
-        metrics = await scrape_when(worker, "job_runs_total")
+        metrics = await scrape_when(interactive, "job_runs_total")
         lag = metrics.samples.get("view_flush_oldest_pending_seconds", [({}, -1.0)])[0][1]
         lags.append(lag)
         if lag == 0 and not await queue.exists(keys.VIEWS_PENDING):
             break
-    assert 0 in lags, (lags, worker.log()[-3000:])
+    assert 0 in lags, (lags, interactive.log()[-3000:])
     assert all(-1 <= lag < 60 for lag in lags), lags

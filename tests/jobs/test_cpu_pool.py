@@ -8,15 +8,13 @@ import os
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 
 from service.jobs.cpu_pool import CpuPool, CpuThread
-from tests.support.databases import ServerStack
-from tests.support.worker import WorkerProcess
+from tests.conftest import Workers
 
 linux_only = pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
 
@@ -79,21 +77,12 @@ async def test_the_thread_step_runs_one_call_at_a_time_off_the_loop() -> None:
     assert most == 1
 
 
-async def test_a_worker_process_runs_at_worker_nice(stack: ServerStack, tmp_path: Path) -> None:
+async def test_a_worker_process_runs_at_worker_nice(worker: Workers) -> None:
     own = os.getpriority(os.PRIO_PROCESS, 0)
-    worker = WorkerProcess(
-        stack, tmp_path / "worker.log", WORKER_ROLES="interactive", WORKER_NICE="6"
-    ).start()
-    try:
-        assert worker.proc is not None
-        deadline = time.monotonic() + 60
-        while "Starting worker" not in worker.log():  # arq's line, once the worker runs
-            assert time.monotonic() < deadline, worker.log()
-            assert worker.proc.poll() is None, worker.log()
-            await asyncio.sleep(0.1)
-        assert os.getpriority(os.PRIO_PROCESS, worker.proc.pid) == min(own + 6, 19)
-    finally:
-        worker.stop()
+    # arq's line, once the worker runs
+    process = worker(WORKER_ROLES="interactive", WORKER_NICE="6", ready="Starting worker")
+    assert process.proc is not None
+    assert os.getpriority(os.PRIO_PROCESS, process.proc.pid) == min(own + 6, 19)
 
 
 @linux_only

@@ -4,7 +4,6 @@ real jobs, the view flush, the queue, and its pool and process figures."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -12,26 +11,22 @@ import httpx
 import pytest
 
 from service.cli.embedded import free_port
+from tests.conftest import Workers
 from tests.jobs.test_tasks import wait_for_status
 from tests.support.api import account, publish
-from tests.support.databases import ServerStack
 from tests.support.metrics import Exposition, ascrape
 from tests.support.worker import WorkerProcess
 
 
 @pytest.fixture
-def worker(stack: ServerStack, tmp_path: Path) -> Iterator[WorkerProcess]:
-    process = WorkerProcess(
-        stack,
-        tmp_path / "worker.log",
+def scraped(worker: Workers, tmp_path: Path) -> WorkerProcess:
+    return worker(
         WORKER_METRICS_HOST="127.0.0.1",
         WORKER_METRICS_PORT=str(free_port()),
         VIEW_FLUSH_SECONDS="1",
         # Set for the API, not for the worker: it keeps its own registry whatever this says.
         PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "not-for-the-worker"),
-    ).start()
-    yield process
-    process.stop()
+    )
 
 
 def metrics_url(worker: WorkerProcess) -> str:
@@ -53,15 +48,15 @@ async def scrape_when(worker: WorkerProcess, done: str, seconds: float = 60) -> 
 
 
 async def test_a_processed_article_and_a_flushed_view_show_in_the_worker_metrics(
-    worker: WorkerProcess, client: httpx.AsyncClient, pg: asyncpg.Connection
+    scraped: WorkerProcess, client: httpx.AsyncClient, pg: asyncpg.Connection
 ) -> None:
     ann = await account(client)
     article = await publish(client, ann)
     found = await wait_for_status(pg, [article["id"]], "processed")
-    assert found == {article["id"]: "processed"}, worker.log()
+    assert found == {article["id"]: "processed"}, scraped.log()
     assert (await client.get(f"/api/v1/articles/{article['id']}")).status_code == 200  # a view
 
-    metrics = await scrape_when(worker, "view_flush_views_total")
+    metrics = await scrape_when(scraped, "view_flush_views_total")
     runs = metrics.total("job_runs_total", function="process_article", outcome="completed")
     assert runs >= 1
     assert metrics.total("job_duration_seconds_count", function="process_article") >= runs
@@ -78,12 +73,12 @@ async def test_a_processed_article_and_a_flushed_view_show_in_the_worker_metrics
     assert metrics.total("process_resident_memory_bytes") > 0
     assert metrics.has("python_gc_collections_total")
     # No multiprocess files: the variable was dropped before prometheus_client loaded.
-    assert not await asyncio.to_thread(Path(worker.env["PROMETHEUS_MULTIPROC_DIR"]).exists)
+    assert not await asyncio.to_thread(Path(scraped.env["PROMETHEUS_MULTIPROC_DIR"]).exists)
 
 
-async def test_the_worker_port_serves_only_metrics(worker: WorkerProcess) -> None:
-    await scrape_when(worker, "job_runs_total")
+async def test_the_worker_port_serves_only_metrics(scraped: WorkerProcess) -> None:
+    await scrape_when(scraped, "job_runs_total")
     async with httpx.AsyncClient(timeout=10) as http:
-        other = await http.get(metrics_url(worker).replace("/metrics", "/other"))
+        other = await http.get(metrics_url(scraped).replace("/metrics", "/other"))
     assert other.status_code == 404
-    assert worker.terminate() == 0  # the metrics server stops with the worker
+    assert scraped.terminate() == 0  # the metrics server stops with the worker

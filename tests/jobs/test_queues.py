@@ -66,7 +66,7 @@ async def backlog(queue: ArqRedis) -> int:
 
 
 @pytest.fixture(scope="module")
-async def worker(
+async def all_queues(
     redis_server: EmbeddedRedis, smtp: SmtpServer, backlog: int, module_worker: Workers
 ) -> WorkerProcess:
     process = module_worker(
@@ -92,7 +92,7 @@ async def _still_backed_up(queue: ArqRedis) -> int:
 
 
 async def test_views_are_flushed_at_their_interval_behind_a_bulk_backlog(
-    worker: WorkerProcess, queue: ArqRedis
+    all_queues: WorkerProcess, queue: ArqRedis
 ) -> None:
     await _still_backed_up(queue)
     flushes: list[float] = []
@@ -107,12 +107,12 @@ async def test_views_are_flushed_at_their_interval_behind_a_bulk_backlog(
     marks = [began, *flushes, ended]
     gaps = [later - earlier for earlier, later in itertools.pairwise(marks)]
     print(f"flushes in {WATCH_SECONDS}s: {len(flushes)}; longest gap {max(gaps):.2f}s")
-    assert max(gaps) <= LONGEST_GAP, (gaps, worker.log()[-3000:])
+    assert max(gaps) <= LONGEST_GAP, (gaps, all_queues.log()[-3000:])
     await _still_backed_up(queue)
 
 
 async def test_a_reset_mail_goes_out_at_once_behind_a_bulk_backlog(
-    worker: WorkerProcess, api: LiveServer, smtp: SmtpServer, queue: ArqRedis
+    all_queues: WorkerProcess, api: LiveServer, smtp: SmtpServer, queue: ArqRedis
 ) -> None:
     async with httpx.AsyncClient(base_url=api.url, timeout=30) as http:
         user = await register(http)
@@ -124,5 +124,5 @@ async def test_a_reset_mail_goes_out_at_once_behind_a_bulk_backlog(
         took = time.monotonic() - asked
     print(f"reset mail delivered {took:.2f}s after it was asked for")
     assert "reset" in str(mail["Subject"]).lower()
-    assert took < MAIL_WITHIN, worker.log()[-3000:]
+    assert took < MAIL_WITHIN, all_queues.log()[-3000:]
     await _still_backed_up(queue)

@@ -37,24 +37,29 @@ async def broken(ctx: dict[str, Any]) -> None:
 
 
 @pytest.fixture
-def exporter() -> Iterator[InMemorySpanExporter]:
-    exported = InMemorySpanExporter()
-    assert tracing.setup(tracing.WORKER_SERVICE, exporter=exported)
-    yield exported
-    tracing.shutdown()
+def exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def traced(exporter: InMemorySpanExporter) -> Iterator[tracing.Tracing]:
+    """Tracing on, as the worker's runtime puts it in each job's ctx."""
+    on = tracing.start(tracing.WORKER_SERVICE, exporter=exporter)
+    assert on.enabled
+    yield on
+    on.shutdown()
 
 
 async def test_off_the_traceparent_is_accepted_and_ignored() -> None:
-    assert not tracing.enabled()
-    ctx = {"job_id": "echo-1", "job_try": 1}
+    ctx = {"job_id": "echo-1", "job_try": 1}  # no "tracing": off
     assert await echo(ctx, 5, request_id="r1", traceparent=TRACEPARENT) == (5, "echo-1")
     assert await echo(ctx, 6) == (6, "echo-1")  # a job enqueued before tracing existed
 
 
 async def test_a_job_continues_the_trace_it_was_enqueued_in(
-    exporter: InMemorySpanExporter,
+    exporter: InMemorySpanExporter, traced: tracing.Tracing
 ) -> None:
-    ctx = {"job_id": "echo-2", "job_try": 2}
+    ctx = {"job_id": "echo-2", "job_try": 2, "tracing": traced}
     assert await echo(ctx, 7, request_id="r2", traceparent=TRACEPARENT) == (7, "echo-2")
     (span,) = exporter.get_finished_spans()
     assert (span.name, span.kind) == ("echo process", SpanKind.CONSUMER)
@@ -66,18 +71,20 @@ async def test_a_job_continues_the_trace_it_was_enqueued_in(
 
 
 async def test_without_a_traceparent_a_job_starts_a_trace(
-    exporter: InMemorySpanExporter,
+    exporter: InMemorySpanExporter, traced: tracing.Tracing
 ) -> None:
-    await echo({"job_id": "cron:flush"}, 1)
+    await echo({"job_id": "cron:flush", "tracing": traced}, 1)
     (span,) = exporter.get_finished_spans()
     assert span.parent is None
 
 
-async def test_a_retry_is_not_a_failure_and_an_error_is(exporter: InMemorySpanExporter) -> None:
+async def test_a_retry_is_not_a_failure_and_an_error_is(
+    exporter: InMemorySpanExporter, traced: tracing.Tracing
+) -> None:
     with pytest.raises(Retry):
-        await retry_later({"job_id": "r"}, traceparent=TRACEPARENT)
+        await retry_later({"job_id": "r", "tracing": traced}, traceparent=TRACEPARENT)
     with pytest.raises(ValueError):
-        await broken({"job_id": "b"}, traceparent=TRACEPARENT)
+        await broken({"job_id": "b", "tracing": traced}, traceparent=TRACEPARENT)
     retried, failed = exporter.get_finished_spans()
     assert retried.status.status_code == StatusCode.UNSET
     assert [event.name for event in retried.events] == ["exception"]

@@ -17,7 +17,6 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -25,8 +24,8 @@ from arq.connections import ArqRedis, RedisSettings, create_pool
 
 from service.cli.embedded import EmbeddedRedis
 from service.core import keys
+from tests.conftest import Workers
 from tests.support.databases import ServerStack, migrate, plain_url
-from tests.support.worker import WorkerProcess
 
 ARTICLES = 1_200  # queued a few at a time while the workers run and die
 EDITED = 60  # of them get a second version while the workers run
@@ -92,11 +91,10 @@ async def _enqueue(queue: ArqRedis, article_id: int, version: int) -> None:
 @pytest.mark.parametrize("processes", [2, 4])
 async def test_killed_workers_process_every_article_and_count_every_view_once(
     processes: int,
-    stack: ServerStack,
+    worker: Workers,
     database: tuple[str, asyncpg.Connection],
     own_redis: EmbeddedRedis,
     queue: ArqRedis,
-    tmp_path: Path,
 ) -> None:
     url, conn = database
     author = await conn.fetchval(
@@ -117,21 +115,21 @@ async def test_killed_workers_process_every_article_and_count_every_view_once(
         "UPDATE articles SET content = $2 WHERE id = $1", [(i, _content(i, 1)) for i in ids]
     )
 
-    env = {
-        "DATABASE_URL": url,
-        "REDIS_URL": own_redis.url(),
-        "WORKER_CPU_PROCESSES": "1",
-        "WORKER_MAX_JOBS": "20",
-        "JOB_TIMEOUT_SECONDS": "5",  # a killed worker's jobs run again 15 s later
-        "VIEW_FLUSH_SECONDS": "1",
-        "PROCESS_SWEEP_SECONDS": "2",
-        "PROCESS_STALE_SECONDS": "5",
-        "DB_POOL_SIZE": "5",
-        "DB_MAX_OVERFLOW": "5",
-        "LOG_LEVEL": "WARNING",
-    }
     workers = [
-        WorkerProcess(stack, tmp_path / f"worker-{n}.log", **env).start() for n in range(processes)
+        worker(
+            DATABASE_URL=url,
+            REDIS_URL=own_redis.url(),
+            WORKER_CPU_PROCESSES="1",
+            WORKER_MAX_JOBS="20",
+            JOB_TIMEOUT_SECONDS="5",  # a killed worker's jobs run again 15 s later
+            VIEW_FLUSH_SECONDS="1",
+            PROCESS_SWEEP_SECONDS="2",
+            PROCESS_STALE_SECONDS="5",
+            DB_POOL_SIZE="5",
+            DB_MAX_OVERFLOW="5",
+            LOG_LEVEL="WARNING",
+        )
+        for _ in range(processes)
     ]
     rng = random.Random(processes)
     edited = rng.sample(ids[: ARTICLES // 2], EDITED)
@@ -188,8 +186,7 @@ async def test_killed_workers_process_every_article_and_count_every_view_once(
             await asyncio.sleep(0.5)
         await asyncio.sleep(2)  # a duplicate effect would land now
     finally:
-        for worker in workers:
-            worker.stop()
+        worker.stop()
 
     assert kills >= 5
     rows = await conn.fetch(

@@ -5,17 +5,14 @@ metrics are tested with the worker's own port in tests/jobs/test_metrics.py)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
 
 from service.cli.embedded import EmbeddedRedis
-from tests.conftest import LiveServers
+from tests.conftest import LiveServers, Workers
 from tests.support.api import account, publish
-from tests.support.databases import ServerStack
 from tests.support.live import LiveServer
 from tests.support.metrics import ascrape
 from tests.support.worker import WorkerProcess
@@ -35,14 +32,12 @@ async def wait_for_status(
 
 
 @pytest.fixture
-def worker(stack: ServerStack, tmp_path: Path) -> Iterator[WorkerProcess]:
-    process = WorkerProcess(stack, tmp_path / "worker.log").start()
-    yield process
-    process.stop()
+def processor(worker: Workers) -> WorkerProcess:
+    return worker()
 
 
 async def test_an_update_during_processing_ends_with_the_final_summary(
-    client: httpx.AsyncClient, worker: WorkerProcess, pg: asyncpg.Connection
+    client: httpx.AsyncClient, processor: WorkerProcess, pg: asyncpg.Connection
 ) -> None:
     ann = await account(client)
     article = await publish(
@@ -56,13 +51,13 @@ async def test_an_update_during_processing_ends_with_the_final_summary(
     )
     assert edited.status_code == 200 and edited.json()["status"] == "pending"
     found = await wait_for_status(pg, [article["id"]], "processed")
-    assert found == {article["id"]: "processed"}, worker.log()
+    assert found == {article["id"]: "processed"}, processor.log()
     shown = (await client.get(url)).json()
     assert shown["summary"] == final and shown["version"] == 2
     assert "ferries" in shown["keywords"] or "ferries run" in shown["keywords"]
     # The job's log lines carry its job id and the id of the request that enqueued it.
     job_line = f"[rid=edit-ferries-1 job=process:{article['id']}:2]"
-    assert job_line in worker.log()
+    assert job_line in processor.log()
     metrics = await ascrape(client)
     assert metrics.total("cache_lookups_total", endpoint="article") >= 1
 
@@ -75,36 +70,28 @@ def api_on_own_redis(durable_redis: EmbeddedRedis, live_server: LiveServers) -> 
 
 
 async def test_articles_written_while_redis_is_down_are_processed_when_it_returns(
-    stack: ServerStack,
+    worker: Workers,
     durable_redis: EmbeddedRedis,
     api_on_own_redis: LiveServer,
-    tmp_path: Path,
     pg: asyncpg.Connection,
 ) -> None:
     """The writes succeed without Redis; the worker rides out the outage (same process)
     and its sweeper enqueues the articles whose jobs could not be queued."""
-    worker = WorkerProcess(
-        stack,
-        tmp_path / "worker.log",
-        REDIS_URL=durable_redis.url(),
-        PROCESS_STALE_SECONDS="1",
-        PROCESS_SWEEP_SECONDS="1",
-    ).start()
-    try:
-        async with httpx.AsyncClient(base_url=api_on_own_redis.url, timeout=30) as http:
-            ann = await account(http)  # logging in needs Redis; API keys do not
-            await worker.wait_for_log("Starting worker")
-            durable_redis.stop()
-            created = [await publish(http, ann, title=f"Outage {i}") for i in range(3)]
-            assert {a["status"] for a in created} == {"pending"}
-            await asyncio.sleep(2)  # the worker notices and keeps trying
-            assert worker.proc is not None and worker.proc.poll() is None
-            durable_redis.start()
-            ids = [a["id"] for a in created]
-            found = await wait_for_status(pg, ids, "processed")
-            assert found == dict.fromkeys(ids, "processed"), worker.log()
-            assert worker.proc.poll() is None  # the same worker process throughout
-            assert "worker lost Redis" in worker.log()
-            assert "enqueued again" in worker.log()
-    finally:
-        worker.stop()
+    process = worker(
+        REDIS_URL=durable_redis.url(), PROCESS_STALE_SECONDS="1", PROCESS_SWEEP_SECONDS="1"
+    )
+    async with httpx.AsyncClient(base_url=api_on_own_redis.url, timeout=30) as http:
+        ann = await account(http)  # logging in needs Redis; API keys do not
+        await process.wait_for_log("Starting worker")
+        durable_redis.stop()
+        created = [await publish(http, ann, title=f"Outage {i}") for i in range(3)]
+        assert {a["status"] for a in created} == {"pending"}
+        await asyncio.sleep(2)  # the worker notices and keeps trying
+        assert process.proc is not None and process.proc.poll() is None
+        durable_redis.start()
+        ids = [a["id"] for a in created]
+        found = await wait_for_status(pg, ids, "processed")
+        assert found == dict.fromkeys(ids, "processed"), process.log()
+        assert process.proc.poll() is None  # the same worker process throughout
+        assert "worker lost Redis" in process.log()
+        assert "enqueued again" in process.log()

@@ -5,26 +5,24 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from arq.connections import ArqRedis, RedisSettings, create_pool
 
-from service.cli.harness import spawn
+from tests.conftest import Workers
 from tests.support.databases import ROOT, ServerStack
+
+ARQ = str(Path(sys.executable).parent / "arq")
 
 
 @pytest.fixture
-def worker(stack: ServerStack, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    process = spawn(
-        [str(Path(sys.executable).parent / "arq"), "worker.WorkerSettings"],
-        {"DATABASE_URL": stack.database_url, "REDIS_URL": stack.redis_url},
-        tmp_path / "worker.log",
-        cwd=ROOT,
-    )
-    yield process.proc
-    process.stop(30)
+def arq_worker(worker: Workers) -> subprocess.Popen[bytes]:
+    """arq's own command line on the top-level worker.py, as its documentation runs it."""
+    process = worker(command=[ARQ, "worker.WorkerSettings"])
+    assert process.proc is not None
+    return process.proc
 
 
 @pytest.fixture
@@ -35,22 +33,21 @@ async def queue(stack: ServerStack) -> AsyncIterator[ArqRedis]:
 
 
 async def test_the_worker_runs_a_job_against_the_database(
-    worker: subprocess.Popen[bytes], queue: ArqRedis
+    arq_worker: subprocess.Popen[bytes], queue: ArqRedis
 ) -> None:
     job = await queue.enqueue_job("ping")
     assert job is not None
     assert await job.result(timeout=60) == "pong"
-    assert worker.poll() is None
+    assert arq_worker.poll() is None
 
 
 def test_the_worker_health_check_passes_while_it_runs(
-    worker: subprocess.Popen[bytes], stack: ServerStack
+    arq_worker: subprocess.Popen[bytes], stack: ServerStack
 ) -> None:
     env = {**os.environ, "DATABASE_URL": stack.database_url, "REDIS_URL": stack.redis_url}
-    arq = str(Path(sys.executable).parent / "arq")
     for _ in range(60):
         check = subprocess.run(
-            [arq, "--check", "worker.WorkerSettings"],
+            [ARQ, "--check", "worker.WorkerSettings"],
             cwd=ROOT,
             env=env,
             capture_output=True,

@@ -1,6 +1,6 @@
 """Request headers whose names hold ``_`` are ignored, as nginx ignores them: ``API_Key`` is
 no credential and ``X_Forwarded_For`` never names the client, whether Flask answers or the
-cache fast path does (service.serving.environ, service.serving.fastpath)."""
+cache fast path does (service.greenlet_asgi.environ, service.edge.fastpath)."""
 
 from __future__ import annotations
 

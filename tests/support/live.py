@@ -2,48 +2,30 @@
 
 Hypercorn with ``hypercorn.toml`` by default; ``TEST_SERVER=uvicorn`` or ``TEST_SERVER=granian``
 (or ``LiveServer(..., server=...)``) runs the same tests against another server, with the
-settings of ``hypercorn.toml`` mapped to its options.
+settings of ``hypercorn.toml`` mapped to its options (``service.edge.servers``).
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from service.cli.embedded import free_port
 from service.cli.harness import Process, spawn
+from service.edge import servers
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-SERVERS = ("hypercorn", "uvicorn", "granian")
+SERVERS = tuple(servers.SERVERS)
 
 
 def server_command(server: str, app_path: str, port: int) -> list[str]:
-    """The command line of one worker of ``server`` serving ``app_path`` on 127.0.0.1:port."""
-    bind = ["--host", "127.0.0.1", "--port", str(port)]
-    if server == "hypercorn":
-        options = ["--config", str(ROOT / "hypercorn.toml"), "--workers", "1"]
-        return [
-            sys.executable,
-            "-m",
-            "hypercorn",
-            *options,
-            "--bind",
-            f"127.0.0.1:{port}",
-            app_path,
-        ]
-    if server == "uvicorn":
-        options = ["--loop", "uvloop", "--http", "httptools", "--lifespan", "on"]
-        options += ["--timeout-keep-alive", "75", "--timeout-graceful-shutdown", "20"]
-        return [sys.executable, "-m", "uvicorn", *options, "--backlog", "2048", *bind, app_path]
-    if server == "granian":
-        options = ["--interface", "asgi", "--loop", "uvloop", "--workers", "1"]
-        options += ["--workers-kill-timeout", "20", "--backlog", "2048"]
-        return [sys.executable, "-m", "granian", *options, *bind, app_path]
-    raise ValueError(f"unknown server {server!r}: one of {', '.join(SERVERS)}")
+    """The command line of one worker of ``server`` serving ``app_path`` on 127.0.0.1:port,
+    from the table ``python -m service serve`` reads too (``service.edge.servers``)."""
+    run = servers.Run(app_path, bind=f"127.0.0.1:{port}", workers=1, config=ROOT / "hypercorn.toml")
+    return servers.command(server, run)
 
 
 class LiveServer:

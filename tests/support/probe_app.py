@@ -23,7 +23,7 @@ from service.core.errors import NotFound
 from service.core.logs import configure_logging
 from service.core.request_id import current_request_id
 from service.core.settings import Settings
-from service.serving.bridge import await_
+from service.greenlet_asgi.bridge import await_
 from service.web import context
 from service.web.app import app_resources, create_app
 

@@ -18,12 +18,19 @@ COMMAND = [sys.executable, "-m", "service", "worker"]
 
 class WorkerProcess:
     """``python -m service worker`` against ``stack`` with ``env`` on top; log in ``log_path``;
-    ``settings`` names another WorkerSettings class (``module:Class``)."""
+    ``settings`` names another WorkerSettings class (``module:Class``); ``command`` replaces
+    the command line (arq's own, say)."""
 
     def __init__(
-        self, stack: ServerStack, log_path: Path, *, settings: str | None = None, **env: str
+        self,
+        stack: ServerStack,
+        log_path: Path,
+        *,
+        settings: str | None = None,
+        command: list[str] | None = None,
+        **env: str,
     ) -> None:
-        self.command = COMMAND + (["--settings", settings] if settings else [])
+        self.command = command or COMMAND + (["--settings", settings] if settings else [])
         self.env = {
             **os.environ,
             "DATABASE_URL": stack.database_url,

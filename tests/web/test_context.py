@@ -8,6 +8,10 @@ import asyncpg
 import httpx
 import pytest
 
+from service.core.settings import Settings
+from service.domain.view_counts import ViewCounter
+from service.web import context
+from service.web.app import create_app
 from tests.conftest import MAX_OVERFLOW, POOL_SIZE
 
 
@@ -75,3 +79,12 @@ async def test_a_failing_request_rolls_back(
     response = await client.post("/_test/items?fail=1", json={"name": "lost", "count": 1})
     assert response.status_code == 500
     assert await probe_table.fetchval("SELECT count(*) FROM probe_items WHERE name='lost'") == 0
+
+
+def test_use_views_replaces_the_view_counter_before_the_app_is_served() -> None:
+    app = create_app(Settings(_env_file=None, env="test"))
+    default = context.app_state(app).views
+    counter = ViewCounter()
+    context.use_views(app, counter)
+    assert context.app_state(app).views is counter
+    assert counter is not default

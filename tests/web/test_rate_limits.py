@@ -149,7 +149,7 @@ def test_log_has_no_secrets(strict: LiveServer) -> None:
 async def test_cached_article_reads_are_counted_and_refused_like_any_read(
     http: httpx.AsyncClient, client: httpx.AsyncClient
 ) -> None:
-    """Hits answered before Flask (service.serving.fastpath) count against the read limit too, per
+    """Hits answered before Flask (service.edge.fastpath) count against the read limit too, per
     client behind the trusted proxy, and the read past the limit gets the 429 envelope."""
     ann = await account(client)
     article = await publish(client, ann)

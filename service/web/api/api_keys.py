@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from flask import Blueprint
 
 from service.core import routes
@@ -18,17 +20,17 @@ REVOKE = Link(
     parameters={"key_id": "$response.body#/id"},
     description="Revoke the key created.",
 )
+# Every key operation takes a session token (an API key cannot mint or list keys).
+key_endpoint = functools.partial(endpoint, auth="session", tags=["api-keys"])
 
 
 @bp.post("")
-@endpoint(
+@key_endpoint(
     body=ApiKeyCreate,
     response=ApiKeyCreated,
     status=201,
-    auth="session",
     rate="write",
     errors=(401, 409, 429, 503),
-    tags=["api-keys"],
     operation_id="create_api_key",
     links={"DeleteApiKey": REVOKE},
 )
@@ -47,13 +49,7 @@ async def create_key(body: ApiKeyCreate, caller: Caller) -> ApiKeyCreated:
 
 
 @bp.get("")
-@endpoint(
-    response=ApiKeyList,
-    auth="session",
-    errors=(401, 503),
-    tags=["api-keys"],
-    operation_id="list_api_keys",
-)
+@key_endpoint(response=ApiKeyList, errors=(401, 503), operation_id="list_api_keys")
 async def list_keys(caller: Caller) -> ApiKeyList:
     """The caller's live keys, without their secrets."""
     rows = await keys_of(context.db_session(), caller.user.id)
@@ -61,14 +57,7 @@ async def list_keys(caller: Caller) -> ApiKeyList:
 
 
 @bp.delete("/<id:key_id>")
-@endpoint(
-    status=204,
-    auth="session",
-    rate="write",
-    errors=(401, 404, 429, 503),
-    tags=["api-keys"],
-    operation_id="delete_api_key",
-)
+@key_endpoint(status=204, rate="write", errors=(401, 404, 429, 503), operation_id="delete_api_key")
 async def delete_key(key_id: int, caller: Caller) -> None:
     """Revoke one of the caller's keys; it stops working immediately."""
     if not await revoke_key(context.db_session(), user_id=caller.user.id, key_id=key_id):
