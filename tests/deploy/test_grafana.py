@@ -23,6 +23,12 @@ from tests.support.metrics import Exposition, ascrape
 from tests.support.serve import ServeProcess
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "newsdesk.json"
+README = ROOT / "README.md"
+# Series Prometheus writes itself for each target it scrapes, in no exposition.
+SCRAPE_SERIES = {"up"}
+# What an operator must see besides the failure table's metrics: whether a worker runs each
+# queue (NewsdeskQueueNotRunning) and whether the targets are scraped at all.
+ALSO_WATCHED = {"job_queue_running", "up"}
 
 # PromQL words that are not metric names: functions and aggregations are found by the "("
 # after them; these are the rest.
@@ -84,6 +90,48 @@ def test_the_dashboard_is_grafana_json_with_the_panels_an_operator_needs() -> No
             assert panel["targets"], panel["title"]
 
 
+def test_panels_do_not_overlap() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    cells: dict[tuple[int, int], str] = {}
+    for panel in dashboard["panels"]:
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, panel["title"]
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                assert (x, y) not in cells, (panel["title"], cells.get((x, y)))
+                cells[x, y] = panel["title"]
+
+
+def failure_table_metrics() -> set[str]:
+    """The metric names the README's failure table ("When things fail") tells an operator to
+    watch: backticked names in its last column (``name`` or ``name{labels}``)."""
+    text = README.read_text()
+    section = text.split("\n### When things fail\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")][2:]  # no header
+    assert rows, "no failure table in README.md"
+    names = set()
+    for row in rows:
+        watched = row.rstrip(" |").rsplit(" | ", 1)[1]
+        for code in re.findall(r"`([^`]+)`", watched):
+            match = re.fullmatch(r"([a-z][a-z0-9]*(?:_[a-z0-9]+)+)(\{[^}]*\})?", code)
+            if match:
+                names.add(match.group(1))
+    return names
+
+
+def test_every_metric_of_the_failure_table_has_a_panel() -> None:
+    watched = failure_table_metrics()
+    assert {"database_unavailable_total", "event_loop_lag_seconds", "views_buffered"} <= watched
+    used: set[str] = set()
+    for expr in expressions(json.loads(DASHBOARD.read_text())):
+        used |= metric_names(expr)
+    for name in sorted(watched | ALSO_WATCHED):
+        series = {name} | {f"{name}_{suffix}" for suffix in ("bucket", "sum", "count")}
+        assert series & used, f"no panel shows {name}"
+
+
 @pytest.fixture(scope="module")
 def instance(stack: ServerStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """An API instance as production runs it, with one failed login per e-mail address and
@@ -132,7 +180,7 @@ async def test_every_expression_names_only_exported_metrics(
                 break
             await asyncio.sleep(0.1)
     assert worker_metrics is not None
-    exported = set(api.samples) | set(worker_metrics.samples)
+    exported = set(api.samples) | set(worker_metrics.samples) | SCRAPE_SERIES
     dashboard = json.loads(await asyncio.to_thread(Path(DASHBOARD).read_text))
     used: set[str] = set()
     for expr in expressions(dashboard):
