@@ -3,7 +3,7 @@
 Three Newsdesk instances (``bench.newsdesk_app``, one Hypercorn worker each) behind nginx
 on loopback, configured by the file operators copy, ``deploy/nginx/newsdesk.conf`` (upstream
 keep-alive, round robin, buffering, access log; only the ports and the log path are the
-lab's, ``bench.nginx``), with one nginx worker process; nginx restarted with 1, 2 and 3 of
+lab's, ``service.cli.nginx``), with one nginx worker process; nginx restarted with 1, 2 and 3 of
 them as upstreams, and one instance without nginx for the balancer's own cost. A JSON hello
 (CPU in the app only) and a primary-key read, 64 connections.
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench import nginx as shipped_nginx
 from bench.lab import chart, serving
 from bench.lab.core import (
     Lab,
@@ -28,6 +27,7 @@ from bench.lab.core import (
     warmups,
 )
 from bench.probes import ROWS
+from service.cli import nginx as shipped_nginx
 from service.cli.embedded import free_port
 
 TITLE = "Horizontal scaling: 1, 2 and 3 instances behind nginx"
@@ -38,7 +38,7 @@ PROBES = {"hello": "/bench/hello", "pk-read": "/bench/items/"}
 
 def nginx(lab: Lab, upstreams: list[Process]) -> Process:
     """nginx on a free loopback port balancing over ``upstreams``, configured by the shipped
-    ``deploy/nginx/newsdesk.conf`` (rendered with the lab's ports by ``bench.nginx``)."""
+    ``deploy/nginx/newsdesk.conf`` (rendered with the lab's ports by ``service.cli.nginx``)."""
     port = free_port()
     work = lab.work / f"nginx-{len(upstreams)}"
     conf = shipped_nginx.write(

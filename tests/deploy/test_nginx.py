@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.nginx import SHIPPED, nginx_binary, render, write
 from service.cli.embedded import free_port
 from service.cli.harness import NotReady, spawn, tail
+from service.cli.nginx import SHIPPED, nginx_binary, render, write
 from service.core.settings import Settings
 from tests.conftest import PROBE_APP, LiveServers
 from tests.support.databases import ROOT

@@ -16,7 +16,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "deploy" / "nginx" / "newsdesk.conf"
 
 _UPSTREAM = re.compile(r"(upstream\s+newsdesk\s*\{)(.*?)(\n\})", re.S)
