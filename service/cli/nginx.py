@@ -16,6 +16,9 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from service.cli.embedded import free_port
+from service.cli.harness import NotReady, spawn, tail
+
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "deploy" / "nginx" / "newsdesk.conf"
 
@@ -85,3 +88,45 @@ def write(work: Path, upstreams: Sequence[str], listen: str, *, workers: int = 1
     conf = work / "nginx.conf"
     conf.write_text(main_config(work, site, workers=workers))
     return conf
+
+
+class Nginx:
+    """nginx running the rendered shipped file on ``port`` (a free loopback port unless
+    given), in the foreground with ``workers`` worker processes, its files in ``work``: the
+    one way the cluster, the tests and the lab start it (``service.cli.harness``)."""
+
+    def __init__(
+        self, work: Path, upstreams: Sequence[str], *, port: int | None = None, workers: int = 1
+    ) -> None:
+        binary = nginx_binary()
+        if binary is None:
+            raise RuntimeError("nginx is not installed (make test-deps installs it)")
+        self.port = port or free_port()
+        self.work = work
+        conf = write(work, upstreams, f"127.0.0.1:{self.port}", workers=workers)
+        self.process = spawn(
+            [binary, "-p", str(work), "-c", str(conf), "-g", "daemon off;"],
+            None,
+            work / "nginx.out",
+            name="nginx",
+        )
+        self.proc = self.process.proc
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_listening(self, timeout: float = 30) -> Nginx:
+        """Until the port accepts connections; the error log's tail if nginx exits first."""
+        try:
+            self.process.wait_ready(self.port, timeout)
+        except NotReady as error:
+            raise RuntimeError(f"{error}\nerror.log:\n{tail(self.work / 'error.log')}") from None
+        return self
+
+    def access_log(self) -> str:
+        path = self.work / "access.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        self.process.stop(30)

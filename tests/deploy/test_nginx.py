@@ -17,8 +17,7 @@ import httpx
 import pytest
 
 from service.cli.embedded import free_port
-from service.cli.harness import NotReady, spawn, tail
-from service.cli.nginx import SHIPPED, nginx_binary, render, write
+from service.cli.nginx import SHIPPED, Nginx, nginx_binary, render, write
 from service.core.settings import Settings
 from tests.conftest import PROBE_APP, LiveServers
 from tests.support.databases import ROOT
@@ -135,40 +134,6 @@ def test_nginx_t_accepts_the_rendered_file(tmp_path: Path) -> None:
 
 
 # --- a real nginx in front of a real Newsdesk -------------------------------------------------
-
-
-class Nginx:
-    """nginx with the rendered shipped file on a free loopback port (foreground, one worker)."""
-
-    def __init__(self, work: Path, upstreams: list[str]) -> None:
-        self.port = free_port()
-        self.work = work
-        conf = write(work, upstreams, f"127.0.0.1:{self.port}")
-        self.process = spawn(
-            [_nginx(), "-p", str(work), "-c", str(conf), "-g", "daemon off;"],
-            None,
-            work / "nginx.out",
-            name="nginx",
-        )
-        self.proc = self.process.proc
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def wait_listening(self) -> Nginx:
-        try:
-            self.process.wait_ready(self.port, 30)
-        except NotReady as error:
-            raise RuntimeError(f"{error}\nerror.log:\n{tail(self.work / 'error.log')}") from None
-        return self
-
-    def access_log(self) -> str:
-        path = self.work / "access.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def stop(self) -> None:
-        self.process.stop(30)
 
 
 @pytest.fixture(scope="module")
