@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     # /readyz answers from a check at most this old: probes and clients cannot make each
     # request cost a database and a Redis round trip.
     readiness_cache_seconds: float = Field(1.0, ge=0)
+    # /readyz answers 503 while the event loop's worst delay of the last second is past this:
+    # an instance that cannot run its loop cannot serve, whatever its dependencies say.
+    readiness_max_loop_lag: float = Field(2.0, gt=0)
     max_content_length: int = Field(1024 * 1024, ge=1)
     # A request body must arrive at BODY_MIN_RATE bytes/s on average once BODY_GRACE_SECONDS
     # of reading have passed, or it is answered 408 and its connection closed (0: no minimum).

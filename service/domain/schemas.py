@@ -462,9 +462,12 @@ class Liveness(Output):
 
 
 class Readiness(Output):
-    """``/readyz`` when every dependency answers (a 503 error names the ones down)."""
+    """``/readyz`` when this instance can serve: ``ready`` with every dependency answering,
+    ``degraded`` with some down (named in ``checks``); it stays in its load balancer either
+    way, since the degraded answers (cached reads, 503 for writes) are still the best any
+    instance can give."""
 
-    status: Literal["ready"] = "ready"
-    checks: dict[str, Literal["ok"]] = Field(
+    status: Literal["ready", "degraded"] = "ready"
+    checks: dict[str, Literal["ok", "down", "timeout"]] = Field(
         examples=[{"database": "ok", "database_read": "ok", "redis": "ok"}]
     )

@@ -1,6 +1,7 @@
 """Dependency checks for readiness: each one bounded by a timeout, all run concurrently, and
 a result reused for a short while (``RecentResult``), so that probes cannot make every
-``/readyz`` cost a round trip to each dependency."""
+``/readyz`` cost a round trip to each dependency. The states are reported (``/readyz``'s body,
+``dependency_up``), never a reason for an instance to be unready (``service.web.api.health``)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.infra.resources import Resources
 
 log = logging.getLogger(__name__)
-
-# Reported, but not a reason to be unready: without its cache the API still answers, from
-# PostgreSQL (X-Cache: BYPASS), so a cache Redis that is down must not empty the load balancer.
-OPTIONAL = frozenset({"cache_redis"})
 
 
 async def _select_one(engine: AsyncEngine) -> None:
@@ -41,7 +38,7 @@ async def _bounded(check: Awaitable[object], limit: float, name: str) -> str:
 
 async def check_dependencies(res: Resources) -> dict[str, str]:
     """``{"database": "ok", "database_read": "ok", "redis": "down"}``-style states, and
-    ``cache_redis`` when the cache has a Redis of its own (CACHE_REDIS_URL; in ``OPTIONAL``)."""
+    ``cache_redis`` when the cache has a Redis of its own (CACHE_REDIS_URL)."""
     clients = res.clients
     timeout = res.settings.readiness_timeout
     checks = {

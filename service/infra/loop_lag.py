@@ -27,6 +27,8 @@ class LoopLag:
         self.interval = interval
         self.window = window
         self._total = 0.0  # seconds of delay of every wake-up so far
+        # The worst delay of the last complete window (what event_loop_lag_seconds shows).
+        self.recent_worst = 0.0
         self._due: float | None = None  # loop time the sleeping monitor should wake up at
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task = Background(self._run, name="loop-lag")
@@ -44,6 +46,7 @@ class LoopLag:
     async def stop(self) -> None:
         await self._task.stop()
         self._due = None
+        self.recent_worst = 0.0
         metrics.EVENT_LOOP_LAG.set(0)
 
     def current(self) -> float:
@@ -69,6 +72,7 @@ class LoopLag:
             self._total += late
             worst = max(worst, late)
             if now >= window_end:
+                self.recent_worst = worst
                 metrics.EVENT_LOOP_LAG.set(worst)
                 worst = 0.0
                 window_end = now + self.window

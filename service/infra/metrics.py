@@ -78,6 +78,13 @@ DATABASE_UNAVAILABLE = Counter(
     "database_unavailable",
     "Requests answered 503 because PostgreSQL could not be reached.",
 )
+DEPENDENCY_UP = Gauge(
+    "dependency_up",
+    "1 when the dependency answered the last readiness check, else 0 (worst live worker). "
+    "Reported, never a reason to leave the load balancer.",
+    ["dependency"],
+    multiprocess_mode="livemin",
+)
 EVENT_LOOP_LAG = Gauge(
     "event_loop_lag_seconds",
     "How late the event loop ran callbacks, worst of the last second (worst live worker).",

@@ -23,6 +23,7 @@ from service.core.errors import NotFound
 from service.core.logs import configure_logging
 from service.core.request_id import current_request_id
 from service.core.settings import Settings
+from service.greenlet_asgi import drain
 from service.greenlet_asgi.bridge import await_
 from service.web import context
 from service.web.app import app_resources, create_app
@@ -67,6 +68,14 @@ def block_the_loop() -> Response:
     ms = min(float(request.args.get("ms", "100")), 5000.0)
     time.sleep(ms / 1000)
     return jsonify(blocked_ms=ms)
+
+
+@probes.post("/drain")
+def begin_draining() -> Response:
+    """Starts this worker's drain as its master does on SIGTERM (a long grace: nothing is cut
+    while the test runs)."""
+    drain.begin(600)
+    return jsonify(draining=True)
 
 
 @probes.get("/pool")

@@ -12,10 +12,12 @@ from flask import Blueprint, Response, abort, jsonify, request
 
 from service.core import routes
 from service.domain.schemas import Liveness, Readiness
+from service.greenlet_asgi import drain
 from service.infra import exposition
 from service.infra import sampler as process_metrics
 from service.infra.backlog import backlog_detail
-from service.infra.health import OPTIONAL, check_dependencies
+from service.infra.health import check_dependencies
+from service.infra.metrics import DEPENDENCY_UP
 from service.infra.resources import Resources
 from service.web.context import readiness, resources
 from service.web.endpoint import Answer, RawBody, endpoint
@@ -25,13 +27,11 @@ bp = Blueprint("health", __name__)
 
 TAGS = ("operations",)
 NOT_READY = Answer(
-    description="Not ready: the details name each dependency and its state",
+    description="This instance cannot serve: not started, stopping, or its event loop stalled "
+    "(the details name the condition); a shared dependency being down never makes it unready",
     code="not_ready",
-    message="Not ready: redis is down.",
-    details=[
-        {"dependency": "database", "state": "ok"},
-        {"dependency": "redis", "state": "timeout"},
-    ],
+    message="Not ready: stopping.",
+    details=[{"condition": "draining", "state": "stopping"}],
 )
 METRICS_OFF = Answer(
     description="Metrics are off (`METRICS_ENABLED=false`)",
@@ -58,31 +58,55 @@ async def healthz() -> Response:
 @bp.get("/readyz")
 @endpoint(response=Readiness, answers={503: NOT_READY}, tags=TAGS, extra_query="ignore")
 async def readyz() -> Response:
-    """Readiness: PostgreSQL (primary and read) and Redis answer within a short timeout (a
-    cache Redis of its own, CACHE_REDIS_URL, is reported but never makes the API unready).
+    """Readiness of this instance: started, not stopping, its event loop not stalled
+    (its worst delay of the last second under READINESS_MAX_LOOP_LAG). Otherwise 503
+    ``not_ready``, the details naming the condition.
 
-    A ready body also shows the job queues and the view-flush lag (``service.infra.backlog``):
-    for the operator to read, never a reason to fail, since a backlog is not cured by taking
-    the API out of its load balancer (``queues`` and ``views`` are left out when Redis did
-    not answer that read in time).
+    The shared dependencies (PostgreSQL, its read URL, Redis, a cache Redis of its own) are
+    reported, never a reason to be unready: they are shared by every instance, so failing on
+    them would take every instance out of the load balancer at once and turn the degraded
+    service (cached articles while PostgreSQL is down, reads from PostgreSQL while Redis is
+    down) into no service. ``status`` is ``degraded`` while any of them is not ``ok``; the
+    states are also the ``dependency_up`` metric.
 
-    Answered from a result at most READINESS_CACHE_SECONDS old; concurrent calls share the
-    check in flight, so a burst of probes runs one round of checks per process."""
+    A body also shows the job queues and the view-flush lag (``service.infra.backlog``), for
+    the operator (``queues`` and ``views`` are left out when Redis did not answer in time).
+    The dependency states come from a result at most READINESS_CACHE_SECONDS old; concurrent
+    calls share the check in flight, so a burst of probes runs one round of checks per
+    process."""
     res = resources()
-    checks, backlog = await readiness().get(
-        lambda: _check(res), res.settings.readiness_cache_seconds
-    )
-    down = [name for name, state in checks.items() if state != "ok" and name not in OPTIONAL]
-    if down:
+    unready = _instance_conditions(res)
+    if unready:
         response = error_response(
             503,
             "not_ready",
-            "Not ready: " + ", ".join(down) + (" is" if len(down) == 1 else " are") + " down.",
-            [{"dependency": name, "state": state} for name, state in checks.items()],
+            "Not ready: " + "; ".join(unready.values()) + ".",
+            [{"condition": name, "state": state} for name, state in unready.items()],
         )
         response.headers["Retry-After"] = "5"
         return response
-    return jsonify(status="ready", checks=checks, **backlog)
+    checks, backlog = await readiness().get(
+        lambda: _check(res), res.settings.readiness_cache_seconds
+    )
+    for name, state in checks.items():
+        DEPENDENCY_UP.labels(name).set(state == "ok")
+    status = "ready" if all(state == "ok" for state in checks.values()) else "degraded"
+    return jsonify(status=status, checks=checks, **backlog)
+
+
+def _instance_conditions(res: Resources) -> dict[str, str]:
+    """What keeps this instance from serving, by condition: not started, stopping (its master
+    began the drain), its event loop stalled. Empty when it can serve."""
+    found: dict[str, str] = {}
+    if not res.started:
+        found["started"] = "not started"
+    if drain.active():
+        found["draining"] = "stopping"
+    lag = res.guard.lag
+    worst = max(lag.recent_worst, lag.current())
+    if worst > res.settings.readiness_max_loop_lag:
+        found["event_loop"] = f"event loop stalled ({worst:.1f} s behind)"
+    return found
 
 
 async def _check(res: Resources) -> tuple[dict[str, str], dict[str, Any]]:

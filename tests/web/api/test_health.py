@@ -74,26 +74,62 @@ def server_with_own_redis(own_redis: EmbeddedRedis, live_server: LiveServers) ->
     )
 
 
-def test_readyz_names_redis_while_it_is_down_and_recovers_without_a_restart(
+def test_readyz_stays_ready_and_reports_redis_while_it_is_down(
     own_redis: EmbeddedRedis, server_with_own_redis: LiveServer
 ) -> None:
+    """Redis is shared by every instance: its outage is reported (body, dependency_up), never
+    a reason to leave the load balancer, where reads from PostgreSQL still serve."""
     url = server_with_own_redis.url + "/readyz"
-    assert httpx.get(url, timeout=10).status_code == 200
+    assert httpx.get(url, timeout=10).json()["status"] == "ready"
 
     own_redis.stop()
     response = httpx.get(url, timeout=10)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "degraded"
+    assert body["checks"]["redis"] in ("down", "timeout")
+    assert body["checks"]["database"] == "ok"
+    metrics = Exposition.parse(httpx.get(server_with_own_redis.url + "/metrics", timeout=10).text)
+    assert metrics.total("dependency_up", dependency="redis") == 0
+    assert metrics.total("dependency_up", dependency="database") == 1
+
+    own_redis.start()
+    recovered = httpx.get(url, timeout=10).json()
+    assert recovered["status"] == "ready", recovered
+    assert server_with_own_redis.proc is not None
+    assert server_with_own_redis.proc.poll() is None  # the same process throughout
+
+
+def test_a_stopping_instance_is_not_ready(live_server: LiveServers) -> None:
+    """Once its master begins the drain (SIGTERM), the instance leaves the load balancer."""
+    server = live_server(PROBE_APP)
+    assert httpx.get(server.url + "/readyz", timeout=10).status_code == 200
+    assert httpx.post(server.url + "/_test/drain", timeout=10).status_code == 200
+    response = httpx.get(server.url + "/readyz", timeout=10)
     assert response.status_code == 503
     error = response.json()["error"]
     assert error["code"] == "not_ready"
-    assert "redis" in error["message"]
-    assert {"dependency": "redis", "state": "down"} in error["details"]
-    assert {"dependency": "database", "state": "ok"} in error["details"]
+    assert error["details"] == [{"condition": "draining", "state": "stopping"}]
     assert response.headers["retry-after"] == "5"
 
-    own_redis.start()
-    assert httpx.get(url, timeout=10).status_code == 200
-    assert server_with_own_redis.proc is not None
-    assert server_with_own_redis.proc.poll() is None  # the same process throughout
+
+def test_an_instance_whose_event_loop_stalls_is_not_ready_until_it_runs_again(
+    live_server: LiveServers,
+) -> None:
+    """A view holding the loop for 1.5 s, past READINESS_MAX_LOOP_LAG (0.5 here): /readyz
+    answers 503 right after, and ready again once a second of normal running has passed."""
+    server = live_server(PROBE_APP, READINESS_MAX_LOOP_LAG="0.5")
+    assert httpx.get(server.url + "/readyz", timeout=10).status_code == 200
+    assert httpx.post(server.url + "/_test/block?ms=1500", timeout=30).status_code == 200
+    response = httpx.get(server.url + "/readyz", timeout=10)
+    assert response.status_code == 503, response.text
+    (detail,) = response.json()["error"]["details"]
+    assert detail["condition"] == "event_loop"
+    assert "event loop stalled" in detail["state"]
+    deadline = time.monotonic() + 30
+    while httpx.get(server.url + "/readyz", timeout=10).status_code != 200:
+        assert time.monotonic() < deadline, "never ready again"
+        time.sleep(0.2)
 
 
 async def test_without_redis_sessions_and_security_limits_fail_closed_and_reads_fail_open(
