@@ -154,7 +154,8 @@ def worker(module_worker: Workers) -> str:
 
 async def exercise(http: httpx.AsyncClient, pg: asyncpg.Connection) -> None:
     """What makes every series exist: writes, a processed article, a miss and a hit, a view,
-    a refusal, a 404."""
+    a refusal, a 404, a readiness check."""
+    assert (await http.get("/readyz")).status_code == 200
     ann = await account(http)
     article = await publish(http, ann)
     assert await wait_for_status(pg, [article["id"]], "processed") == {article["id"]: "processed"}
