@@ -25,6 +25,10 @@
   the container's main command (``service.cli.healthcheck``).
 - ``queue [--json]``: per job queue its depth, the age of its oldest job and whether a worker
   runs it, and the view-flush lag, read from ``REDIS_URL`` (``service.cli.queue_status``).
+- ``budget [--manifests DIR | --env] [--api-pods N] [--web-concurrency N] [--surge N]
+  [--worker NAME=REPLICAS ...] [--max-connections N] [--reserved N]``: the PostgreSQL
+  connections the fleet may open at its maximum against ``max_connections``; exit 1 when it
+  does not fit (``service.cli.budget``).
 
 The last three use ``DATABASE_URL``; their errors (e-mail taken, unknown e-mail, invalid input,
 database unreachable) are one line on stderr and exit status 1.
@@ -36,7 +40,7 @@ import argparse
 import os
 from pathlib import Path
 
-from service.cli import healthcheck, queue_status
+from service.cli import budget, healthcheck, queue_status
 from service.cli.admin import count_arg, data_command, positive_arg
 from service.cli.stack import migrate, run_stack
 from service.edge import metrics_dir
@@ -86,7 +90,57 @@ def main(argv: list[str] | None = None) -> int:
         "queue", help="job queue depth, oldest job age, workers and view-flush lag"
     )
     queue_parser.add_argument("--json", action="store_true", help="one JSON object")
+    budget_parser = commands.add_parser(
+        "budget", help="PostgreSQL connections of the fleet at its maximum, against the limit"
+    )
+    source = budget_parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--manifests",
+        default=None,
+        help="a folder of manifests, a file, or - for stdin (default: deploy/kubernetes)",
+    )
+    source.add_argument(
+        "--env", action="store_true", help="no manifests: pools from this environment's settings"
+    )
+    budget_parser.add_argument("--api-pods", type=count_arg, help="API pods at the maximum")
+    budget_parser.add_argument("--web-concurrency", type=positive_arg, help="workers per API pod")
+    budget_parser.add_argument("--surge", type=count_arg, help="surge pods per Deployment")
+    budget_parser.add_argument(
+        "--worker",
+        action="append",
+        type=budget.worker_arg,
+        default=[],
+        metavar="NAME=REPLICAS",
+        help="worker Deployment (or role) replicas; repeat for each",
+    )
+    budget_parser.add_argument(
+        "--max-connections", type=positive_arg, default=budget.POSTGRES_DEFAULT_MAX_CONNECTIONS
+    )
+    budget_parser.add_argument(
+        "--reserved",
+        type=count_arg,
+        default=budget.POSTGRES_DEFAULT_RESERVED,
+        help="superuser_reserved_connections",
+    )
+    budget_parser.add_argument(
+        "--read-engine",
+        choices=["none", "primary", "replica"],
+        default=None,
+        help="DATABASE_READ_URL's pools: none, on the primary's server, or on a replica",
+    )
     args = parser.parse_args(argv)
+    if args.command == "budget":
+        return budget.run(
+            manifests=args.manifests,
+            from_env=args.env,
+            api_pods=args.api_pods,
+            web_concurrency=args.web_concurrency,
+            surge=args.surge,
+            workers=args.worker,
+            max_connections=args.max_connections,
+            reserved=args.reserved,
+            read_engine=args.read_engine,
+        )
     if args.command == "queue":
         return queue_status.run(args.json)
     if args.command in ("create-user", "create-api-key", "seed"):

@@ -7,6 +7,8 @@ down with the image's user."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any, cast
@@ -291,6 +293,41 @@ def test_migration_job_runs_alembic_once() -> None:
     assert _container("newsdesk-migrate")["command"] == ["alembic", "upgrade", "head"]
     assert job["template"]["spec"]["restartPolicy"] == "Never"
     assert job["backoffLimit"] >= 1
+
+
+# --- PostgreSQL connections ----------------------------------------------------------------
+
+
+def _budget(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service", "budget", *args],
+        cwd=ROOT,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_fleet_at_its_maximum_fits_postgresqls_default_max_connections() -> None:
+    """`python -m service budget` on the shipped manifests: the HPA's maxReplicas API pods,
+    every worker Deployment, each with its rollout's surge pod, and the migration, with the
+    pools their ConfigMap and env give them, within max_connections 100 less the 3 reserved."""
+    shipped = _budget("--manifests", str(DIR))
+    assert shipped.returncode == 0, shipped.stdout + shipped.stderr
+    assert re.search(r"^newsdesk-api +10 +1 +2 ", shipped.stdout, re.M), shipped.stdout
+    assert "fits:" in shipped.stdout
+    # The same fleet as `kubectl kustomize deploy/kubernetes | python -m service budget
+    # --manifests -` sees it.
+    stream = yaml.safe_dump_all(_render_kustomization())
+    rendered = _budget("--manifests", "-", stdin=stream)
+    assert (rendered.returncode, rendered.stdout) == (0, shipped.stdout)
+
+
+def test_a_fleet_over_max_connections_fails_the_budget_naming_the_excess() -> None:
+    over = _budget("--manifests", str(DIR), "--api-pods", "30")
+    assert over.returncode == 1
+    assert re.search(r"over budget by \d+ connection\(s\): \d+ needed", over.stderr), over.stderr
 
 
 # --- locked down ---------------------------------------------------------------------------
