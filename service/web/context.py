@@ -152,6 +152,17 @@ def db_session() -> AsyncSession:
     return state.db_session
 
 
+async def release_connection() -> None:
+    """End what the request has done on the primary so far (reads only): its transaction is
+    rolled back and its connection goes back to the pool before slow work that needs none
+    (a password hash: up to PASSWORD_HASH_WAIT_SECONDS in the queue, then the hash), so that
+    work cannot hold a small pool's connections; a later statement begins a new transaction.
+    Rows read before are expired: copy what is needed first."""
+    session = request_state().db_session
+    if session is not None and session.in_transaction():
+        await db_cleanup.roll_back(session)
+
+
 def read_db_session() -> AsyncSession:
     """The request's session on the read replica (the primary when none is configured)."""
     state = request_state()

@@ -48,3 +48,31 @@ async def test_a_burst_of_logins_keeps_each_worker_under_its_memory_bound(
     for pid in pids:
         grown = proc_status(pid, "VmHWM") - before[pid]
         assert grown <= bound, f"pid {pid} grew {grown / MIB:.0f} MiB (bound {bound / MIB:.0f})"
+
+
+async def test_logins_waiting_for_a_hash_hold_no_database_connection(serve: StartServer) -> None:
+    """One connection in the pool, one hashing thread, a burst of logins: the logins queue for
+    the hash without the connection, so database reads beside them are answered (before, each
+    waiting login held its connection and the reads waited DB_POOL_TIMEOUT for a 503)."""
+    server = serve(
+        DB_POOL_SIZE="1",
+        DB_MAX_OVERFLOW="0",
+        DB_POOL_TIMEOUT="2",
+        PASSWORD_HASH_CONCURRENCY="1",
+        PASSWORD_HASH_WAIT_SECONDS="30",
+        CACHE_ENABLED="false",  # every read below needs the database
+    )
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+        user = await register(http)
+
+        async def login() -> httpx.Response:
+            return await http.post(
+                "/api/v1/auth/login", json={"email": user["email"], "password": "a wrong one"}
+            )
+
+        logins = [asyncio.create_task(login()) for _ in range(8)]
+        await asyncio.sleep(0.2)  # the logins have read the user and queue for the hash
+        reads = [await http.get("/api/v1/articles") for _ in range(5)]
+        answered = await asyncio.gather(*logins)
+    assert [read.status_code for read in reads] == [200] * 5, reads[-1].text
+    assert {answer.status_code for answer in answered} == {401}

@@ -74,18 +74,20 @@ async def login(body: LoginRequest) -> SessionToken:
     await enforce_counter(pair)
     session = context.db_session()
     user = await user_by_email(session, body.email)
-    if not await verify_password(user.password_hash if user else None, body.password):
+    user_id, stored = (user.id, user.password_hash) if user else (None, None)
+    await context.release_connection()  # no connection held while the password is hashed
+    if not await verify_password(stored, body.password):
         await count(failures)
         raise Unauthenticated("The e-mail or password is wrong.", code="invalid_login")
-    assert user is not None
+    assert user_id is not None and stored is not None
     await reset_counter(pair)
-    if needs_rehash(user.password_hash):  # parameters changed since this hash was made
+    if needs_rehash(stored):  # parameters changed since this hash was made
         await set_password_hash(
-            session, user_id=user.id, password_hash=await hash_password(body.password)
+            session, user_id=user_id, password_hash=await hash_password(body.password)
         )
     token, expires_at = await create_session(
         context.redis(),
-        user_id=user.id,
+        user_id=user_id,
         ttl=settings.session_ttl_seconds,
         max_sessions=settings.max_sessions_per_user,
     )
