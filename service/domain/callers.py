@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.core.errors import Unauthenticated
 from service.domain.api_keys import owner_of_key
 from service.domain.credentials import SESSION_PREFIX
-from service.domain.login_sessions import session_user
+from service.domain.login_sessions import born, session_owner
 from service.domain.models import User
 from service.domain.users import user_by_id
 
@@ -48,9 +48,12 @@ async def identify(
     via: Via
     if credential.startswith(SESSION_PREFIX):
         via = "session"
-        user_id = await session_user(redis, credential)
-        if user_id is not None:
-            user = await user_by_id(session, user_id)
+        owner = await session_owner(redis, credential)
+        if owner is not None:
+            user = await user_by_id(session, owner[0])
+            # The id handed out again (a restore, a rollback): not the session's user.
+            if user is not None and owner[1] is not None and owner[1] != born(user.created_at):
+                user = None
     else:
         via = "api_key"
         if sessions_only:

@@ -1,6 +1,10 @@
 """Login sessions in Redis: opaque tokens stored hashed, with a TTL, revocable at once.
 
-``keys.login_session(<sha256>)`` holds the user id and expires with the session;
+``keys.login_session(<sha256>)`` holds the user id and the user's creation time (``<id>:<µs>``)
+and expires with the session. The creation time makes a session name one user for good: ids
+are handed out again after a restore from a backup or a rollback past the users table, and a
+session left in Redis then must not open the account that received its id. (A bare ``<id>``,
+as sessions made before were stored, is still read.)
 ``keys.user_sessions(<id>)`` is a sorted set of a user's session hashes by creation time, so
 all of them can be revoked together (password reset) and a user holds at most
 ``MAX_SESSIONS_PER_USER``: a login past it ends the user's oldest session. Evicting rather
@@ -43,11 +47,22 @@ return ended
 """
 
 
+def born(created_at: datetime) -> int:
+    """A user's creation time as a session stores it: microseconds since the epoch."""
+    return int(created_at.timestamp() * 1_000_000)
+
+
 async def create_session(
-    redis: Redis, *, user_id: int, ttl: int, max_sessions: int = 50
+    redis: Redis,
+    *,
+    user_id: int,
+    ttl: int,
+    max_sessions: int = 50,
+    user_created_at: datetime | None = None,
 ) -> tuple[str, datetime]:
-    """A new token for ``user_id`` and when it expires; past ``max_sessions`` live sessions
-    the oldest are ended."""
+    """A new token for ``user_id`` (created at ``user_created_at``) and when it expires; past
+    ``max_sessions`` live sessions the oldest are ended."""
+    owner = str(user_id) if user_created_at is None else f"{user_id}:{born(user_created_at)}"
     token = new_session_token()
     token_hash = digest(token).hex()
     await redis.eval(  # type: ignore[misc]
@@ -56,7 +71,7 @@ async def create_session(
         _key(token_hash),
         _user_key(user_id),
         token_hash,
-        str(user_id),
+        owner,
         str(ttl),
         repr(time.time()),
         str(max_sessions),
@@ -65,12 +80,23 @@ async def create_session(
     return token, datetime.now(UTC) + timedelta(seconds=ttl)
 
 
-async def session_user(redis: Redis, token: str) -> int | None:
-    """The user id of a live session token, or None."""
+async def session_owner(redis: Redis, token: str) -> tuple[int, int | None] | None:
+    """The user id of a live session token and the user's creation time (``born``; None for
+    a session stored without it), or None."""
     if not is_session_token(token):
         return None
     value = await redis.get(_key(digest(token).hex()))
-    return int(value) if value is not None else None
+    if value is None:
+        return None
+    text = value.decode() if isinstance(value, bytes) else str(value)
+    user_id, _, created = text.partition(":")
+    return int(user_id), int(created) if created else None
+
+
+async def session_user(redis: Redis, token: str) -> int | None:
+    """The user id of a live session token, or None."""
+    owner = await session_owner(redis, token)
+    return owner[0] if owner is not None else None
 
 
 async def end_session(redis: Redis, *, token: str, user_id: int) -> None:

@@ -4,14 +4,17 @@ all."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
 from redis.asyncio import Redis
 
 from service.domain.login_sessions import (
+    born,
     create_session,
     end_all_sessions,
     end_session,
+    session_owner,
     session_user,
 )
 from tests.support.databases import ServerStack
@@ -50,3 +53,12 @@ async def test_a_session_expires_with_its_ttl(redis: Redis) -> None:
 
     assert 0 < await redis.ttl(f"session:{digest(token).hex()}") <= 60
     assert expires_at.tzinfo is not None
+
+
+async def test_a_session_names_its_user_by_id_and_creation_time(redis: Redis) -> None:
+    created = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    token, _ = await create_session(redis, user_id=905, ttl=60, user_created_at=created)
+    assert await session_owner(redis, token) == (905, born(created))
+    assert await session_user(redis, token) == 905
+    old_style, _ = await create_session(redis, user_id=906, ttl=60)  # as stored before
+    assert await session_owner(redis, old_style) == (906, None)

@@ -74,7 +74,9 @@ async def login(body: LoginRequest) -> SessionToken:
     await enforce_counter(pair)
     session = context.db_session()
     user = await user_by_email(session, body.email)
-    user_id, stored = (user.id, user.password_hash) if user else (None, None)
+    user_id, stored, created_at = (
+        (user.id, user.password_hash, user.created_at) if user else (None, None, None)
+    )
     await context.release_connection()  # no connection held while the password is hashed
     if not await verify_password(stored, body.password):
         await count(failures)
@@ -88,6 +90,7 @@ async def login(body: LoginRequest) -> SessionToken:
     token, expires_at = await create_session(
         context.redis(),
         user_id=user_id,
+        user_created_at=created_at,
         ttl=settings.session_ttl_seconds,
         max_sessions=settings.max_sessions_per_user,
     )
