@@ -1,6 +1,7 @@
 """Session fixtures: real PostgreSQL and Redis servers, a real Hypercorn serving the app; and
 the factories a test or module starts its own processes with (``live_server(**env)``,
-``worker(**env)``, their ``module_`` variants, stopped after it) and the SMTP sink (``smtp``).
+``worker(**env)``, ``nginx(*servers)``, their ``module_`` variants, stopped after it) and the
+SMTP sink (``smtp``).
 Every process goes through the one harness, ``service.cli.harness.spawn``."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 
 from service.cli.embedded import EmbeddedRedis
 from service.cli.harness import Ready
+from service.cli.nginx import Nginx
 from service.core.settings import ENV_FILE_VARIABLE
 from tests.support.databases import ServerStack, plain_url, start_stack
 from tests.support.live import LiveServer
@@ -189,6 +191,21 @@ class Workers(_Fleet[WorkerProcess]):
         return process.start(ready) if start else process
 
 
+class Proxies(_Fleet[Nginx]):
+    """``nginx(*servers)``: nginx running the shipped configuration (``service.cli.nginx``) in
+    front of ``servers``, one upstream ``server`` line each, listening on a free loopback port;
+    its files in a directory of its own in ``folder``. The servers trust it as a proxy only
+    when started with ``TRUSTED_PROXIES=127.0.0.1``."""
+
+    kind = "nginx"
+
+    def __call__(self, *servers: LiveServer, workers: int = 1) -> Nginx:
+        count = len(self.started)
+        work = self.folder / (f"{self.kind}-{count}" if count else self.kind)
+        upstreams = [f"127.0.0.1:{server.port}" for server in servers]
+        return self._keep(Nginx(work, upstreams, workers=workers)).wait_listening()
+
+
 F = TypeVar("F", bound=_Fleet[Any])
 
 
@@ -223,6 +240,18 @@ def module_worker(
 ) -> Iterator[Workers]:
     """As ``worker``, for module-scoped fixtures: stopped after the module."""
     yield from _stopped_after(Workers(stack, tmp_path_factory.mktemp("worker")))
+
+
+@pytest.fixture
+def nginx(stack: ServerStack, tmp_path: Path) -> Iterator[Proxies]:
+    """nginx processes of the test's own (``nginx(*servers)``), stopped after it."""
+    yield from _stopped_after(Proxies(stack, tmp_path))
+
+
+@pytest.fixture(scope="module")
+def module_nginx(stack: ServerStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxies]:
+    """As ``nginx``, for module-scoped fixtures: stopped after the module."""
+    yield from _stopped_after(Proxies(stack, tmp_path_factory.mktemp("nginx")))
 
 
 @pytest.fixture(scope="module")
