@@ -93,6 +93,12 @@ def server_env(stack: ServerStack, **extra: str) -> dict[str, str]:
         "READINESS_TIMEOUT": "10",
         "DB_POOL_TIMEOUT": "30",
         "DB_CONNECT_TIMEOUT": "30",
+        # A login queued for a hashing thread on such a machine may wait past the 2 s default
+        # and get 503 (tests/security/test_password_hashing.py tests that wait itself).
+        "PASSWORD_HASH_WAIT_SECONDS": "30",
+        # Nor may a loaded loop take an instance out of readiness (tests/web/api/test_health.py
+        # tests the stall itself).
+        "READINESS_MAX_LOOP_LAG": "30",
         # Workers and their CPU processes at full priority: on a machine whose cores other work
         # keeps busy, an idle-priority step would never run and a niced one would measure that
         # load, not the queues (tests/jobs/test_cpu_pool.py tests these settings themselves).
