@@ -47,7 +47,9 @@ def generated(live: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Ite
         pytest.skip("openapi-python-client is not installed (pip install -e '.[dev]')")
     where = tmp_path_factory.mktemp("client")
     document = where / "openapi.json"
-    document.write_text(json.dumps(httpx.get(live.url + "/api/v1/openapi.json").json()))
+    # The first request builds the document (about a second of CPU; longer on a busy machine).
+    spec = httpx.get(live.url + "/api/v1/openapi.json", timeout=120)
+    document.write_text(json.dumps(spec.json()))
     config = where / "config.yaml"
     config.write_text(f"package_name_override: {PACKAGE}\npost_hooks: []\n")
     done = subprocess.run(
