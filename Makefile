@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test-deps run dev test lint bench bench-quick bench-serving bench-pagination bench-cache bench-views bench-metrics bench-profile bench-deps faults abuse clean
+.PHONY: install test-deps run cluster dev test lint bench bench-quick bench-serving bench-pagination bench-cache bench-views bench-metrics bench-profile bench-deps faults abuse clean
 
 # Create the virtual environment and install the project (again when pyproject.toml or the lock
 # changes): the dev extra's dependencies exactly as pinned, with hashes, in requirements/dev.txt
@@ -25,6 +25,13 @@ install: $(STAMP)
 # unless DATABASE_URL / REDIS_URL are set. Ctrl-C stops everything.
 run: $(STAMP)
 	exec $(BIN)/python -m service run
+
+# The scalability guide's architecture on this machine: nginx on 127.0.0.1:8080 in front of 3
+# API instances, Redis under Sentinel (master, replica, 3 Sentinels), PostgreSQL primary and
+# streaming replica, a worker process per role; all embedded, in .data/cluster. It prints what
+# runs where; Ctrl-C stops everything in reverse order. ARGS="--instances 5", "--check", ...
+cluster: $(STAMP)
+	exec $(BIN)/python -m service cluster $(ARGS)
 
 # The same stack with debug logging (text), restarting the API and the worker when a Python file
 # under service/ (or a directory in RELOAD_DIRS) changes.

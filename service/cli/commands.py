@@ -8,6 +8,11 @@
   the environment are taken from ``.env`` (see ``service.core.settings``).
 - ``dev``: ``run`` with debug logging in text, restarting the API and the worker when a Python
   file under ``service/`` (or a ``RELOAD_DIRS`` directory) changes (``service.cli.dev``).
+- ``cluster [--instances N] [--synchronous-commit on|off] [--port P] [--check]``: the
+  scalability guide's architecture on this machine (``make cluster``, ``service.cli.cluster``):
+  nginx on 127.0.0.1:``P`` (8080) in front of N API instances (3), Redis under Sentinel,
+  PostgreSQL primary and streaming replica, a worker process per role, all under
+  ``--work-dir`` (``.data/cluster``). ``--check``: up, a smoke request through nginx, down.
 - ``serve``: the API on Hypercorn with ``hypercorn.toml``, bind and worker count from the
   environment (``BIND``, or ``HOST``/``PORT``; ``WEB_CONCURRENCY``); ``SERVER=uvicorn`` or
   ``SERVER=granian`` serves it on another server (``service.edge.serve``).
@@ -59,6 +64,16 @@ def main(argv: list[str] | None = None) -> int:
         "dev", help="the local stack, restarted on code changes, with debug logging"
     )
     dev_parser.add_argument("--data-dir", type=Path, default=Path(".data"))
+    cluster_parser = commands.add_parser(
+        "cluster", help="nginx, API instances, Redis Sentinel, primary and replica, workers"
+    )
+    cluster_parser.add_argument("--work-dir", type=Path, default=Path(".data/cluster"))
+    cluster_parser.add_argument("--instances", type=positive_arg, default=3)
+    cluster_parser.add_argument("--synchronous-commit", choices=["on", "off"], default="on")
+    cluster_parser.add_argument("--port", type=positive_arg, default=8080, help="nginx's port")
+    cluster_parser.add_argument(
+        "--check", action="store_true", help="bring it up, a smoke request through nginx, stop"
+    )
     commands.add_parser("serve", help="Hypercorn with hypercorn.toml (SERVER=uvicorn|granian)")
     commands.add_parser("migrate", help="alembic upgrade head")
     worker_parser = commands.add_parser("worker", help="the arq worker, supervised")
@@ -147,6 +162,16 @@ def main(argv: list[str] | None = None) -> int:
         return data_command(args)
     if args.command in ("run", "dev"):
         return run_stack(args.data_dir, reload=args.command == "dev")
+    if args.command == "cluster":
+        from service.cli.cluster import run_cluster
+
+        return run_cluster(
+            args.work_dir,
+            instances=args.instances,
+            synchronous_commit=args.synchronous_commit == "on",
+            port=args.port,
+            check=args.check,
+        )
     if args.command == "serve":
         from service.edge.serve import serve
 

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 
@@ -108,6 +109,25 @@ class EmbeddedPostgres(_ChildServer):
     _user: str | None = None
     max_connections = 200
 
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        durable: bool = True,
+        max_connections: int | None = None,
+        settings: Mapping[str, str] | None = None,
+        replica_of: EmbeddedPostgres | None = None,
+    ) -> None:
+        """``settings``: more ``postgresql.conf`` parameters (``-c name=value``, after the
+        defaults, so they win). ``replica_of``: a new data directory is a ``pg_basebackup``
+        of that running server (``-R``: a streaming standby of it) instead of an initdb."""
+        super().__init__(data_dir, port=port, durable=durable)
+        if max_connections is not None:
+            self.max_connections = max_connections
+        self.settings = dict(settings or {})
+        self.replica_of = replica_of
+
     @property
     def bin_dir(self) -> Path:
         return Path(_pgserver_module("_commands").POSTGRES_BIN_PATH)
@@ -153,7 +173,22 @@ class EmbeddedPostgres(_ChildServer):
     def start(self, timeout: float = 60.0) -> EmbeddedPostgres:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._prepare_user()
-        if not (self.data_dir / "PG_VERSION").exists():
+        if not (self.data_dir / "PG_VERSION").exists() and self.replica_of is not None:
+            log.info(
+                "copying PostgreSQL data from port %s into %s", self.replica_of.port, self.data_dir
+            )
+            self.data_dir.chmod(0o700)
+            self._run(
+                "pg_basebackup",
+                *self.replica_of._client_args(),
+                "-D",
+                str(self.data_dir),
+                "-X",
+                "stream",
+                "-R",
+                "--checkpoint=fast",  # not a spread checkpoint: seconds, not minutes
+            )
+        elif not (self.data_dir / "PG_VERSION").exists():
             log.info("initialising PostgreSQL data in %s", self.data_dir)
             args = [
                 "initdb",
@@ -192,6 +227,8 @@ class EmbeddedPostgres(_ChildServer):
                 "-c",
                 "full_page_writes=off",
             ]
+        for name, value in self.settings.items():
+            options += ["-c", f"{name}={value}"]
         log_file = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 - child keeps it
         self.proc = subprocess.Popen(
             [str(self.bin_dir / "postgres"), "-D", str(self.data_dir), *options],

@@ -103,6 +103,9 @@ VIEWS_PENDING = "views:pending"  # hash: article id -> views not yet in PostgreS
 VIEWS_FLUSHING = "views:flushing"  # the batch being flushed
 VIEWS_FLUSHING_ID = "views:flushing:id"  # its batch id
 VIEWS_FLUSHED_AT = "views:flushed-at"  # Unix time of the last successful flush (view-flush lag)
+# The primary's WAL position (bytes since 0/0) after the last flush's commits: a replica that
+# has replayed less answers an article's count from before that flush (view_counts.stored_views).
+VIEWS_FLUSHED_LSN = "views:flushed-lsn"
 
 
 def views_replayed(token: str) -> str:

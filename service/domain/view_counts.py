@@ -20,6 +20,22 @@ repeat after a crash at any point:
    representation holds no view count (``GET /articles/{id}/views`` reads it), and list pages
    show counts as of their caching (``CACHE_TTL_LIST``), so views never empty the cache.
 
+**Reading the count** (``GET /articles/{id}/views``) adds the views still pending in Redis to
+those in ``articles.views``, read from ``DATABASE_READ_URL``. A replica that has not replayed a
+flush yet would show the count drop (the views left Redis, the replica does not have them), so
+the read is fenced by WAL position: after its commits the flush notes the primary's WAL insert
+position, and step 3 stores it in ``VIEWS_FLUSHED_LSN`` in the same Redis transaction that
+drops the batch. The read fetches the pending views, whether a flush is under way and that
+position in one Redis round trip; the replica answers its row and, in the same statement,
+whether it has replayed up to the position (``pg_last_wal_replay_lsn()``). When it has not,
+or a flush is between its claim and its release, or Redis cannot tell, the count is read from
+the primary instead. Chosen over "read the primary for some seconds after a flush": no timer
+to tune against a lag that has no bound, and the primary is asked only when the replica is
+actually behind. What is left are the windows every reader shares, replica or not, each as
+long as one round trip: views claimed but not committed yet are in neither place, and a read
+whose Redis step came just before a claim and whose row came just after the commit counts
+that batch twice.
+
 A worker killed with SIGKILL before step 2 commits leaves the batch claimed in Redis; one
 killed after leaves it claimed and recorded. Either way the next flush finishes it, and no
 view is lost or counted twice.
@@ -29,6 +45,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -52,6 +69,7 @@ log = logging.getLogger(__name__)
 SENT_THEN_TIMED_OUT = (TimeoutError, RedisTimeoutError)
 
 PENDING, FLUSHING, FLUSHING_ID = keys.VIEWS_PENDING, keys.VIEWS_FLUSHING, keys.VIEWS_FLUSHING_ID
+FLUSHED_LSN = keys.VIEWS_FLUSHED_LSN
 
 # ARGV[1]: a new batch id. Returns the id of the batch to flush (the one left over, or the
 # new one), or false when there is nothing to flush.
@@ -74,6 +92,27 @@ if redis.call('GET', KEYS[2]) == ARGV[1] then
 end
 return 0
 """
+
+# KEYS[1]: VIEWS_FLUSHED_LSN; ARGV[1]: a WAL position (bytes since 0/0). It only moves on: a
+# replayed batch's release never takes it back.
+_RAISE_LSN = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+"""
+
+# The primary's WAL insert position: at or past the end of every commit made before it, even
+# an asynchronous one not yet written out (pg_current_wal_lsn() could be behind it then).
+_INSERT_LSN = text("SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint")
+
+# An article's stored views and whether this server lacks what the primary had at :lsn: a
+# standby that has not replayed that far. A primary (or a promoted replica) is never behind.
+_STORED_AT = text(
+    "SELECT views, CASE WHEN pg_is_in_recovery() "
+    "THEN coalesce((pg_last_wal_replay_lsn() - '0/0'::pg_lsn) < CAST(:lsn AS bigint), true) "
+    "ELSE false END AS behind FROM articles WHERE id = :id"
+)
+_STORED = text("SELECT views FROM articles WHERE id = :id")
 
 _APPLY = text(
     "UPDATE articles SET views = articles.views + v.n "
@@ -143,6 +182,8 @@ class ViewCounter:
 class Batch:
     id: str
     counts: dict[int, int]
+    # The primary's WAL position once every chunk is committed (set by ``apply``).
+    applied_lsn: int | None = None
 
     def chunks(self, size: int) -> list[tuple[str, list[int], list[int]]]:
         """``(chunk id, article ids, counts)``, the same every time for the same batch."""
@@ -155,20 +196,60 @@ class Batch:
         ]
 
 
-async def not_flushed(res: Resources, article_id: int) -> int:
+@dataclass(frozen=True)
+class Pending:
+    """What Redis says about an article's count: ``views`` not flushed yet; ``flushing``: a
+    flush is between its claim and its release; ``flushed_lsn``: the primary's WAL position
+    after the last flush (0: none recorded); ``known``: False when Redis did not answer."""
+
+    views: int = 0
+    flushing: bool = False
+    flushed_lsn: int = 0
+    known: bool = True
+
+    @property
+    def replica_may_serve(self) -> bool:
+        """Whether the replica may answer, provided it has replayed up to ``flushed_lsn``."""
+        return self.known and not self.flushing
+
+
+async def pending(res: Resources, article_id: int) -> Pending:
     """Views of ``article_id`` counted in Redis and not in PostgreSQL yet (those of a flush in
-    progress excepted: a count read during a flush may lag by that batch); 0 while Redis is
-    unreachable."""
+    progress excepted: a count read during a flush may lag by that batch), with the flush's
+    state, in one round trip; ``known=False`` (no views) while Redis is unreachable."""
     redis = res.hot_redis
     if redis is None:
-        return 0
+        return Pending(known=False)
+
+    async def read() -> list[object]:
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.hget(PENDING, str(article_id))
+            pipe.exists(FLUSHING)
+            pipe.get(FLUSHED_LSN)
+            return list(await pipe.execute())
+
     try:
-        found = await res.guard.call(
-            lambda: redis.hget(keys.VIEWS_PENDING, str(article_id))  # type: ignore[arg-type,return-value]
-        )
+        views, flushing, lsn = await res.guard.call(read)
     except REDIS_FAILURES:
-        return 0
-    return int(found or 0)
+        return Pending(known=False)
+    return Pending(int(views or 0), bool(flushing), int(lsn or 0))  # type: ignore[call-overload]
+
+
+async def stored_views(
+    replica: AsyncSession, primary: Callable[[], AsyncSession], article_id: int, fence: Pending
+) -> int | None:
+    """The views of ``article_id`` in PostgreSQL (None: no such article), never older than
+    the last flush that took views out of Redis: from ``replica`` when it has replayed that
+    flush, else from ``primary()`` (see the module docstring)."""
+    if fence.replica_may_serve:
+        found = await replica.execute(_STORED_AT, {"id": article_id, "lsn": fence.flushed_lsn})
+        row = found.first()
+        # Not there may be an article the replica has not received yet: the primary knows.
+        if row is not None and not row.behind:
+            return int(row.views)
+    found = await primary().execute(_STORED, {"id": article_id})
+    views = found.scalar_one_or_none()
+    return None if views is None else int(views)
 
 
 async def claim(redis: Redis) -> Batch | None:
@@ -204,12 +285,19 @@ async def apply(sessionmaker: async_sessionmaker[AsyncSession], batch: Batch, si
         async with db_cleanup.session_scope(sessionmaker) as session:
             if await apply_chunk(session, chunk_id, ids, counts):
                 added += sum(counts)
+    async with db_cleanup.session_scope(sessionmaker) as session:
+        # Chunks applied by an earlier, interrupted flush committed before this position too.
+        batch.applied_lsn = int((await session.execute(_INSERT_LSN)).scalar_one())
+        await db_cleanup.roll_back(session)
     return added
 
 
 async def release(redis: Redis, batch: Batch, generation_keys: list[str]) -> None:
-    """Step 3: drop the flushed batch and move the cache generations on."""
+    """Step 3: drop the flushed batch and move the cache generations on; in the same
+    transaction, the WAL position the replicas must reach to serve counts without it."""
     async with redis.pipeline(transaction=True) as pipe:
+        if batch.applied_lsn is not None:
+            pipe.eval(_RAISE_LSN, 1, FLUSHED_LSN, str(batch.applied_lsn))
         pipe.eval(_RELEASE, 2, FLUSHING, FLUSHING_ID, batch.id)
         for key in generation_keys:
             pipe.incr(key)

@@ -3,9 +3,11 @@
 ``unreachable(exc)`` is True when PostgreSQL could not be reached or went away: the connection
 was refused or timed out, the server is shutting down or starting up (``57P01``-``57P03``),
 too many connections (``53300``), any connection exception (class ``08``), a connection
-SQLAlchemy invalidated as a disconnect, or no pooled connection freed up within
-``DB_POOL_TIMEOUT``. The API answers those with 503 and ``Retry-After``
-(``service.web.errors``), never with a 500.
+SQLAlchemy invalidated as a disconnect, no pooled connection freed up within
+``DB_POOL_TIMEOUT``, or no server of a multi-host URL has the role it asks for
+(``target_session_attrs``: during a failover every host that answers may still be a
+standby). The API answers those with 503 and ``Retry-After`` (``service.web.errors``), never
+with a 500.
 
 ``outcome_unknown(exc)`` is True when that happened to a COMMIT that may have reached the
 server: whether the write was applied cannot be known from here (``web.transactions``).
@@ -29,6 +31,7 @@ from __future__ import annotations
 import logging
 import time
 
+import asyncpg
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -56,12 +59,25 @@ def _sqlstate(exc: BaseException) -> str | None:
     return None
 
 
+def _no_host_in_role(exc: BaseException) -> bool:
+    """asyncpg reached every host of the URL and none had the role ``target_session_attrs``
+    asks for (a primary for ``read-write``): no server can take the request now."""
+    seen: BaseException | None = getattr(exc, "orig", None) or exc
+    for _ in range(4):
+        if seen is None:
+            return False
+        if isinstance(seen, asyncpg.TargetServerAttributeNotMatched):
+            return True
+        seen = seen.__cause__
+    return False
+
+
 def unreachable(exc: BaseException) -> bool:
     """True when ``exc`` says PostgreSQL cannot be reached now (see the module docstring)."""
     if isinstance(exc, sa_exc.TimeoutError):  # pool checkout timed out
         return True
     if isinstance(exc, sa_exc.DBAPIError):
-        if exc.connection_invalidated:
+        if exc.connection_invalidated or _no_host_in_role(exc):
             return True
         state = _sqlstate(exc)
         if state is not None:

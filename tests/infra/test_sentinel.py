@@ -16,13 +16,13 @@ import httpx
 import pytest
 from redis.asyncio.sentinel import SentinelConnectionPool
 
+from service.cli.sentinel import SERVICE, SentinelCluster
 from service.core.settings import Settings
 from service.infra.resources import Resources
 from service.jobs.worker import redis_settings_for
 from tests.conftest import LiveServers, Workers
 from tests.support.api import PASSWORD, Account, account
 from tests.support.databases import ServerStack, migrate, plain_url
-from tests.support.sentinel import SERVICE, SentinelCluster
 
 CLIENTS = 4  # concurrent clients, each logging in and writing an article in turn
 BEFORE_KILL = 8  # successful logins before the master is killed

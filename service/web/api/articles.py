@@ -345,11 +345,15 @@ async def views(article_id: int) -> ArticleViews:
     view is counted when its read is answered; a flush in progress may hold a few back).
     Not cached, and reading it is not a view."""
     await enforce_counter(_read_limit())
-    stored = await data.stored_views(context.read_db_session(), article_id)
+    # Redis first: the flush state it reports decides whether the replica may answer
+    # (read-your-writes across a flush, service.domain.view_counts).
+    pending = await view_counts.pending(context.resources(), article_id)
+    stored = await view_counts.stored_views(
+        context.read_db_session(), context.db_session, article_id, pending
+    )
     if stored is None:
         raise NotFound(f"Article {article_id} does not exist.")
-    pending = await view_counts.not_flushed(context.resources(), article_id)
-    return ArticleViews(id=article_id, views=stored + pending)
+    return ArticleViews(id=article_id, views=stored + pending.views)
 
 
 @bp.patch("/<id:article_id>")

