@@ -4,7 +4,9 @@ One nginx (the shipped ``deploy/nginx/newsdesk.conf``, its upstream list filled 
 several API instances (``python -m service serve`` each on a port of its own, its own metrics
 directory); Redis as cache and session store behind Sentinel (a master, a replica, three
 Sentinels); PostgreSQL as a primary and a streaming replica that serves the reads that may lag;
-one arq worker process per role (interactive, bulk, periodic). Every process is a child started
+one arq worker process per role (interactive, bulk, periodic); the failover controller
+(``service.cli.failover``) promotes the replica when the primary stops answering, and the app
+follows through its multi-host ``DATABASE_URL``. Every process is a child started
 through ``service.cli.harness`` (the servers through their embedded runners), every file under
 one work directory.
 
@@ -31,6 +33,7 @@ from pathlib import Path
 
 from service.cli import harness
 from service.cli.embedded import die_with_parent, free_port
+from service.cli.failover import Failover
 from service.cli.nginx import Nginx
 from service.cli.replication import Replication
 from service.cli.sentinel import SentinelCluster
@@ -222,9 +225,14 @@ class Cluster:
         web_concurrency: int = 1,
         port: int | None = None,
         durable: bool = True,
+        failover: bool = True,
         env: dict[str, str] | None = None,
     ) -> None:
         self.work = Path(work_dir).resolve()
+        # The failover controller (service.cli.failover): promotes the replica when the
+        # primary stops answering; off for a drill that promotes by hand.
+        self._want_failover = failover
+        self.failover: Failover | None = None
         self.port = port
         self.budget = budget(max_connections, instances, web_concurrency, len(ROLES))
         self.postgres = Replication(
@@ -268,6 +276,8 @@ class Cluster:
         self.work.mkdir(parents=True, exist_ok=True)
         log.info("starting PostgreSQL: primary and streaming replica")
         self.postgres.start()
+        if self._want_failover:
+            self.failover = Failover.from_env(self.postgres).start()
         log.info("starting Redis under Sentinel: master, replica, 3 Sentinels")
         self.redis.start()
         migrate({**self.env, "DATABASE_URL": self.postgres.primary_url})
@@ -342,6 +352,9 @@ class Cluster:
     def stop(self) -> None:
         """Reverse order: nginx, the instances (gracefully), the workers, Redis and its
         Sentinels, the replica, the primary. Safe to call twice, and on a partial start."""
+        if self.failover is not None:  # first: the primary stopping is no failure
+            self.failover.stop()
+            self.failover = None
         if self.nginx is not None:
             log.info("stopping nginx")
             self.nginx.stop()

@@ -141,15 +141,17 @@ def test_an_instance_killed_and_restarted_serves_again(fleet: Cluster) -> None:
 
 
 def test_a_promoted_replica_takes_the_writes(fleet: Cluster) -> None:
-    """The primary crashes, the replica is promoted: the multi-host DATABASE_URL finds it
-    without a restart; meanwhile writes answer 503 (never 500)."""
+    """The primary crashes, the cluster's failover controller promotes the replica: the
+    multi-host DATABASE_URL finds it without a restart; meanwhile writes answer 503 (never
+    500)."""
     token = httpx.post(
         f"{fleet.nginx_url}/api/v1/auth/login",
         json={"email": _register(fleet), "password": "smoke-test-password"},
         timeout=10,
     ).json()["token"]
+    assert fleet.failover is not None
     fleet.postgres.primary.kill()
-    fleet.postgres.replica.promote()
+    assert fleet.failover.wait(60), "the controller did not promote the replica"
     assert not fleet.postgres.replica.in_recovery()
     statuses: list[int] = []
     deadline = time.monotonic() + 60
