@@ -47,7 +47,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from service.core.cpus import default_workers
 from service.core.settings import Settings
@@ -65,27 +64,19 @@ class BudgetError(Exception):
     """The fleet cannot be worked out (a manifest lacks what the sum needs)."""
 
 
-class _Declared(Settings):
-    """``Settings`` from the values given only: a manifest's, not this shell's environment."""
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings,)
+# No variable has this prefix: Settings built with it read the values given only (a
+# manifest's), never this shell's environment or a dotenv file.
+_NO_ENVIRONMENT = "NEWSDESK_BUDGET_READS_NO_ENVIRONMENT_"
 
 
 def pool_settings(values: Mapping[str, str]) -> Settings:
     """The pool settings of a container's environment (``DB_POOL_SIZE``...; the rest of
     ``values`` ignored), with the app's defaults and validation."""
-    given = {name: values[name.upper()] for name in POOL_FIELDS if name.upper() in values}
+    given: dict[str, Any] = {
+        name: values[name.upper()] for name in POOL_FIELDS if name.upper() in values
+    }
     try:
-        return _Declared(**given)  # type: ignore[arg-type]  # pydantic parses the strings
+        return Settings(_env_prefix=_NO_ENVIRONMENT, _env_file=None, **given)
     except ValidationError as error:
         raise BudgetError(f"invalid pool settings {given}: {error}") from error
 
