@@ -1,16 +1,25 @@
-"""The report's charts (matplotlib, PNG, no screen needed)."""
+"""The report's charts (matplotlib, PNG, no screen needed).
+
+matplotlib is imported when a chart is drawn, not when this module is: it is a
+``bench`` extra, and the test suite (``dev`` extra) imports the claims' verdict code.
+"""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from typing import Any
 
 Point = tuple[float, float]
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def lines_by_panel(
@@ -23,6 +32,7 @@ def lines_by_panel(
     ylabel: str,
 ) -> None:
     """One panel per name in ``panels``; in each, one line per series (x, y points)."""
+    plt = _pyplot()
     columns = min(3, len(panels))
     rows = math.ceil(len(panels) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.6 * rows), squeeze=False)
@@ -62,6 +72,7 @@ def bars(
     log: bool = False,
 ) -> None:
     """Grouped bars: ``groups[group][bar] = (median, min, max)``, error bars show the spread."""
+    plt = _pyplot()
     names = list(groups)
     bar_names: list[str] = []
     for bars in groups.values():
