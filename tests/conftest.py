@@ -18,11 +18,11 @@ import asyncpg
 import httpx
 import pytest
 
-from service.cli.embedded import EmbeddedRedis
+from service.cli.embedded import EmbeddedPostgres, EmbeddedRedis
 from service.cli.harness import Ready
 from service.cli.nginx import Nginx
 from service.core.settings import ENV_FILE_VARIABLE
-from tests.support.databases import ServerStack, plain_url, start_stack
+from tests.support.databases import ServerStack, migrate, plain_url, start_stack
 from tests.support.live import LiveServer
 from tests.support.smtp import SmtpServer, smtp_server
 from tests.support.worker import WorkerProcess
@@ -289,6 +289,18 @@ def durable_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
     server = EmbeddedRedis(tmp_path / "redis", durable=True).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[EmbeddedPostgres]:
+    """A PostgreSQL of the test's own, its database ``outage`` migrated, which the test may
+    stop and start again (same port) without touching the suite's database."""
+    with outside_basetemp("newsdesk-test-outage-") as directory:
+        server = EmbeddedPostgres(directory / "postgres", durable=False).start()
+        database = server.ensure_database("outage")
+        migrate(database)
+        yield server
+        server.stop()
 
 
 @pytest.fixture

@@ -9,7 +9,9 @@ runs. This master differs in what it does after the signal:
 * SIGTERM or SIGINT sets the shutdown event once (a second signal changes nothing); each
   worker stops accepting, closes idle keep-alive connections, answers what it has received
   (``Connection: close``), runs its lifespan shutdown and exits
-  (``service.greenlet_asgi.drain``).
+  (``service.greenlet_asgi.drain``). The master closes its own copies of the listening
+  sockets at once, so the port is closed, and new connections refused, as soon as the
+  workers stop accepting (``Master._let_go_of_sockets`` says why).
 * The master waits for every worker, up to ``graceful_timeout`` plus ``shutdown_timeout``;
   only a worker still running then is terminated (logged).
 * Workers ignore SIGTERM themselves: a signal sent to the whole process group (``kill`` of
@@ -78,6 +80,7 @@ class Master:
         self.context = get_context("spawn")
         self.shutdown_event = self.context.Event()
         self.processes: list[BaseProcess] = []
+        self.sockets: Sockets | None = None
         self.stopping = False
         self.exit_code = 0
 
@@ -108,6 +111,22 @@ class Master:
             self.config.graceful_timeout,
         )
         self.shutdown_event.set()
+        self._let_go_of_sockets()
+
+    def _let_go_of_sockets(self) -> None:
+        """Close the master's own copies of the listening sockets. Each worker holds its own
+        copy, so the port keeps accepting while they quiesce; once the last worker closes its
+        copy the port is closed, and a new connection is refused, which a load balancer
+        passes to another instance whatever the request (nginx's ``proxy_next_upstream
+        error``). Were the master to keep its copy open until the workers had exited, the
+        port would go on listening with no one accepting: the kernel would complete
+        connections into the queue, the balancer would send its requests on them, and they
+        would be reset when the master exited, after the request was sent (a POST or PATCH
+        then fails with 502)."""
+        if self.sockets is None:
+            return
+        for sock in (*self.sockets.secure_sockets, *self.sockets.insecure_sockets):
+            sock.close()
 
     def _reap(self, sockets: Sockets) -> None:
         """Forget exited workers; replace a clean exit while serving, stop on a failure."""
@@ -126,7 +145,7 @@ class Master:
             self._spawn(sockets)
 
     def run(self) -> int:
-        sockets = self.config.create_sockets()
+        sockets = self.sockets = self.config.create_sockets()
         # Children are spawned with SIGINT ignored (inherited across exec): a Ctrl-C in a
         # terminal reaches the whole group, and only the master must act on it.
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)

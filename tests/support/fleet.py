@@ -15,6 +15,7 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -124,3 +125,20 @@ def kill(server: LiveServer, timeout: float = 30) -> list[int]:
         assert time.monotonic() < deadline, f"processes {under} outlived SIGKILL"
         time.sleep(0.05)
     return [proc.pid, *under]
+
+
+def start_deployed(
+    servers: LiveServers, proxies: Proxies, count: int = 3, workers: int = 1, **env: str
+) -> tuple[list[LiveServer], Nginx]:
+    """``count`` instances run as the image runs them (``LiveServer.as_deployed``: ``python
+    -m service serve`` with ``workers`` Hypercorn workers under Newsdesk's master, which
+    drains on SIGTERM), with ``FLEET_ENV`` and ``env``, and nginx in front of them: the fleet
+    a rolling restart goes through."""
+    instances = [
+        servers(log=f"instance-{n}.log", start=False).as_deployed(workers) for n in range(count)
+    ]
+    for instance in instances:
+        instance.env.update({**FLEET_ENV, **env})
+    with ThreadPoolExecutor(count) as starting:  # side by side: each takes seconds to start
+        list(starting.map(LiveServer.start, instances))
+    return instances, proxies(*instances)

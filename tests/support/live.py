@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 from service.cli.embedded import free_port
@@ -42,6 +43,24 @@ class LiveServer:
         self.port = free_port()
         self.process: Process | None = None
         self.proc: subprocess.Popen[bytes] | None = None
+        self.command: list[str] | None = None  # set by ``as_deployed``
+
+    def as_deployed(self, workers: int = 1) -> LiveServer:
+        """Run as the image does, ``python -m service serve`` on this port with ``workers``
+        Hypercorn workers under Newsdesk's master (``service.edge.master``), so SIGTERM
+        drains them as in production (``Connection: close``, quiesce, then exit); the app is
+        always ``service.asgi:app`` then. Call before ``start``."""
+        self.env.update(
+            {
+                "HOST": "127.0.0.1",
+                "PORT": str(self.port),
+                "WEB_CONCURRENCY": str(workers),
+                "HYPERCORN_CONFIG": str(ROOT / "hypercorn.toml"),
+            }
+        )
+        self.env.pop("BIND", None)
+        self.command = [sys.executable, "-m", "service", "serve"]
+        return self
 
     @property
     def url(self) -> str:
@@ -49,7 +68,7 @@ class LiveServer:
 
     def start(self, timeout: float = 30.0) -> LiveServer:
         self.process = spawn(
-            server_command(self.server, self.app_path, self.port),
+            self.command or server_command(self.server, self.app_path, self.port),
             self.env,
             self.log_path,
             ready=self.url + "/healthz",

@@ -9,7 +9,6 @@ restart does to the clients) while requests keep coming.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
@@ -19,9 +18,9 @@ from redis.asyncio import Redis
 
 from service.cli.embedded import EmbeddedPostgres, EmbeddedRedis
 from service.core import keys
-from tests.conftest import LiveServers, outside_basetemp
+from tests.conftest import LiveServers
 from tests.support.api import account, publish
-from tests.support.databases import migrate, plain_url
+from tests.support.databases import plain_url
 from tests.support.live import LiveServer
 
 # A pool checkout must not wait long for a database that is gone.
@@ -30,16 +29,6 @@ OUTAGE_ENV: dict[str, Any] = {
     "DB_CONNECT_TIMEOUT": "5",
     "READINESS_TIMEOUT": "5",
 }
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[EmbeddedPostgres]:
-    with outside_basetemp("newsdesk-test-outage-") as directory:
-        server = EmbeddedPostgres(directory / "postgres", durable=False).start()
-        database = server.ensure_database("outage")
-        migrate(database)
-        yield server
-        server.stop()
 
 
 @pytest.fixture
