@@ -39,11 +39,12 @@ dev: $(STAMP)
 	exec $(BIN)/python -m service dev
 
 # Server binaries some tests run for real (nginx -t on the shipped config, PgBouncer in front of
-# PostgreSQL, a headless /usr/bin/chromium for the reset page, promtool on the Prometheus rules),
+# PostgreSQL, a headless /usr/bin/chromium for the reset page, promtool on the Prometheus rules,
+# wrk running the lab's news mix script),
 # from Debian's packages when missing: `command:package` where the package is named otherwise.
 # Packages are installed with no service started (a policy-rc.d for the duration, unless one
 # exists): the tests start their own servers, and prometheus's would keep running.
-TEST_TOOLS := nginx pgbouncer chromium promtool:prometheus
+TEST_TOOLS := nginx pgbouncer chromium promtool:prometheus wrk
 test-deps:
 	@missing=""; for tool in $(TEST_TOOLS); do command=$${tool%%:*}; \
 		command -v $$command >/dev/null || [ -x /usr/sbin/$$command ] || missing="$$missing $${tool##*:}"; done; \
