@@ -57,13 +57,18 @@ test-deps:
 # Lint, types, the layer contracts (import-linter), then the test suite against real servers (throwaway embedded ones unless
 # TEST_DATABASE_URL / TEST_REDIS_URL are set), with a coverage report of service/ (the files not
 # fully covered) that fails under the floor in pyproject.toml's [tool.coverage.report].
+# TEST_PROCESSES pytest processes (pytest-xdist), each with its own embedded servers and whole
+# test files (--dist loadfile: a module's servers are started once): most tests wait on the
+# servers they start, so two processes finish sooner even on two cores. TEST_PROCESSES=0 runs
+# one process (do so when TEST_REDIS_URL names a Redis other runs share).
+TEST_PROCESSES ?= 2
 test: $(STAMP) test-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
-	$(BIN)/pytest --cov=service --cov-report=term-missing:skip-covered
+	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile --cov=service --cov-report=term-missing:skip-covered
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
