@@ -282,6 +282,14 @@ def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def module_own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """As ``own_redis``, shared by a module's tests: its queues hold only what they enqueue."""
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis") / "redis", durable=False).start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def durable_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
     """A Redis of the test's own that keeps its data across a restart (cache entries and the

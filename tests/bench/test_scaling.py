@@ -91,11 +91,16 @@ class _Recorder(BaseHTTPRequestHandler):
         pass
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        """Quiet: wrk ends its run by closing connections in the middle of requests."""
+
+
 @pytest.fixture
 def recorder() -> Iterator[tuple[str, list[tuple[str, str, dict[str, str], bytes]]]]:
     seen: list[tuple[str, str, dict[str, str], bytes]] = []
     handler = type("Recorder", (_Recorder,), {"seen": seen})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = _Server(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

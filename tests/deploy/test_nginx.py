@@ -10,7 +10,7 @@ import re
 import subprocess
 import time
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -19,7 +19,7 @@ import pytest
 from service.cli.embedded import free_port
 from service.cli.nginx import SHIPPED, Nginx, nginx_binary, render, write
 from service.core.settings import Settings
-from tests.conftest import PROBE_APP, LiveServers
+from tests.conftest import PROBE_APP, LiveServers, Proxies
 from tests.support.databases import ROOT
 from tests.support.live import LiveServer
 
@@ -149,12 +149,9 @@ def app(module_live_server: LiveServers) -> LiveServer:
 
 
 @pytest.fixture(scope="module")
-def nginx(app: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
-    proxy = Nginx(tmp_path_factory.mktemp("nginx"), [f"127.0.0.1:{app.port}"])
-    try:
-        yield proxy.wait_listening()
-    finally:
-        proxy.stop()
+def front(app: LiveServer, module_nginx: Proxies) -> Nginx:
+    """nginx with the shipped configuration in front of ``app``."""
+    return module_nginx(app)
 
 
 def _loopback_clients(count: int) -> list[str]:
@@ -178,23 +175,23 @@ def _remaining_after_read(url: str, source: str, **headers: str) -> int:
     return int(response.headers["RateLimit-Remaining"])
 
 
-def test_each_client_behind_nginx_is_counted_as_itself(nginx: Nginx) -> None:
+def test_each_client_behind_nginx_is_counted_as_itself(front: Nginx) -> None:
     """Every request reaches the app from nginx (127.0.0.1); with TRUSTED_PROXIES=127.0.0.1 the
     app counts each one against the address nginx appended to X-Forwarded-For."""
     a, b, c = _loopback_clients(3)
     # A new client starts with a full allowance, and a second client is not charged for the
     # first one's reads: counted per forwarded address, not per nginx.
-    assert _remaining_after_read(nginx.url, a) == READ_LIMIT - 1
-    assert _remaining_after_read(nginx.url, a) == READ_LIMIT - 2
-    assert _remaining_after_read(nginx.url, b) == READ_LIMIT - 1
+    assert _remaining_after_read(front.url, a) == READ_LIMIT - 1
+    assert _remaining_after_read(front.url, a) == READ_LIMIT - 2
+    assert _remaining_after_read(front.url, b) == READ_LIMIT - 1
     # A client cannot borrow another's identity: nginx appends the real peer, and the app takes
     # the right-most hop that is not a trusted proxy. (c claims to be a.)
-    assert _remaining_after_read(nginx.url, c, **{"X-Forwarded-For": a}) == READ_LIMIT - 1
-    assert _remaining_after_read(nginx.url, a) == READ_LIMIT - 3
+    assert _remaining_after_read(front.url, c, **{"X-Forwarded-For": a}) == READ_LIMIT - 1
+    assert _remaining_after_read(front.url, a) == READ_LIMIT - 3
 
 
-def test_upstream_connections_are_kept_alive(nginx: Nginx) -> None:
-    with httpx.Client(base_url=nginx.url, timeout=30) as http:
+def test_upstream_connections_are_kept_alive(front: Nginx) -> None:
+    with httpx.Client(base_url=front.url, timeout=30) as http:
         seen = [http.get("/_test/environ").json() for _ in range(5)]
     assert {s["SERVER_PROTOCOL"] for s in seen} == {"HTTP/1.1"}
     assert {s["REMOTE_ADDR"] for s in seen} == {"127.0.0.1"}
@@ -212,8 +209,8 @@ def _logged(read: Callable[[], str], text: str) -> str:
     raise AssertionError(f"{text!r} never logged")
 
 
-def test_request_ids_pass_through_or_come_from_nginx(nginx: Nginx, app: LiveServer) -> None:
-    with httpx.Client(base_url=nginx.url, timeout=30) as http:
+def test_request_ids_pass_through_or_come_from_nginx(front: Nginx, app: LiveServer) -> None:
+    with httpx.Client(base_url=front.url, timeout=30) as http:
         chosen = http.get("/healthz", headers={"X-Request-ID": "deploy-test:1.a_b"})
         made = http.get("/healthz")
         malformed = http.get("/healthz", headers={"X-Request-ID": "not an id!"})
@@ -222,15 +219,15 @@ def test_request_ids_pass_through_or_come_from_nginx(nginx: Nginx, app: LiveServ
         rid = response.headers["X-Request-ID"]
         assert re.fullmatch(r"[0-9a-f]{32}", rid), rid
         # The id nginx logged is the one the app used and answered with.
-        _logged(nginx.access_log, f"rid={rid}")
+        _logged(front.access_log, f"rid={rid}")
         _logged(app.log, rid)  # the app's access log line (text or JSON) carries the id
     _logged(app.log, "deploy-test:1.a_b")
 
 
 def test_a_body_over_the_limit_is_refused_by_nginx_in_the_app_envelope(
-    nginx: Nginx, app: LiveServer
+    front: Nginx, app: LiveServer
 ) -> None:
-    with httpx.Client(base_url=nginx.url, timeout=60) as http:
+    with httpx.Client(base_url=front.url, timeout=60) as http:
         at_limit = http.post("/_test/body", content=b"x" * MAX_BODY)
         over = http.post("/_test/body", content=b"x" * (MAX_BODY + 1))
         after = http.get("/healthz")
@@ -265,13 +262,13 @@ def test_no_instance_answering_is_a_502_in_the_envelope(tmp_path: Path) -> None:
     ["/metrics", "/readyz", "/metrics?name=x", "//metrics", "/%6Detrics", "/api/../readyz"],
 )
 def test_internal_endpoints_are_refused_by_nginx_in_the_app_envelope(
-    nginx: Nginx, app: LiveServer, path: str
+    front: Nginx, app: LiveServer, path: str
 ) -> None:
     """/metrics and /readyz are for Prometheus and the orchestrator, which reach each instance
     directly: through nginx they do not exist, however the path is spelt."""
-    with httpx.Client(base_url=nginx.url, timeout=30) as http:
+    with httpx.Client(base_url=front.url, timeout=30) as http:
         # httpx would normalise the path: send it exactly as written.
-        refused = http.send(http.build_request("GET", nginx.url, extensions={"target": path}))
+        refused = http.send(http.build_request("GET", front.url, extensions={"target": path}))
         after = http.get("/healthz")
     assert refused.status_code == 404, refused.text
     assert refused.headers["Content-Type"] == "application/json"
@@ -284,9 +281,9 @@ def test_internal_endpoints_are_refused_by_nginx_in_the_app_envelope(
 
 
 def test_the_public_api_and_its_documentation_pass_through_nginx(
-    nginx: Nginx, app: LiveServer
+    front: Nginx, app: LiveServer
 ) -> None:
-    with httpx.Client(base_url=nginx.url, timeout=30) as http:
+    with httpx.Client(base_url=front.url, timeout=30) as http:
         answers = [http.get(path) for path in ("/api/v1/articles", "/docs", "/healthz")]
     assert [a.status_code for a in answers] == [200, 200, 200]
     # Each reached the app, which still serves /metrics and /readyz to whoever reaches it

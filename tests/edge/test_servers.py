@@ -12,14 +12,12 @@ keep-alive) are tests/greenlet_asgi/test_adapter.py, which runs under another se
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.util
 import os
 import signal
 import subprocess
 import sys
-import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ import httpx
 import pytest
 
 from service.cli.embedded import free_port
+from service.cli.harness import spawn
 from service.edge import servers
 from tests.conftest import PROBE_APP, LiveServers, server_env
 from tests.support.databases import ROOT, ServerStack
@@ -187,35 +186,18 @@ def test_serve_runs_the_api_on_the_chosen_server(
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     log_path = tmp_path / "serve.log"
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve"],
-            env=env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
     url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "service", "serve"]
+    server_process = spawn(
+        command, env, log_path, ready=url + "/healthz", timeout=60, cwd=ROOT, inherit_env=False
+    )
     try:
-        health = None
-        for _ in range(600):  # up to a minute, polling every 0.1 s
-            assert proc.poll() is None, log_path.read_text(errors="replace")
-            with contextlib.suppress(httpx.HTTPError):
-                health = httpx.get(url + "/healthz", timeout=1)
-                break
-            time.sleep(0.1)
-        assert health is not None and health.status_code == 200, log_path.read_text()
         articles = httpx.get(url + "/api/v1/articles", timeout=30)
         assert articles.status_code == 200
         assert f"serving with 1 {server} worker(s)" in log_path.read_text(errors="replace")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode in CLEAN_EXIT, log_path.read_text(errors="replace")
+        code = server_process.stop(60)
+    assert code in CLEAN_EXIT, log_path.read_text(errors="replace")
 
 
 def test_serve_refuses_an_unknown_server(tmp_path: Path) -> None:

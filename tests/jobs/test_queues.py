@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -36,16 +36,8 @@ FIRST_ID = 900_000_000  # articles that do not exist: each job looks, finds none
 
 
 @pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    """A Redis of this module's own: its queues hold only the backlog and what it asks for."""
-    server = EmbeddedRedis(tmp_path_factory.mktemp("queues") / "redis", durable=False).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-async def queue(redis_server: EmbeddedRedis) -> AsyncIterator[ArqRedis]:
-    pool = await create_pool(RedisSettings.from_dsn(redis_server.url()))
+async def queue(module_own_redis: EmbeddedRedis) -> AsyncIterator[ArqRedis]:
+    pool = await create_pool(RedisSettings.from_dsn(module_own_redis.url()))
     yield pool
     await pool.aclose()
 
@@ -67,10 +59,10 @@ async def backlog(queue: ArqRedis) -> int:
 
 @pytest.fixture(scope="module")
 async def all_queues(
-    redis_server: EmbeddedRedis, smtp: SmtpServer, backlog: int, module_worker: Workers
+    module_own_redis: EmbeddedRedis, smtp: SmtpServer, backlog: int, module_worker: Workers
 ) -> WorkerProcess:
     process = module_worker(
-        REDIS_URL=redis_server.url(),
+        REDIS_URL=module_own_redis.url(),
         WORKER_MAX_JOBS="1",  # the bulk worker: one job at a time, the backlog stays
         VIEW_FLUSH_SECONDS=str(FLUSH_SECONDS),
         SMTP_HOST=smtp.host,
@@ -81,8 +73,8 @@ async def all_queues(
 
 
 @pytest.fixture(scope="module")
-def api(redis_server: EmbeddedRedis, module_live_server: LiveServers) -> LiveServer:
-    return module_live_server(REDIS_URL=redis_server.url())
+def api(module_own_redis: EmbeddedRedis, module_live_server: LiveServers) -> LiveServer:
+    return module_live_server(REDIS_URL=module_own_redis.url())
 
 
 async def _still_backed_up(queue: ArqRedis) -> int:
