@@ -272,12 +272,6 @@ async def get_article(session: AsyncSession, article_id: int) -> ArticlePublic |
     return _public(row) if row is not None else None
 
 
-async def stored_views(session: AsyncSession, article_id: int) -> int | None:
-    """The views flushed into PostgreSQL for an article (None: no such article)."""
-    found = await session.execute(select(Article.views).where(Article.id == article_id))
-    return found.scalar_one_or_none()
-
-
 async def list_page(
     session: AsyncSession, *, filters: Filters, page: int, per_page: int
 ) -> OffsetSlice:

@@ -66,8 +66,8 @@ NEXT_PAGE = Link(
 
 
 def _etag(article: ArticlePublic) -> str:
-    """The strong ETag of the representation (``data.entity_tag``): version, view count and
-    processing status."""
+    """The strong ETag of the representation (``data.entity_tag``): version and processing
+    status (views are not part of it)."""
     return f'"{data.entity_tag(article)}"'
 
 
