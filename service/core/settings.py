@@ -94,8 +94,13 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     secret_key: SecretStr = SecretStr(DEFAULT_SECRET_KEY)
 
-    db_pool_size: int = Field(10, ge=1, le=500)
-    db_max_overflow: int = Field(5, ge=0, le=500)
+    # Connections per process and engine. No overflow by default: the pool closes an overflow
+    # connection when it is returned while DB_POOL_SIZE idle ones wait in its queue, and
+    # under steady load asyncio's queue holds connections handed to requests that have not
+    # run yet, so overflow connections were closed and opened again all the time (the churn
+    # of an earlier autocommit read engine; tests/infra/test_reads.py holds the pool steady).
+    db_pool_size: int = Field(15, ge=1, le=500)
+    db_max_overflow: int = Field(0, ge=0, le=500)
     db_pool_timeout: float = Field(5.0, gt=0)
     db_connect_timeout: float = Field(5.0, gt=0)
     db_statement_timeout_ms: int = Field(15_000, ge=0)

@@ -22,10 +22,20 @@ import base64
 import binascii
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
-from sqlalchemy import ClauseElement, Executable, Select, func, select, text, tuple_, update
+from sqlalchemy import (
+    ClauseElement,
+    Executable,
+    Result,
+    Select,
+    func,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
 
@@ -33,6 +43,15 @@ from service.core.errors import Forbidden, InvalidInput, NotFound, StaleVersion
 from service.core.types import MAX_ID, ArticleStatus
 from service.domain.models import Article, User
 from service.domain.schemas import ArticleFields, ArticlePublic, ArticleSummary, Author
+
+
+class Statements(Protocol):
+    """Where the read functions run their statements: the request's ``AsyncSession`` (in its
+    transaction), or one-statement reads without one (``service.infra.reads.Reads``: one round
+    trip each, the committed state)."""
+
+    async def execute(self, statement: Executable, /) -> Result[Any]: ...
+
 
 EXACT_COUNT_LIMIT = 1_000
 MAX_OFFSET = 10_000
@@ -262,7 +281,7 @@ async def delete_article(
 # --- reads ------------------------------------------------------------------------------
 
 
-async def get_article(session: AsyncSession, article_id: int) -> ArticlePublic | None:
+async def get_article(session: Statements, article_id: int) -> ArticlePublic | None:
     stmt = (
         select(*_SUMMARY_COLUMNS, Article.content)
         .join(User, User.id == Article.author_id)
@@ -273,7 +292,7 @@ async def get_article(session: AsyncSession, article_id: int) -> ArticlePublic |
 
 
 async def list_page(
-    session: AsyncSession, *, filters: Filters, page: int, per_page: int
+    session: Statements, *, filters: Filters, page: int, per_page: int
 ) -> OffsetSlice:
     """One offset page, the total and whether the total is an estimate."""
     offset = (page - 1) * per_page
@@ -291,7 +310,7 @@ async def list_page(
 
 
 async def list_after(
-    session: AsyncSession, *, filters: Filters, cursor: str | None, per_page: int
+    session: Statements, *, filters: Filters, cursor: str | None, per_page: int
 ) -> Slice:
     """One keyset page after ``cursor`` (from the newest when None)."""
     stmt = _newest(filters)
@@ -326,7 +345,7 @@ def _compile_explain(element: Explain, compiler: Any, **kw: Any) -> str:
     return "EXPLAIN (FORMAT JSON) " + str(compiler.process(element.statement, **kw))
 
 
-async def count_articles(session: AsyncSession, filters: Filters) -> tuple[int, bool]:
+async def count_articles(session: Statements, filters: Filters) -> tuple[int, bool]:
     """Exact when at most ``EXACT_COUNT_LIMIT`` articles match (a count bounded by a LIMIT);
     beyond, PostgreSQL's estimate: the table's ``reltuples`` unfiltered, the planner's row
     estimate filtered. Either way a request never counts a big table."""
@@ -348,7 +367,7 @@ async def count_articles(session: AsyncSession, filters: Filters) -> tuple[int, 
     return max(int(estimate), exact), True
 
 
-async def most_viewed(session: AsyncSession, limit: int = POPULAR_SIZE) -> list[ArticleSummary]:
+async def most_viewed(session: Statements, limit: int = POPULAR_SIZE) -> list[ArticleSummary]:
     stmt = (
         select(*_SUMMARY_COLUMNS)
         .join(User, User.id == Article.author_id)

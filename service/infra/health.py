@@ -12,16 +12,18 @@ from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.infra.reads import Reads
 from service.infra.resources import Resources
 
 log = logging.getLogger(__name__)
 
 
-async def _select_one(engine: AsyncEngine) -> None:
-    async with engine.connect() as conn:
-        await conn.execute(text("SELECT 1"))
+_SELECT_ONE = text("SELECT 1")
+
+
+async def _select_one(reads: Reads) -> None:
+    await reads.execute(_SELECT_ONE)
 
 
 async def _bounded(check: Awaitable[object], limit: float, name: str) -> str:
@@ -42,8 +44,8 @@ async def check_dependencies(res: Resources) -> dict[str, str]:
     clients = res.clients
     timeout = res.settings.readiness_timeout
     checks = {
-        "database": _select_one(clients.engine),
-        "database_read": _select_one(clients.read_engine),
+        "database": _select_one(clients.reads),
+        "database_read": _select_one(clients.replica_reads),
         "redis": clients.redis.ping(),
     }
     if clients.cache.redis is not clients.hot_redis:

@@ -29,6 +29,7 @@ from service.core.settings import Settings
 from service.infra import db_errors, tracing
 from service.infra.cache import ResponseCache
 from service.infra.guard import RedisGuard
+from service.infra.reads import Reads
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +232,9 @@ class Clients:
     read_engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession] = field(repr=False)
     read_sessionmaker: async_sessionmaker[AsyncSession] = field(repr=False)
+    # One-statement reads without a transaction, on the same pools (``service.infra.reads``).
+    reads: Reads = field(repr=False)
+    replica_reads: Reads = field(repr=False)
     redis: ArqRedis
     # The per-request client of REDIS_URL (``make_hot_path_redis``): rate limits, view counts,
     # and the cache's entries unless CACHE_REDIS_URL gives the cache a Redis of its own.
@@ -311,6 +315,8 @@ class Resources:
             read_engine=read_engine,
             sessionmaker=async_sessionmaker(engine, expire_on_commit=False),
             read_sessionmaker=async_sessionmaker(read_engine, expire_on_commit=False),
+            reads=Reads(engine),
+            replica_reads=Reads(read_engine),
             redis=make_redis(s),
             hot_redis=hot_redis,
             cache=self._make_cache(hot_redis),

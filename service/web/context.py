@@ -27,6 +27,7 @@ from service.domain.view_counts import ViewCounter
 from service.infra import db_cleanup
 from service.infra.cache import ResponseCache
 from service.infra.health import RecentResult
+from service.infra.reads import Reads
 from service.infra.resources import Clients, Resources
 from service.infra.runtime import Runtime
 
@@ -96,6 +97,12 @@ def clients() -> Clients:
 
 def cache() -> ResponseCache:
     return clients().cache
+
+
+def reads() -> Reads:
+    """One-statement reads on the primary, without a transaction (``service.infra.reads``):
+    the request's committed-state reads that fill the cache."""
+    return clients().reads
 
 
 def redis() -> ArqRedis:

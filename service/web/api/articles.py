@@ -8,7 +8,6 @@ from datetime import datetime
 
 from flask import Blueprint, Response, request
 from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.core import keys, routes
 from service.core.errors import InvalidInput, NotFound
@@ -249,9 +248,12 @@ def _list_digest(
 async def _list_page(
     query: ArticleListQuery, filters: data.Filters
 ) -> ArticlePage | ArticleCursorPage:
-    session = context.db_session()  # cache fills read the primary (see service.web.http_cache)
+    # Cache fills read the primary (see service.web.http_cache). A list is one statement per
+    # page and one for the total, each in a round trip of its own without a transaction; a
+    # search runs in the request's transaction, which carries its own statement timeout.
     if filters.terms is None:
-        return await _page(session, query, filters)
+        return await _page(context.reads(), query, filters)
+    session = context.db_session()
     async with search.bounded(session, _search_timeout_ms()):
         return await _page(session, query, filters)
 
@@ -265,7 +267,7 @@ def _search_timeout_ms() -> int:
 
 
 async def _page(
-    session: AsyncSession, query: ArticleListQuery, filters: data.Filters
+    session: data.Statements, query: ArticleListQuery, filters: data.Filters
 ) -> ArticlePage | ArticleCursorPage:
     if query.cursor is not None:
         after = await data.list_after(
@@ -296,9 +298,7 @@ async def popular() -> Response:
     """The 10 most viewed articles. Cached (``X-Cache``), with an ``ETag``."""
 
     async def build() -> tuple[bytes, str]:
-        return _body_and_etag(
-            PopularArticles(articles=await data.most_viewed(context.db_session()))
-        )
+        return _body_and_etag(PopularArticles(articles=await data.most_viewed(context.reads())))
 
     ttl = context.settings().cache_ttl_popular
     response = await _cached("popular", keys.POPULAR_ENTRY, ttl, build)
@@ -318,7 +318,7 @@ async def read(article_id: int) -> Response:
     """One article, with an ``ETag`` naming its version. Cached (``X-Cache``)."""
 
     async def build() -> tuple[bytes, str] | None:
-        article = await data.get_article(context.db_session(), article_id)
+        article = await data.get_article(context.reads(), article_id)
         if article is None:
             return None
         return article.model_dump_json().encode(), _etag(article)
