@@ -23,7 +23,9 @@ connection lands on one server (after a failover the promoted replica takes them
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -165,9 +167,11 @@ class Member:
             self.process.stop(timeout)
 
     def kill(self) -> None:
-        """SIGKILL: a crash."""
+        """SIGKILL to the whole process group (each member runs in a session of its own): a
+        crash of the member, its Hypercorn workers included, as when a container is killed."""
         if self.process is not None and self.process.running():
-            self.process.proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
             self.process.proc.wait(30)
 
     def restart(self, timeout: float = START_TIMEOUT) -> Member:

@@ -19,6 +19,9 @@ runs. This master differs in what it does after the signal:
   each worker short.
 * A worker that exits with status 0 while serving (``max_requests``) is replaced; one that
   fails stops the others the same graceful way, and the master exits non-zero.
+* A worker whose master is gone (killed with SIGKILL, which no handler sees) drains and
+  exits the same way: an orphan would keep serving, holding the port and its database
+  connections, with nobody left to stop it.
 
 The workers are Hypercorn's own serving loop (``worker_serve``) on uvloop or asyncio, one
 process each, sharing the listening sockets.
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
 from functools import partial
@@ -39,20 +43,37 @@ from types import FrameType
 
 from hypercorn.asyncio.run import _run, worker_serve
 from hypercorn.config import Config, Sockets
-from hypercorn.utils import check_multiprocess_shutdown_event, load_application
+from hypercorn.utils import load_application
 
 from service.greenlet_asgi import drain
 
 log = logging.getLogger("service.master")
 
 
+# How often a worker looks at the shutdown event and at whether its master still runs.
+CHECK_SECONDS = 0.1
+
+
+async def _stop_asked(shutdown_event: Event, master: int) -> None:
+    """Return once the master sets the shutdown event, or once the master is gone (SIGKILL,
+    the OOM killer): the worker ignores SIGTERM, so without this it would serve on, holding
+    the port and its connections, with no one to stop it."""
+    while not shutdown_event.is_set():
+        if os.getppid() != master:
+            log.warning("the master process (pid %d) is gone: stopping this worker", master)
+            return
+        await asyncio.sleep(CHECK_SECONDS)
+
+
 def _worker(config: Config, sockets: Sockets, shutdown_event: Event) -> None:
-    """One worker process: Hypercorn's serving loop until the master's shutdown event."""
+    """One worker process: Hypercorn's serving loop until the master's shutdown event, or
+    until the master is gone."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the master decides when to stop
+    master = os.getppid()
     app = load_application(config.application_path, config.wsgi_max_body_size)
 
     async def shutdown_trigger() -> None:
-        await check_multiprocess_shutdown_event(shutdown_event, asyncio.sleep)
+        await _stop_asked(shutdown_event, master)
         drain.begin(config.graceful_timeout)
         # Hypercorn closes keep-alive connections it sees idle as soon as this returns, and a
         # request whose bytes have arrived but are not read yet would go with them. Answers

@@ -8,6 +8,7 @@ the whole process tree's exit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -25,6 +26,7 @@ from service.cli.harness import http_ok, spawn, wait_until
 from tests.conftest import server_env
 from tests.support.api import Account, account
 from tests.support.databases import ROOT, ServerStack, plain_url
+from tests.support.fleet import descendants
 
 UPLOADS = 6
 
@@ -223,3 +225,46 @@ def test_a_request_still_running_at_the_graceful_timeout_is_cut_cleanly(
     text = log.read_text()
     assert "1 request(s) still running at the graceful timeout: cut" in text, text
     assert "Traceback" not in text, text
+
+
+def test_workers_whose_master_was_killed_drain_and_exit(stack: ServerStack, tmp_path: Path) -> None:
+    """SIGKILL reaches the master alone and no handler sees it: the workers, which ignore
+    SIGTERM, notice their master is gone, drain, and exit; nothing keeps the port open."""
+    port = free_port()
+    env = {
+        **os.environ,
+        **server_env(stack),
+        "BIND": f"127.0.0.1:{port}",
+        "WEB_CONCURRENCY": "2",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+    }
+    log = tmp_path / "server.log"
+    proc = _start(env, log)
+    under: list[int] = []
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}", proc)
+        under = descendants(proc.pid)
+        assert len(under) >= 2, under  # the two workers (and multiprocessing's tracker)
+        proc.kill()
+        proc.wait(30)
+        deadline = time.monotonic() + 60
+        while any(_alive(pid) for pid in under):
+            assert time.monotonic() < deadline, f"orphans left: {under}\n{log.read_text()}"
+            time.sleep(0.1)
+    finally:
+        for pid in under:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    text = log.read_text()
+    assert text.count("the master process (pid") == 2, text
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0  # refused: nobody listens
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie whose parent is gone is reaped by init)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
