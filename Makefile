@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test-deps run cluster dev test lint bench bench-quick bench-serving bench-pagination bench-cache bench-views bench-metrics bench-profile bench-deps faults abuse clean
+.PHONY: install test-deps run cluster dev test lint bench bench-quick bench-serving bench-pagination bench-cache bench-views bench-metrics bench-profile bench-dbpath bench-deps faults abuse clean
 
 # Create the virtual environment and install the project (again when pyproject.toml or the lock
 # changes): the dev extra's dependencies exactly as pinned, with hashes, in requirements/dev.txt
@@ -123,6 +123,11 @@ bench-metrics: bench-deps
 # the PATH (claim "profile"): docs/PROFILE.md.
 bench-profile: bench-deps
 	$(LAB_ONE) profile
+
+# One primary-key read through an ORM session, Core in a transaction, Core in autocommit
+# (Newsdesk's reads) and the driver, with the statements PostgreSQL receives (claim "dbpath").
+bench-dbpath: bench-deps
+	$(LAB_ONE) dbpath
 
 # The fault suite: PostgreSQL stopped, Redis killed, SIGTERM, the worker killed, slow bodies, a
 # held event loop, each under load against servers of its own (loopback, about 2 minutes on 2

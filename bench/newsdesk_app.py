@@ -7,9 +7,11 @@ product's own.
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, Response, abort, jsonify
 
-from bench.probes import AsyncProbes, item_by_id
+from bench.probes import ITEM_SQL, AsyncProbes, item_by_id
 from service.asgi import asgi_app
 from service.core.logs import configure_logging
 from service.core.settings import Settings
@@ -36,6 +38,40 @@ async def item(item_id: int) -> Response:
     if row is None:
         abort(404)
     return jsonify(id=row.id, name=row.name)
+
+
+# The same primary-key read by the other ways there are (the lab's "database path" claim,
+# bench/lab/dbpath.py); /bench/items/<id> above is the ORM session's.
+
+
+@probes.get("/core-tx/<int:item_id>")
+async def item_core_transaction(item_id: int) -> Response:
+    """A Core connection of the pool, in its transaction: BEGIN, SELECT, ROLLBACK."""
+    async with context.clients().engine.connect() as conn:
+        row = (await conn.execute(item_by_id, {"id": item_id})).first()
+    return _item(row)
+
+
+@probes.get("/reads/<int:item_id>")
+async def item_reads(item_id: int) -> Response:
+    """Newsdesk's read path (``service.infra.reads``): the SELECT alone, in autocommit."""
+    return _item((await context.reads().execute(item_by_id, {"id": item_id})).first())
+
+
+@probes.get("/driver/<int:item_id>")
+async def item_driver(item_id: int) -> Response:
+    """asyncpg's own ``fetchrow`` on the pool's driver connection: no SQLAlchemy statement
+    or result processing (asyncpg prepares and caches the statement per connection)."""
+    async with context.clients().engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        row = await raw.driver_connection.fetchrow(ITEM_SQL, item_id)  # type: ignore[union-attr]
+    return _item(row)
+
+
+def _item(row: Any) -> Response:
+    if row is None:
+        abort(404)
+    return jsonify(id=row[0], name=row[1])  # a Row or an asyncpg Record: (id, name)
 
 
 @probes.get("/slow")

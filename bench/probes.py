@@ -37,6 +37,7 @@ FANOUT_IDS = (11, 22, 33)
 CACHE_TTL = 3600
 
 item_by_id = select(items.c.id, items.c.name).where(items.c.id == bindparam("id"))
+ITEM_SQL = "SELECT id, name FROM bench_items WHERE id = $1"  # the same, for a driver
 SLOW = text("SELECT pg_sleep(0.05)")
 FANOUT = text("SELECT id, name, pg_sleep(0.02) AS waited FROM bench_items WHERE id = :id")
 

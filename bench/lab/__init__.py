@@ -8,6 +8,8 @@ runs it will make, for the progress bar), ``run(lab)`` (the measurements, JSON-r
 
 - ``serving``: async views and concurrency: five ways to serve the same probes;
 - ``pooling``: pool size vs throughput;
+- ``dbpath``: one primary-key read through an ORM session, Core in a transaction, Core in
+  autocommit and the driver, with the statements PostgreSQL receives for each;
 - ``caching``: Redis cache hit vs miss vs no cache, and vs a bare Quart Redis GET;
 - ``queues``: one job per view vs buffered counters;
 - ``indexes``: lists and search with and without indexes;

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from bench.lab import (
     caching,
+    dbpath,
     indexes,
     metrics,
     pages,
@@ -39,6 +40,7 @@ CLAIMS: dict[str, ModuleType] = {
     "serving": serving,
     "servers": servers,
     "pooling": pooling,
+    "dbpath": dbpath,
     "caching": caching,
     "queues": queues,
     "indexes": indexes,
