@@ -63,7 +63,11 @@ def asgi_app(flask_app: Flask) -> ASGIApp:
     )
     # The fast path labels its hits with the templates Flask matches for the same requests.
     rules = {rule.endpoint: rule.rule for rule in flask_app.url_map.iter_rules()}
-    routes = {"article": rules["articles.read"], "popular": rules["articles.popular"]}
+    routes = {
+        "article": rules["articles.read"],
+        "popular": rules["articles.popular"],
+        "list": rules["articles.list_articles"],
+    }
     app: ASGIApp = CachedReads(adapter, res, state.views, routes=routes)
     return RequestMetrics(app) if res.settings.metrics_enabled else app
 

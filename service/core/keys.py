@@ -8,6 +8,9 @@ into its script from these constants.
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 # --- response cache (service.infra.cache) ---------------------------------------------------
 # Entries are versioned by a cache-wide epoch ({e}) and by generations ({g1}, {g2}...), which
 # writers move on after a commit. See the cache module for why this cannot serve stale data.
@@ -43,6 +46,32 @@ POPULAR_ENTRY: tuple[list[str], str] = (
 def list_entry(query_digest: str) -> tuple[list[str], str]:
     """The generations and key template of one list page (``query_digest`` names the query)."""
     return [ARTICLES_GENERATION], f"cache:{{e}}:list:{{g1}}:{query_digest}"
+
+
+def list_digest(
+    *,
+    page: int | None,
+    per_page: int,
+    after: tuple[str, int] | None = None,
+    author_id: int | None = None,
+    tag: str | None = None,
+    terms: str | None = None,
+) -> str:
+    """The name of a list query in the cache, one per page whatever its spelling: ``page``
+    (None with a cursor), ``per_page``, the cursor's position (``after``: ISO time, id), the
+    filters, a search by the terms it searches for. Flask's list view and the fast path
+    (``service.edge.fastpath``) both name pages with it."""
+    canonical = {
+        "page": page,
+        "per_page": per_page,
+        "after": None if after is None else list(after),
+        "author_id": author_id,
+        "tag": tag,
+        "q": terms,
+    }
+    # "v3": canonical queries; entries named before it are not served.
+    digest_of = b"v3:" + json.dumps(canonical, sort_keys=True).encode()
+    return hashlib.blake2b(digest_of, digest_size=12).hexdigest()
 
 
 # The list pages stored under one generation of the lists (the {e} and {g1} of ``list_entry``):

@@ -1,4 +1,5 @@
-"""Cache hits answered before Flask: ``GET /api/v1/articles/<id>`` and ``/articles/popular``.
+"""Cache hits answered before Flask: ``GET /api/v1/articles/<id>``, ``/articles/popular`` and
+the front pages of ``/api/v1/articles`` (page 1 to 5, by tag; ``list_route``).
 
 A cache hit needs no routing, no view and no model work: the stored entry already holds the
 final ETag and body (``service.infra.cache``). ``CachedReads``, an ASGI middleware around
@@ -16,7 +17,8 @@ counts nothing, so the full path then behaves as if the peek had not happened:
   second time there, which changes nothing for a client already over the limit);
 * the cache disabled or its breaker open (Flask answers with ``X-Cache: BYPASS``), or a Redis
   error during the peek (which opens the breaker);
-* any query string, a method other than GET, or a CORS request when CORS is configured.
+* any query string (but a front page's), a method other than GET, or a CORS request when
+  CORS is configured.
 
 A hit on an article answered 200 also counts its view in that round trip
 (``service.domain.view_counts``). When the cache has a Redis of its own (``CACHE_REDIS_URL``),
@@ -34,6 +36,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import parse_qsl
 
 from redis.asyncio import Redis
 
@@ -50,6 +53,7 @@ from service.core.types import (
     Send,
 )
 from service.domain import rate_limits
+from service.domain.schemas import ArticleListQuery
 from service.domain.view_counts import ViewCounter
 from service.greenlet_asgi import drain
 from service.infra.cache import HIT, Count, HitCount
@@ -58,6 +62,11 @@ from service.infra.resources import Resources
 
 _ARTICLE = re.compile(re.escape(routes.ARTICLES) + r"/([1-9][0-9]{0,18})")
 _POPULAR = routes.POPULAR_ARTICLES
+_LIST = routes.ARTICLES
+# List pages the fast path answers: a news site's front pages, not the long tail.
+FAST_PAGES = 5
+_PER_PAGE: int = ArticleListQuery.model_fields["per_page"].default
+_PLAIN_NUMBER = re.compile(r"[1-9][0-9]{0,3}")
 _SECURITY = [(name.lower().encode(), value.encode()) for name, value in SECURITY_HEADERS.items()]
 
 
@@ -83,7 +92,7 @@ class Headers:
 
 def route(scope: Scope) -> Route | None:
     """The cacheable GET ``scope`` asks for, or None."""
-    if scope["method"] != "GET" or scope.get("query_string"):
+    if scope["method"] != "GET":
         return None
     path: str = scope["path"]
     root: str = scope.get("root_path", "")
@@ -91,6 +100,11 @@ def route(scope: Scope) -> Route | None:
         if not path.startswith(root):
             return None
         path = path[len(root) :]
+    query: bytes = scope.get("query_string", b"")
+    if path == _LIST:
+        return list_route(query)
+    if query:
+        return None
     if path == _POPULAR:
         return Route("popular", *keys.POPULAR_ENTRY, None)
     match = _ARTICLE.fullmatch(path)
@@ -98,6 +112,40 @@ def route(scope: Scope) -> Route | None:
         return None
     article_id = int(match.group(1))
     return Route("article", *keys.article_entry(article_id), article_id)
+
+
+def list_route(query: bytes) -> Route | None:
+    """The list page a front page asks for: no query string (page 1), or only ``page`` (1 to
+    ``FAST_PAGES``, plain digits), ``per_page`` (plain digits) and ``tag``, each at most once.
+    Anything else, a cursor, a search or an author among them, goes to Flask.
+
+    The page is named as Flask's list view names it (``keys.list_digest``); values are not
+    checked here: a value Flask would refuse, or spell otherwise, names an entry that was
+    never stored, so the peek misses and Flask answers."""
+    page, per_page, tag = 1, _PER_PAGE, None
+    if query:
+        try:
+            pairs = parse_qsl(
+                query.decode("ascii"), keep_blank_values=True, strict_parsing=True, errors="strict"
+            )
+        except (UnicodeDecodeError, ValueError):
+            return None
+        names = [name for name, _ in pairs]
+        if len(set(names)) != len(names) or not set(names) <= {"page", "per_page", "tag"}:
+            return None
+        for name, value in pairs:
+            if name == "tag":
+                tag = value
+            elif not _PLAIN_NUMBER.fullmatch(value):
+                return None
+            elif name == "page":
+                page = int(value)
+            else:
+                per_page = int(value)
+        if page > FAST_PAGES:
+            return None
+    digest = keys.list_digest(page=page, per_page=per_page, tag=tag)
+    return Route("list", *keys.list_entry(digest), None)
 
 
 def read_headers(scope: Scope, *, cors: bool) -> Headers:

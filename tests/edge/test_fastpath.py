@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from service.core import keys
 from service.core.types import MAX_ID
 from service.edge.fastpath import route
 from tests.support.api import account, publish
@@ -50,8 +51,15 @@ async def test_a_fast_hit_is_the_same_response_flask_sends(client: httpx.AsyncCl
     """The same hit through the fast path and through Flask (a request with a
     ``Content-Length``, even 0, is sent there)."""
     ann = await account(client)
-    article = await publish(client, ann)
-    for url in (f"/api/v1/articles/{article['id']}", "/api/v1/articles/popular"):
+    article = await publish(client, ann, tags=["fastpath"])
+    urls = (
+        f"/api/v1/articles/{article['id']}",
+        "/api/v1/articles/popular",
+        "/api/v1/articles",  # the front page
+        "/api/v1/articles?tag=fastpath",
+        "/api/v1/articles?page=2&per_page=5",
+    )
+    for url in urls:
         await client.get(url)  # fill
         for headers in ({}, {"If-None-Match": (await client.get(url)).headers["etag"]}):
             before = await flask_requests(client)
@@ -101,7 +109,21 @@ def scope(path: str, method: str = "GET", query: bytes = b"", root: str = "") ->
         (scope("/api/v1/articles/0"), None),
         (scope("/api/v1/articles/007"), None),
         (scope("/api/v1/articles/42/"), None),
-        (scope("/api/v1/articles"), None),
+        (scope("/api/v1/articles"), "list"),
+        (scope("/api/v1/articles", query=b"page=2"), "list"),
+        (scope("/api/v1/articles", query=b"tag=science&per_page=10"), "list"),
+        (scope("/api/v1/articles", query=b"tag=caf%C3%A9"), "list"),
+        (scope("/api/v1/articles", query=b"page=5"), "list"),
+        (scope("/api/v1/articles", query=b"page=6"), None),  # beyond the front pages
+        (scope("/api/v1/articles", query=b"page=02"), None),  # Flask reads it as page 2
+        (scope("/api/v1/articles", query=b"page=0"), None),
+        (scope("/api/v1/articles", query=b"page=1&page=2"), None),
+        (scope("/api/v1/articles", query=b"cursor=abc"), None),
+        (scope("/api/v1/articles", query=b"q=news"), None),
+        (scope("/api/v1/articles", query=b"author_id=3"), None),
+        (scope("/api/v1/articles", query=b"tag=%ff"), None),  # not UTF-8
+        (scope("/api/v1/articles", query=b"page"), None),
+        (scope("/api/v1/articles/"), None),
         (scope("/api/v1/articles/42", method="HEAD"), None),
         (scope("/api/v1/articles/42", method="PATCH"), None),
         (scope("/api/v1/articles/42", query=b"x=1"), None),
@@ -114,3 +136,16 @@ def test_routes_taken_by_the_fast_path(request_scope: dict[str, Any], endpoint: 
     if endpoint == "article":
         article_id = request_scope["path"].rsplit("/", 1)[1]
         assert found is not None and found.generations == [f"gen:article:{article_id}"]
+
+
+def test_a_front_page_is_named_as_flasks_view_names_it() -> None:
+    """Spellings of the same page share one entry; the defaults are Flask's (page 1, 20 per
+    page), so the fast path finds what the view stored."""
+    front = route(scope("/api/v1/articles"))
+    spelled_out = route(scope("/api/v1/articles", query=b"per_page=20&page=1"))
+    assert front is not None and spelled_out is not None
+    assert front.template == spelled_out.template
+    assert front.template.endswith(keys.list_digest(page=1, per_page=20))
+    by_tag = route(scope("/api/v1/articles", query=b"tag=caf%C3%A9"))
+    assert by_tag is not None
+    assert by_tag.template.endswith(keys.list_digest(page=1, per_page=20, tag="café"))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from datetime import datetime
 
 from flask import Blueprint, Response, request
@@ -232,17 +230,14 @@ def _list_digest(
     any order, defaults given or not (``page=1``, ``per_page=20``), a cursor by the position
     it decodes to, a search by the terms it searches for. Any other spelling would be another
     entry for the same page (``CACHE_MAX_LIST_KEYS`` bounds them all the same)."""
-    canonical = {
-        "page": None if after is not None else (query.page or 1),
-        "per_page": query.per_page,
-        "after": None if after is None else [after[0].isoformat(), after[1]],
-        "author_id": query.author_id,
-        "tag": query.tag,
-        "q": terms,
-    }
-    # "v3": canonical queries; entries named before it are not served.
-    digest_of = b"v3:" + json.dumps(canonical, sort_keys=True).encode()
-    return hashlib.blake2b(digest_of, digest_size=12).hexdigest()
+    return keys.list_digest(
+        page=None if after is not None else (query.page or 1),
+        per_page=query.per_page,
+        after=None if after is None else (after[0].isoformat(), after[1]),
+        author_id=query.author_id,
+        tag=query.tag,
+        terms=terms,
+    )
 
 
 async def _list_page(
