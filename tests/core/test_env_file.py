@@ -9,6 +9,8 @@ import pytest
 
 from service.core.settings import ENV_FILE_VARIABLE, Settings
 
+DEFAULT_POOL = Settings.model_fields["db_pool_size"].default
+
 
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -31,13 +33,13 @@ def test_dotenv_in_the_working_directory_is_read_and_the_environment_wins(
 def test_env_file_names_another_file(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(ENV_FILE_VARIABLE, "other.env")
     settings = Settings()
-    assert (settings.log_level, settings.db_pool_size) == ("ERROR", 10)
+    assert (settings.log_level, settings.db_pool_size) == ("ERROR", DEFAULT_POOL)
 
 
 def test_an_empty_env_file_reads_no_file(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(ENV_FILE_VARIABLE, "")
     settings = Settings()
-    assert (settings.log_level, settings.db_pool_size) == ("INFO", 10)
+    assert (settings.log_level, settings.db_pool_size) == ("INFO", DEFAULT_POOL)
 
 
 def test_a_file_chosen_by_the_caller_wins_over_env_file(

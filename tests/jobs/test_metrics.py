@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from service.cli.embedded import free_port
+from service.core.settings import Settings
 from tests.conftest import Workers
 from tests.jobs.test_tasks import wait_for_status
 from tests.support.api import account, publish
@@ -68,7 +69,8 @@ async def test_a_processed_article_and_a_flushed_view_show_in_the_worker_metrics
     assert metrics.has("views_pending_articles")
     assert 0 <= metrics.total("view_flush_lag_seconds") < 60
     # Its own pool, Redis and process figures (the standard collectors: one process).
-    assert metrics.total("db_pool_size", engine="primary") == 10
+    default_pool = Settings.model_fields["db_pool_size"].default
+    assert metrics.total("db_pool_size", engine="primary") == default_pool
     assert metrics.has("redis_breaker_open")
     assert metrics.total("process_resident_memory_bytes") > 0
     assert metrics.has("python_gc_collections_total")
