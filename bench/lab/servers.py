@@ -1,8 +1,10 @@
 """Claim: the ASGI server matters ("the framework is the bottleneck, not the server").
 
 The same apps on three ASGI servers, one worker process each: Newsdesk's probes
-(``bench.newsdesk_app``, the product's adapter, request session and Redis client), FastAPI
-(``bench.baselines.fastapi_app``, the same ``AsyncProbes``), and a bare ASGI app answering
+(``bench.newsdesk_app``, the product's adapter, its read path for committed rows
+(``service.infra.reads``: one statement in autocommit) and Redis client), FastAPI and Litestar
+(``bench.baselines.fastapi_app`` and ``litestar_app``, the same ``AsyncProbes``: an
+``AsyncSession`` per read, as their users write it), and a bare ASGI app answering
 hello with no framework at all (the server's own ceiling), each on Hypercorn (uvloop, h11),
 uvicorn (uvloop, httptools) and granian (``--interface asgi``, uvloop). The same PostgreSQL and
 Redis, pool 8, 32 connections; hello, a primary-key read and a Redis-cached item by random id;
@@ -42,8 +44,12 @@ SERVERS = {
 APPS = {
     "newsdesk": "bench.newsdesk_app:app",
     "fastapi": "bench.baselines.fastapi_app:app",
+    "litestar": "bench.baselines.litestar_app:app",
     "bare": "bench.baselines.bare_asgi:app",
 }
+# Where an app reads differently: Newsdesk's primary-key read goes through its own read path.
+OWN_PATHS = {("newsdesk", "pk-read"): "/bench/reads/"}
+PEERS = {"fastapi": "FastAPI", "litestar": "Litestar"}
 ENDPOINTS = {"hello": "/bench/hello", "pk-read": "/bench/items/", "cached": "/bench/cached/"}
 RANDOM_ID = ("pk-read", "cached")
 BARE_ENDPOINTS = ("hello",)  # the bare app answers hello to every path
@@ -59,6 +65,10 @@ def _endpoints(app: str) -> list[str]:
     return list(BARE_ENDPOINTS) if app == "bare" else list(ENDPOINTS)
 
 
+def _path(app: str, endpoint: str) -> str:
+    return OWN_PATHS.get((app, endpoint), ENDPOINTS[endpoint])
+
+
 def plan(lab: Lab) -> int:
     per_round = sum(len(_endpoints(app)) for app, _ in _targets())
     return per_round * (lab.mode.rounds + warmups(lab))
@@ -68,8 +78,8 @@ def run(lab: Lab) -> dict[str, Any]:
     lab.status("servers: seeding the probe table")
     prepare_probes(lab)
     scripts = {
-        endpoint: random_ids_script(lab, ENDPOINTS[endpoint], 1, ROWS, f"servers-{endpoint}")
-        for endpoint in RANDOM_ID
+        path: random_ids_script(lab, path, 1, ROWS, f"servers-{path.strip('/').replace('/', '-')}")
+        for path in {_path(app, endpoint) for app in APPS for endpoint in RANDOM_ID}
     }
     env = lab.env(DB_POOL_SIZE=str(POOL))
     started: dict[tuple[str, str], Process] = {}
@@ -95,7 +105,7 @@ def run(lab: Lab) -> dict[str, Any]:
                 if not names:
                     continue
                 for endpoint in _endpoints(app):
-                    script = scripts.get(endpoint)
+                    script = scripts.get(_path(app, endpoint)) if endpoint in RANDOM_ID else None
                     path = "/" if script else ENDPOINTS[endpoint]
                     for server in names:
                         lab.status(f"servers: warm-up {app} {endpoint} {server}")
@@ -175,17 +185,25 @@ def section(data: dict[str, Any], chart_path: Path) -> tuple[list[str], str]:
             lines.append(f"| {app} | {endpoint} | " + " | ".join(cells) + f" | {' / '.join(rss)} |")
     lines += [
         "",
-        "Peak RSS in the order of the servers' columns. Newsdesk vs FastAPI on the same server: "
-        + "; ".join(
-            f"{server} "
-            + ", ".join(
-                f"{endpoint} {_ratio(_rps(data, 'newsdesk', server, endpoint), _rps(data, 'fastapi', server, endpoint))}"  # noqa: E501
-                for endpoint in ENDPOINTS
-            )
-            for server in SERVERS
-        )
-        + ".",
+        "Peak RSS in the order of the servers' columns. Newsdesk's pk-read is its own read "
+        "path (`/bench/reads/`: one statement in autocommit); the others read through an "
+        "`AsyncSession`.",
     ]
+    for peer, label in PEERS.items():
+        lines += [
+            "",
+            f"Newsdesk vs {label} on the same server: "
+            + "; ".join(
+                f"{server} "
+                + ", ".join(
+                    f"{endpoint} {_ratio(_rps(data, 'newsdesk', server, e), _rps(data, peer, server, e))}"  # noqa: E501
+                    for endpoint in ENDPOINTS
+                    for e in [endpoint]
+                )
+                for server in SERVERS
+            )
+            + ".",
+        ]
     for name, why in data.get("failed", {}).items():
         lines += ["", f"{name} did not start: `{' '.join(why.split())[-300:]}`"]
     verdict = _verdict(data)
@@ -208,7 +226,7 @@ def _verdict(data: dict[str, Any]) -> str:
         f"It sets the ceiling: a bare ASGI hello serves {_fmt(bare_best)} req/s on "
         f"{bare_server} vs {_fmt(bare_hyp)} on Hypercorn ({_ratio(bare_best, bare_hyp)})"
     ]
-    for app, label in (("newsdesk", "Newsdesk"), ("fastapi", "FastAPI")):
+    for app, label in (("newsdesk", "Newsdesk"), *PEERS.items()):
         gains = []
         for endpoint in ENDPOINTS:
             server, best = _best(data, app, endpoint)
@@ -217,10 +235,10 @@ def _verdict(data: dict[str, Any]) -> str:
         parts.append(f"{label}'s best server vs Hypercorn: " + ", ".join(gains))
     matters = not math.isnan(bare_best) and bare_best > 1.5 * bare_hyp
     nd_server, nd_read = _best(data, "newsdesk", "pk-read")
-    fa_server, fa_read = _best(data, "fastapi", "pk-read")
-    tail = (
-        f"; best primary-key read: Newsdesk {_fmt(nd_read)} ({nd_server}) vs FastAPI "
-        f"{_fmt(fa_read)} ({fa_server}), {_ratio(nd_read, fa_read)}"
+    tail = f"; best primary-key read: Newsdesk {_fmt(nd_read)} ({nd_server})" + "".join(
+        f" vs {label} {_fmt(best)} ({server}), {_ratio(nd_read, best)}"
+        for peer, label in PEERS.items()
+        for server, best in [_best(data, peer, "pk-read")]
     )
     lead = "The server matters" if matters else "The server matters little here"
     failed = data.get("failed", {})
