@@ -47,6 +47,10 @@ return taken
 
 class QueueWorker(Worker):
     _take: Any = None
+    # True while jobs are being taken: from the take script's call until every job it claimed
+    # has its task. A stop that comes meanwhile waits for those jobs too
+    # (``service.jobs.supervisor``): they are marked in progress already.
+    taking = False
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         free = self.max_jobs - self.job_counter
@@ -55,17 +59,21 @@ class QueueWorker(Worker):
             return
         if self._take is None:
             self._take = self.pool.register_script(_TAKE)
-        taken = await self._take(
-            keys=[self.queue_name, in_progress_key_prefix],
-            args=[timestamp_ms(), int(self.in_progress_timeout_s * 1000), free, *candidates],
-        )
-        for job_id_b, score in zip(taken[::2], taken[1::2], strict=True):
-            await self.sem.acquire()  # free: at most max_jobs - job_counter were taken
-            self.job_counter += 1
-            job_id = job_id_b.decode()
-            task = self.loop.create_task(self.run_job(job_id, int(float(score))))
-            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
-            self.tasks[job_id] = task
+        self.taking = True
+        try:
+            taken = await self._take(
+                keys=[self.queue_name, in_progress_key_prefix],
+                args=[timestamp_ms(), int(self.in_progress_timeout_s * 1000), free, *candidates],
+            )
+            for job_id_b, score in zip(taken[::2], taken[1::2], strict=True):
+                await self.sem.acquire()  # free: at most max_jobs - job_counter were taken
+                self.job_counter += 1
+                job_id = job_id_b.decode()
+                task = self.loop.create_task(self.run_job(job_id, int(float(score))))
+                task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+                self.tasks[job_id] = task
+        finally:
+            self.taking = False
 
 
 def create_worker(settings_cls: Any, **kwargs: Any) -> QueueWorker:

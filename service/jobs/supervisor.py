@@ -40,12 +40,27 @@ HEALTHY_AFTER = 30.0
 
 
 async def _gentle_stop(worker: Worker, run: asyncio.Task[None], wait: float) -> None:
-    """Stop taking jobs, give running ones ``wait`` seconds, then cancel and close."""
+    """Stop taking jobs, give running ones ``wait`` seconds, then cancel and close.
+
+    Running ones include jobs a poll in flight had claimed when the signal came: they start
+    a moment later, already marked in progress, and are waited for like the others (else they
+    were cancelled at once, to run again elsewhere once their marker expired)."""
     worker.allow_pick_jobs = False
-    running = [task for task in worker.tasks.values() if not task.done()]
-    if running:
-        log.info("stopping: waiting up to %.0fs for %d running job(s)", wait, len(running))
-        await asyncio.wait(running, timeout=wait)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    announced = False
+    while loop.time() < deadline:
+        running = [task for task in worker.tasks.values() if not task.done()]
+        if running and not announced:
+            log.info("stopping: waiting up to %.0fs for %d running job(s)", wait, len(running))
+            announced = True
+        if running:
+            remaining = deadline - loop.time()
+            await asyncio.wait(running, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        elif getattr(worker, "taking", False):
+            await asyncio.sleep(0.01)  # a poll in flight: its jobs are about to start
+        else:
+            break
     run.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await run
