@@ -10,6 +10,8 @@ runs it will make, for the progress bar), ``run(lab)`` (the measurements, JSON-r
 - ``pooling``: pool size vs throughput;
 - ``dbpath``: one primary-key read through an ORM session, Core in a transaction, Core in
   autocommit and the driver, with the statements PostgreSQL receives for each;
+- ``mixed``: a news workload (reads, lists, writes, logins) on one instance, Hypercorn and
+  granian with 1 and 2 workers: the highest rate at p99 <= 50 ms;
 - ``caching``: Redis cache hit vs miss vs no cache, and vs a bare Quart Redis GET;
 - ``queues``: one job per view vs buffered counters;
 - ``indexes``: lists and search with and without indexes;

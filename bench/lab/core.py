@@ -346,15 +346,17 @@ def _asgi(
     port: int | None = None,
     log_level: str | None = None,
     extra: tuple[str, ...] = (),
+    workers: int = 1,
 ) -> Process:
-    """One worker of ``server`` serving ``app`` as ``python -m service serve`` runs it (the
-    table in ``service.edge.servers``, ``hypercorn.toml``'s settings), with the lab's
-    departures: no access log, ``log_level``, ``extra`` flags."""
+    """``workers`` worker processes (one by default) of ``server`` serving ``app`` as
+    ``python -m service serve`` runs it (the table in ``service.edge.servers``,
+    ``hypercorn.toml``'s settings), with the lab's departures: no access log, ``log_level``,
+    ``extra`` flags."""
     port = port or free_port()
     run = Run(
         app,
         bind=f"127.0.0.1:{port}",
-        workers=1,
+        workers=workers,
         access_log=False,
         log_level=log_level,
         extra=extra,
@@ -367,9 +369,20 @@ SERVERS = {"hypercorn": hypercorn, "uvicorn": uvicorn, "granian": granian}
 
 
 def asgi_server(
-    lab: Lab, server: str, app: str, env: dict[str, str], name: str, *, ready_path: str
+    lab: Lab,
+    server: str,
+    app: str,
+    env: dict[str, str],
+    name: str,
+    *,
+    ready_path: str,
+    workers: int = 1,
 ) -> Process:
-    """One worker of ``server`` (hypercorn, uvicorn or granian) serving ``app``."""
+    """``workers`` workers (one by default) of ``server`` (hypercorn, uvicorn or granian)
+    serving ``app``."""
+    if workers != 1:
+        quiet = None if server == "hypercorn" else "warning"
+        return _asgi(lab, server, app, env, name, ready_path, log_level=quiet, workers=workers)
     start = SERVERS[server]
     return start(lab, app, env, name, ready_path=ready_path)
 

@@ -105,10 +105,19 @@ def thresholds(mix: tuple[tuple[str, int], ...] = MIX) -> list[tuple[str, int]]:
     return drawn
 
 
-def mix_lua(first_id: int, last_id: int, api_key: str, *, authors: int, seed: int = 1) -> str:
-    """The wrk script of the news mix over articles ``first_id`` to ``last_id``: the same
-    requests in the same order for the same ``seed``."""
-    limit = dict(thresholds())
+def mix_lua(
+    first_id: int,
+    last_id: int,
+    api_key: str,
+    *,
+    authors: int,
+    seed: int = 1,
+    mix: tuple[tuple[str, int], ...] = MIX,
+) -> str:
+    """The wrk script of the news mix (``mix``: requests per 1,000 by kind, in ``MIX``'s
+    order) over articles ``first_id`` to ``last_id``: the same requests in the same order for
+    the same ``seed``."""
+    limit = dict(thresholds(mix))
     tags = ", ".join(f'"{t}"' for t in TAGS)
     return f"""math.randomseed({seed})
 local first, last = {first_id}, {last_id}

@@ -1,0 +1,177 @@
+"""Claim: async Flask cannot carry a news site's traffic at a latency users do not notice.
+
+One Newsdesk instance (``service.asgi:app`` as ``python -m service serve`` runs it, no access
+log) on Hypercorn and on granian, with 1 and 2 worker processes (``WEB_CONCURRENCY``), on
+20,000 seeded articles (5,000 in the quick pass), the lab's PostgreSQL and Redis, no arq
+worker (processing jobs queue up). One wrk script sends the same requests in the same order
+to every setup (``bench.lab.scaling.mix_lua``): per 1,000 requests 800 article reads skewed
+to the newest (a power law: the newest 1% of the articles take about a fifth of them), 125
+list pages (9 in 10 of them page 1, the rest pages 2 to 5), 25 lists by tag, 40 articles
+written with an API key (each moves the lists' cache generation on) and 10 logins
+(argon2id). The rate limits are lifted (every request comes from one address).
+
+wrk keeps a fixed number of requests in flight (a closed loop), so the load is raised by
+connections: 1, 2, 4, 8, 16, 32 and 64 (up to 16 in the quick pass), 3 s each (2 s) after a
+warm-up run, setups taking turns at each level. The figure for a setup is the highest rate of
+a run whose p99 is at most 50 ms.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bench.lab import chart, scaling
+from bench.lab.core import Lab, asgi_server, load, prepare, running, sql, warmups
+
+TITLE = "A news workload: the highest rate at p99 <= 50 ms"
+CLAIM = "Async Flask cannot carry a real news workload at low latency."
+P99_LIMIT_MS = 50.0
+# Requests per 1,000, in the kinds and order of bench.lab.scaling's script.
+MIX = (("read", 800), ("list", 125), ("tag", 25), ("write", 40), ("login", 10))
+SETUPS = (("hypercorn", 1), ("hypercorn", 2), ("granian", 1), ("granian", 2))
+AUTHORS = 100  # python -m service seed's default: the logins take turns among them
+
+
+def articles(lab: Lab) -> int:
+    return 5_000 if lab.mode.quick else 20_000
+
+
+def levels(lab: Lab) -> list[int]:
+    return [1, 2, 4, 8, 16] if lab.mode.quick else [1, 2, 4, 8, 16, 32, 64]
+
+
+def duration(lab: Lab) -> int:
+    return 2 if lab.mode.quick else 3
+
+
+def plan(lab: Lab) -> int:
+    return len(SETUPS) * (len(levels(lab)) + warmups(lab))
+
+
+def label(server: str, workers: int) -> str:
+    return f"{server}, {workers} worker{'s' if workers > 1 else ''}"
+
+
+def capacity(runs: list[dict[str, float]], limit_ms: float = P99_LIMIT_MS) -> dict[str, Any]:
+    """The run with the highest rate among those whose p99 is at most ``limit_ms`` (None when
+    none is), as ``{"rps", "p99_ms", "connections"}``."""
+    within = [r for r in runs if r["p99_ms"] <= limit_ms]
+    if not within:
+        return {"rps": None, "p99_ms": None, "connections": None}
+    best = max(within, key=lambda r: r["rps"])
+    return {"rps": best["rps"], "p99_ms": best["p99_ms"], "connections": best["connections"]}
+
+
+def run(lab: Lab) -> dict[str, Any]:
+    lab.status("mixed: seeding")
+    url = lab.postgres.ensure_database("mixed")
+    count = articles(lab)
+    prepare(url, count, progress=False)
+    first, last = sql(lab, "SELECT min(id), max(id) FROM articles", url)[0]
+    env = lab.env(**scaling.ENV, DATABASE_URL=url)
+    servers = {
+        (server, workers): asgi_server(
+            lab,
+            server,
+            "service.asgi:app",
+            {**env, "WEB_CONCURRENCY": str(workers)},
+            f"mixed-{server}-{workers}",
+            ready_path="/healthz",
+            workers=workers,
+        )
+        for server, workers in SETUPS
+    }
+    runs: dict[tuple[str, int], list[dict[str, float]]] = {setup: [] for setup in SETUPS}
+    with running(*servers.values()):
+        script = lab.work / "mixed.lua"
+        key = scaling._api_key(servers[SETUPS[0]].url)
+        script.write_text(scaling.mix_lua(first, last, key, authors=AUTHORS, mix=MIX))
+        for setup, process in servers.items():
+            lab.status(f"mixed: {label(*setup)}, warm-up")
+            if warmups(lab):
+                load(lab, process.url + "/", 16, script=script, duration=duration(lab))
+        for n, connections in enumerate(levels(lab)):
+            order = list(SETUPS) if n % 2 == 0 else list(SETUPS)[::-1]
+            for setup in order:
+                lab.status(f"mixed: {label(*setup)}, {connections} connections")
+                process = servers[setup]
+                figures = load(
+                    lab,
+                    process.url + "/",
+                    connections,
+                    script=script,
+                    pids=[process.pid],
+                    duration=duration(lab),
+                )
+                runs[setup].append({**figures, "connections": connections})
+    rows = [
+        {
+            "server": server,
+            "workers": workers,
+            "runs": runs[(server, workers)],
+            **capacity(runs[(server, workers)]),
+        }
+        for server, workers in SETUPS
+    ]
+    return {"rows": rows, "articles": count, "mix": dict(MIX), "limit_ms": P99_LIMIT_MS}
+
+
+def verdict(rows: list[dict[str, Any]]) -> str:
+    """The best setup's rate at p99 <= 50 ms, and every setup's."""
+    measured = [r for r in rows if r["rps"] is not None]
+    each = "; ".join(
+        f"{label(r['server'], r['workers'])}: "
+        + (
+            f"{r['rps']:,.0f} req/s (p99 {r['p99_ms']:.0f} ms at {r['connections']} connections)"
+            if r["rps"] is not None
+            else "no run within 50 ms"
+        )
+        for r in rows
+    )
+    if not measured:
+        return f"True on this machine: no setup kept its p99 within 50 ms ({each})."
+    best = max(measured, key=lambda r: r["rps"])
+    return (
+        f"False: one instance carried the news mix at {best['rps']:,.0f} req/s with p99 at or "
+        f"under 50 ms ({label(best['server'], best['workers'])}), on 2 cores shared with "
+        f"PostgreSQL, Redis and the load generator; {each}."
+    )
+
+
+def section(data: dict[str, Any], chart_path: Path) -> tuple[list[str], str]:
+    rows = data["rows"]
+    chart.lines_by_panel(
+        chart_path,
+        panels=["req/s", "p99 ms"],
+        series={
+            label(r["server"], r["workers"]): {
+                "req/s": [(x["connections"], x["rps"]) for x in r["runs"]],
+                "p99 ms": [(x["connections"], x["p99_ms"]) for x in r["runs"]],
+            }
+            for r in rows
+        },
+        labels={},
+        xlabel="connections",
+        ylabel="",
+    )
+    levels_seen = [x["connections"] for x in rows[0]["runs"]]
+    lines = [
+        "req/s (p99 ms) by connections:",
+        "",
+        "| setup | " + " | ".join(str(c) for c in levels_seen) + " | at p99 <= 50 ms |",
+        "| --- | " + " | ".join("---" for _ in levels_seen) + " | --- |",
+    ]
+    for r in rows:
+        cells = [f"{x['rps']:,.0f} ({x['p99_ms']:.0f})" for x in r["runs"]]
+        best = "none" if r["rps"] is None else f"**{r['rps']:,.0f}**"
+        lines.append(
+            f"| {label(r['server'], r['workers'])} | " + " | ".join(cells) + f" | {best} |"
+        )
+    lines += [
+        "",
+        f"{data['articles']:,} seeded articles; the mix per 1,000 requests: "
+        + ", ".join(f"{kind} {share}" for kind, share in data["mix"].items())
+        + ". Where the time goes is left to the profile claim.",
+    ]
+    return lines, verdict(rows)

@@ -1,0 +1,46 @@
+"""bench.lab.mixed: the capacity figure (the highest rate of a run within the p99 limit) and
+the verdict (the claim itself runs servers: ``python -m bench.lab --only mixed``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.lab import mixed, scaling
+
+
+def _run(connections: int, rps: float, p99: float) -> dict[str, float]:
+    return {"connections": connections, "rps": rps, "p99_ms": p99}
+
+
+def test_capacity_is_the_best_rate_within_the_limit() -> None:
+    runs = [_run(1, 100, 5), _run(4, 380, 20), _run(16, 900, 49.9), _run(64, 1000, 180)]
+    assert mixed.capacity(runs) == {"rps": 900, "p99_ms": 49.9, "connections": 16}
+    # A faster run past the limit does not count; a slower one within it does not win.
+    assert mixed.capacity([_run(2, 500, 10), _run(8, 400, 30)])["connections"] == 2
+    assert mixed.capacity([_run(1, 100, 51)]) == {"rps": None, "p99_ms": None, "connections": None}
+
+
+def test_the_mix_adds_up_and_its_script_takes_it() -> None:
+    assert dict(scaling.thresholds(mixed.MIX)) == {
+        "read": 800,
+        "list": 925,
+        "tag": 950,
+        "write": 990,
+        "login": 1000,
+    }
+    script = scaling.mix_lua(1, 100, "nd_key", authors=mixed.AUTHORS, mix=mixed.MIX)
+    assert "if r <= 800 then" in script and "elseif r <= 990 then" in script
+
+
+def _row(server: str, workers: int, rps: float | None, p99: float | None = None) -> dict[str, Any]:
+    return {"server": server, "workers": workers, "rps": rps, "p99_ms": p99, "connections": 8}
+
+
+def test_the_verdict_names_the_best_setup_and_each_one() -> None:
+    rows = [_row("hypercorn", 1, 400.0, 40.0), _row("granian", 2, 900.0, 45.0)]
+    text = mixed.verdict(rows)
+    assert text.startswith("False: one instance carried the news mix at 900 req/s")
+    assert "(granian, 2 workers)" in text
+    assert "hypercorn, 1 worker: 400 req/s (p99 40 ms at 8 connections)" in text
+    none = mixed.verdict([_row("hypercorn", 1, None)])
+    assert none.startswith("True on this machine: no setup kept its p99 within 50 ms")
