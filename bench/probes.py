@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
 from sqlalchemy import Column, Integer, MetaData, Table, Text, bindparam, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 metadata = MetaData()
 items = Table(
@@ -56,6 +58,20 @@ def cache_key(item_id: int) -> str:
 
 def item_json(item_id: int, name: str) -> bytes:
     return orjson.dumps({"id": item_id, "name": name})
+
+
+@asynccontextmanager
+async def probe_clients(state: dict[str, Any]) -> AsyncIterator[None]:
+    """A baseline app's lifespan: an engine with the probes' pool size and a Redis client,
+    made on the serving loop, in ``state`` (``probes``, ``redis``) until the app stops."""
+    engine = create_async_engine(database_url(), pool_size=pool_size(), max_overflow=5)
+    state["probes"] = AsyncProbes(engine)
+    state["redis"] = Redis.from_url(os.environ["REDIS_URL"])
+    try:
+        yield
+    finally:
+        await engine.dispose()
+        await state["redis"].aclose()
 
 
 class AsyncProbes:

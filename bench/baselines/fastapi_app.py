@@ -7,30 +7,18 @@ pool size as Newsdesk. ``hypercorn bench.baselines.fastapi_app:app`` or
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Response
-from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from bench.probes import AsyncProbes, database_url, pool_size
+from bench.probes import AsyncProbes, probe_clients
 
 state: dict[str, Any] = {}
 
 
-@asynccontextmanager
-async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-    engine = create_async_engine(database_url(), pool_size=pool_size(), max_overflow=5)
-    state["probes"] = AsyncProbes(engine)
-    state["redis"] = Redis.from_url(os.environ["REDIS_URL"])
-    try:
-        yield
-    finally:
-        await engine.dispose()
-        await state["redis"].aclose()
+def lifespan(_: FastAPI) -> AbstractAsyncContextManager[None]:
+    return probe_clients(state)
 
 
 app = FastAPI(lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)

@@ -7,31 +7,19 @@ Newsdesk. ``hypercorn bench.baselines.litestar_app:app``, ``uvicorn ...`` or ``g
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from litestar import Litestar, Response, get
 from litestar.exceptions import NotFoundException
-from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from bench.probes import AsyncProbes, database_url, pool_size
+from bench.probes import AsyncProbes, probe_clients
 
 state: dict[str, Any] = {}
 
 
-@asynccontextmanager
-async def lifespan(_: Litestar) -> AsyncIterator[None]:
-    engine = create_async_engine(database_url(), pool_size=pool_size(), max_overflow=5)
-    state["probes"] = AsyncProbes(engine)
-    state["redis"] = Redis.from_url(os.environ["REDIS_URL"])
-    try:
-        yield
-    finally:
-        await engine.dispose()
-        await state["redis"].aclose()
+def lifespan(_: Litestar) -> AbstractAsyncContextManager[None]:
+    return probe_clients(state)
 
 
 def probes() -> AsyncProbes:

@@ -37,6 +37,17 @@ def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     return spawn(command, env, log, cwd=ROOT, inherit_env=False, name="service serve").proc
 
 
+def _two_workers(stack: ServerStack, tmp_path: Path, port: int) -> dict[str, str]:
+    """The environment of ``service serve`` with two workers on ``port``."""
+    return {
+        **os.environ,
+        **server_env(stack),
+        "BIND": f"127.0.0.1:{port}",
+        "WEB_CONCURRENCY": "2",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+    }
+
+
 def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
     if not wait_until(http_ok(url + "/healthz"), proc, 90, 0.2):
         assert proc.poll() is None, "the server exited during start-up"
@@ -156,15 +167,8 @@ def test_a_second_signal_changes_nothing_and_a_stop_without_load_is_quick(
     stack: ServerStack, tmp_path: Path
 ) -> None:
     port = free_port()
-    env = {
-        **os.environ,
-        **server_env(stack),
-        "BIND": f"127.0.0.1:{port}",
-        "WEB_CONCURRENCY": "2",
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
-    }
     log = tmp_path / "server.log"
-    proc = _start(env, log)
+    proc = _start(_two_workers(stack, tmp_path, port), log)
     try:
         _wait_ready(f"http://127.0.0.1:{port}", proc)
         proc.send_signal(signal.SIGTERM)
@@ -231,15 +235,8 @@ def test_workers_whose_master_was_killed_drain_and_exit(stack: ServerStack, tmp_
     """SIGKILL reaches the master alone and no handler sees it: the workers, which ignore
     SIGTERM, notice their master is gone, drain, and exit; nothing keeps the port open."""
     port = free_port()
-    env = {
-        **os.environ,
-        **server_env(stack),
-        "BIND": f"127.0.0.1:{port}",
-        "WEB_CONCURRENCY": "2",
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
-    }
     log = tmp_path / "server.log"
-    proc = _start(env, log)
+    proc = _start(_two_workers(stack, tmp_path, port), log)
     under: list[int] = []
     try:
         _wait_ready(f"http://127.0.0.1:{port}", proc)
