@@ -5,7 +5,9 @@ The same apps on three ASGI servers, one worker process each: Newsdesk's probes
 (``service.infra.reads``: one statement in autocommit) and Redis client), FastAPI and Litestar
 (``bench.baselines.fastapi_app`` and ``litestar_app``, the same ``AsyncProbes``: an
 ``AsyncSession`` per read, as their users write it), and a bare ASGI app answering
-hello with no framework at all (the server's own ceiling), each on Hypercorn (uvloop, h11),
+hello with no framework at all (the server's own ceiling) and the same bare app reading the
+item straight from an asyncpg pool (``bench.baselines.raw_asyncpg``: the driver's ceiling for
+the primary-key read), each on Hypercorn (uvloop, h11),
 uvicorn (uvloop, httptools) and granian (``--interface asgi``, uvloop). The same PostgreSQL and
 Redis, pool 8, 32 connections; hello, a primary-key read and a Redis-cached item by random id;
 servers taking turns in an order that rotates each round.
@@ -46,6 +48,7 @@ APPS = {
     "fastapi": "bench.baselines.fastapi_app:app",
     "litestar": "bench.baselines.litestar_app:app",
     "bare": "bench.baselines.bare_asgi:app",
+    "raw": "bench.baselines.raw_asyncpg:app",
 }
 # Where an app reads differently: Newsdesk's primary-key read goes through its own read path.
 OWN_PATHS = {("newsdesk", "pk-read"): "/bench/reads/"}
@@ -53,6 +56,7 @@ PEERS = {"fastapi": "FastAPI", "litestar": "Litestar"}
 ENDPOINTS = {"hello": "/bench/hello", "pk-read": "/bench/items/", "cached": "/bench/cached/"}
 RANDOM_ID = ("pk-read", "cached")
 BARE_ENDPOINTS = ("hello",)  # the bare app answers hello to every path
+RAW_ENDPOINTS = ("pk-read",)  # the raw asyncpg app: its hello is the bare app's
 CONNECTIONS = 32
 POOL = 8
 
@@ -62,7 +66,11 @@ def _targets() -> list[tuple[str, str]]:
 
 
 def _endpoints(app: str) -> list[str]:
-    return list(BARE_ENDPOINTS) if app == "bare" else list(ENDPOINTS)
+    if app == "bare":
+        return list(BARE_ENDPOINTS)
+    if app == "raw":
+        return list(RAW_ENDPOINTS)
+    return list(ENDPOINTS)
 
 
 def _path(app: str, endpoint: str) -> str:
@@ -235,10 +243,19 @@ def _verdict(data: dict[str, Any]) -> str:
         parts.append(f"{label}'s best server vs Hypercorn: " + ", ".join(gains))
     matters = not math.isnan(bare_best) and bare_best > 1.5 * bare_hyp
     nd_server, nd_read = _best(data, "newsdesk", "pk-read")
-    tail = f"; best primary-key read: Newsdesk {_fmt(nd_read)} ({nd_server})" + "".join(
-        f" vs {label} {_fmt(best)} ({server}), {_ratio(nd_read, best)}"
-        for peer, label in PEERS.items()
-        for server, best in [_best(data, peer, "pk-read")]
+    raw_read = {server: _rps(data, "raw", server, "pk-read") for server in SERVERS}
+    driver = ", ".join(
+        f"{server} {_ratio(_rps(data, 'newsdesk', server, 'pk-read'), raw)}"
+        for server, raw in raw_read.items()
+    )
+    tail = (
+        f"; Newsdesk's primary-key read vs the raw asyncpg app's: {driver}"
+        + (f"; best primary-key read: Newsdesk {_fmt(nd_read)} ({nd_server})")
+        + "".join(
+            f" vs {label} {_fmt(best)} ({server}), {_ratio(nd_read, best)}"
+            for peer, label in PEERS.items()
+            for server, best in [_best(data, peer, "pk-read")]
+        )
     )
     lead = "The server matters" if matters else "The server matters little here"
     failed = data.get("failed", {})
