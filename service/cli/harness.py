@@ -99,6 +99,25 @@ def _check(ready: Ready, log: Path | None) -> Callable[[], bool] | None:
     return log_has(log, ready)
 
 
+def poll_until(
+    check: Callable[[], bool],
+    timeout: float,
+    interval: float = 0.1,
+    *,
+    pause: Callable[[float], object] = time.sleep,
+    going_on: Callable[[], bool] = lambda: True,
+) -> bool:
+    """Whether ``check()`` held within ``timeout`` seconds, checked every ``interval``
+    seconds while ``going_on()``. For the command-line tools' own waits (start-up, a smoke
+    request): they run outside any event loop, so ``pause`` may block."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and going_on():
+        if check():
+            return True
+        pause(interval)
+    return False
+
+
 def wait_until(
     check: Callable[[], bool],
     proc: subprocess.Popen[bytes],
@@ -107,13 +126,12 @@ def wait_until(
 ) -> bool:
     """Whether ``check()`` held within ``timeout`` seconds while ``proc`` kept running
     (checked every ``interval`` seconds; a pause that also notices the process dying)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        if check():
-            return True
+
+    def pause(seconds: float) -> None:
         with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(interval)
-    return False
+            proc.wait(seconds)
+
+    return poll_until(check, timeout, interval, pause=pause, going_on=lambda: proc.poll() is None)
 
 
 class Process:

@@ -15,13 +15,13 @@ from __future__ import annotations
 import contextlib
 import signal
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from redis import Redis
 from redis.exceptions import RedisError
 
+from service.cli import harness
 from service.cli.embedded import EmbeddedRedis, die_with_parent, free_port
 from service.cli.harness import Process, spawn
 
@@ -136,11 +136,8 @@ class SentinelCluster:
         return self
 
     def _wait(self, ready: Callable[[], bool], what: str) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while not ready():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"timed out waiting for {what}")
-            time.sleep(0.1)
+        if not harness.poll_until(ready, START_TIMEOUT):
+            raise RuntimeError(f"timed out waiting for {what}")
 
     def _replica_in_sync(self) -> bool:
         with self.replica.client() as redis:
