@@ -122,30 +122,39 @@ def list_route(query: bytes) -> Route | None:
     The page is named as Flask's list view names it (``keys.list_digest``); values are not
     checked here: a value Flask would refuse, or spell otherwise, names an entry that was
     never stored, so the peek misses and Flask answers."""
+    if not query:
+        return _FRONT_PAGE
+    try:
+        pairs = parse_qsl(
+            query.decode("ascii"), keep_blank_values=True, strict_parsing=True, errors="strict"
+        )
+    except (UnicodeDecodeError, ValueError):
+        return None
+    names = [name for name, _ in pairs]
+    if len(set(names)) != len(names) or not set(names) <= {"page", "per_page", "tag"}:
+        return None
     page, per_page, tag = 1, _PER_PAGE, None
-    if query:
-        try:
-            pairs = parse_qsl(
-                query.decode("ascii"), keep_blank_values=True, strict_parsing=True, errors="strict"
-            )
-        except (UnicodeDecodeError, ValueError):
+    for name, value in pairs:
+        if name == "tag":
+            tag = value
+        elif not _PLAIN_NUMBER.fullmatch(value):
             return None
-        names = [name for name, _ in pairs]
-        if len(set(names)) != len(names) or not set(names) <= {"page", "per_page", "tag"}:
-            return None
-        for name, value in pairs:
-            if name == "tag":
-                tag = value
-            elif not _PLAIN_NUMBER.fullmatch(value):
-                return None
-            elif name == "page":
-                page = int(value)
-            else:
-                per_page = int(value)
-        if page > FAST_PAGES:
-            return None
+        elif name == "page":
+            page = int(value)
+        else:
+            per_page = int(value)
+    if page > FAST_PAGES:
+        return None
+    return _list(page, per_page, tag)
+
+
+def _list(page: int, per_page: int, tag: str | None) -> Route:
     digest = keys.list_digest(page=page, per_page=per_page, tag=tag)
     return Route("list", *keys.list_entry(digest), None)
+
+
+# The page asked for most, named once (its cache name is fixed).
+_FRONT_PAGE = _list(1, _PER_PAGE, None)
 
 
 def read_headers(scope: Scope, *, cors: bool) -> Headers:
