@@ -16,6 +16,9 @@ started with ``log_statement = all`` set for the lab's database, each path gets 
 after another (after a few that prepare its statement), and the lines PostgreSQL logs for
 that server's connections (by backend pid) are counted per path. Every statement is a round
 trip here (asyncpg sends bind and execute of a prepared statement in one).
+
+With py-spy installed, the worker is sampled during one more run of each path and the samples
+are charged to layers (``bench.lab.profile.LAYERS``): where a read's time goes, path by path.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from bench.lab import chart, serving
+from bench.lab import chart, profile, serving
 from bench.lab.core import (
     Lab,
     hypercorn,
@@ -68,7 +71,8 @@ def duration(lab: Lab) -> int:
 
 
 def plan(lab: Lab) -> int:
-    return (len(PROBES) + 1) * (rounds(lab) + warmups(lab))
+    spied = len(PROBES) if profile.py_spy() else 0
+    return (len(PROBES) + 1) * (rounds(lab) + warmups(lab)) + spied
 
 
 def statements_by_pid(log: str, pids: set[int]) -> int:
@@ -146,11 +150,30 @@ def run(lab: Lab) -> dict[str, Any]:
             for name in order:
                 lab.status(f"dbpath: {name}, round {round_no + 1}")
                 runs[name].append(one_run(name))
+        layers = {}
+        if profile.py_spy():
+            for name, path in PROBES.items():
+                lab.status(f"dbpath: {name}, py-spy")
+                layers[name] = profile.spied(
+                    lab,
+                    server,
+                    server.url + "/",
+                    scripts[name],
+                    f"dbpath-{path.strip('/').replace('/', '-')}",
+                    connections=CONNECTIONS,
+                    seconds=duration(lab),
+                )
     rows = [
         {"path": name, "statements": statements[name], **summarise(runs[name])} for name in PROBES
     ]
     hello = {"path": "no database (hello)", "statements": 0.0, **summarise(runs["hello"])}
-    return {"rows": rows, "hello": hello, "connections": CONNECTIONS, "counted": COUNTED}
+    return {
+        "rows": rows,
+        "hello": hello,
+        "connections": CONNECTIONS,
+        "counted": COUNTED,
+        "layers": layers,
+    }
 
 
 def verdict(rows: list[dict[str, Any]], hello: dict[str, Any]) -> str:
@@ -196,4 +219,7 @@ def section(data: dict[str, Any], chart_path: Path) -> tuple[list[str], str]:
         "row is the same server with no database call, for scale: the ceiling of the "
         "request path around the read.",
     ]
+    if data.get("layers"):
+        lines += ["", "Where the worker's time goes on each path (py-spy samples, share):", ""]
+        lines += profile.layer_table(data["layers"])
     return lines, verdict(rows, data["hello"])

@@ -10,7 +10,8 @@ fast path (each of 200 articles read once first). 32 connections, apps taking tu
 order rotated each round; req/s medians with every round's ratio to Newsdesk, and each
 worker's RSS after start, after the load and at its peak (``VmHWM``).
 
-With py-spy on the PATH (``pip install py-spy``), Newsdesk's worker is also sampled during one
+With py-spy installed (the bench extra has it; ``py_spy`` finds it beside the lab's Python or
+on the PATH), Newsdesk's worker is also sampled during one
 more run of each probe (``py-spy record --format raw -r 200``, no idle samples) and every
 sample is charged to the innermost frame that belongs to a layer (``LAYERS``, first match
 wins: asyncpg time under a SQLAlchemy call is the driver's).
@@ -22,6 +23,7 @@ import collections
 import shutil
 import statistics
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +101,25 @@ def shares(paths: list[Path]) -> dict[str, int]:
     return dict(counts.most_common())
 
 
+def layer_table(columns: dict[str, dict[str, int]]) -> list[str]:
+    """A Markdown table of layer shares: one row per layer (most samples first, over all
+    columns), per column its samples and share of that column's samples."""
+    totals = collections.Counter[str]()
+    for counts in columns.values():
+        totals.update(counts)
+    lines = [
+        "| layer | " + " | ".join(columns) + " |",
+        "| --- |" + " ---: |" * len(columns),
+    ]
+    for layer, _ in totals.most_common():
+        cells = []
+        for counts in columns.values():
+            share = 100 * counts.get(layer, 0) / max(sum(counts.values()), 1)
+            cells.append(f"{counts.get(layer, 0)} ({share:.1f}%)")
+        lines.append(f"| {layer} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def probes(lab: Lab) -> dict[str, str]:
     if lab.mode.quick:
         return {p: path for p, path in PROBES.items() if p in QUICK_PROBES}
@@ -112,7 +133,7 @@ def serves(app: str, probe: str) -> bool:
 def plan(lab: Lab) -> int:
     chosen = probes(lab)
     runs = sum(serves(app, p) for app in APPS for p in chosen)
-    spied = len(chosen) if shutil.which("py-spy") else 0
+    spied = len(chosen) if py_spy() else 0
     return runs * (lab.mode.rounds + warmups(lab)) + spied
 
 
@@ -123,21 +144,43 @@ def _rss(server: Process) -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
-def _spied(lab: Lab, server: Process, url: str, script: Path | None, probe: str) -> Path:
-    """py-spy's collapsed stacks of ``server`` during one load run of ``url``."""
-    out = lab.work / f"profile-{probe}.txt"
-    seconds = lab.mode.duration + 1
-    command = ["py-spy", "record", "--format", "raw", "-r", "200", "-d", str(seconds)]
+def py_spy() -> str | None:
+    """The py-spy command: beside the lab's Python (the bench extra installs it in the
+    virtual environment), else on the PATH; None when it is not installed."""
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+def spied(
+    lab: Lab,
+    server: Process,
+    url: str,
+    script: Path | None,
+    name: str,
+    *,
+    connections: int = CONNECTIONS,
+    seconds: int | None = None,
+) -> dict[str, int]:
+    """Samples per layer (``shares``) of ``server`` and its children (a Hypercorn master's
+    worker) during one more load run of ``url``; empty when py-spy is not installed or could
+    not attach."""
+    command = py_spy()
+    if command is None:
+        return {}
+    out = lab.work / f"profile-{name}.txt"
+    seconds = seconds or lab.mode.duration + 1
+    record = [command, "record", "--format", "raw", "--subprocesses", "-r", "200"]
+    record += ["-d", str(seconds)]
     spy = subprocess.Popen(
-        [*command, "-o", str(out), "-p", str(server.pid)],
+        [*record, "-o", str(out), "-p", str(server.pid)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        load(lab, url, CONNECTIONS, script=script, duration=seconds)
+        load(lab, url, connections, script=script, duration=seconds)
     finally:
         spy.wait(seconds + 30)
-    return out
+    return shares([out]) if out.exists() else {}
 
 
 def run(lab: Lab) -> dict[str, Any]:
@@ -181,10 +224,10 @@ def run(lab: Lab) -> dict[str, Any]:
                     lab.status(f"profile: {probe} {name}")
                     figures = load(lab, url(name), CONNECTIONS, script=scripts[probe])
                     runs[(probe, name)].append(figures["rps"])
-            if shutil.which("py-spy"):
+            if py_spy():
                 lab.status(f"profile: py-spy on {probe}")
-                spied = _spied(lab, servers["newsdesk"], url("newsdesk"), scripts[probe], probe)
-                layers[probe] = shares([spied]) if spied.exists() else {}
+                newsdesk = servers["newsdesk"]
+                layers[probe] = spied(lab, newsdesk, url("newsdesk"), scripts[probe], probe)
         rss = {
             name: {"start": started[name], "now": now, "peak": peak}
             for name, server in servers.items()
@@ -232,12 +275,10 @@ def section(data: dict[str, Any], chart_path: Path) -> tuple[list[str], str]:
     for name, mib in data["rss_mib"].items():
         lines.append(f"| {name} | {mib['start']:.1f} | {mib['now']:.1f} | {mib['peak']:.1f} |")
     for probe, counts in data["layers"].items():
-        total = max(sum(counts.values()), 1)
         lines += ["", f"Newsdesk's worker on {probe} (py-spy samples):", ""]
-        lines += ["| layer | samples | share |", "| --- | ---: | ---: |"]
-        lines += [f"| {n} | {c} | {100 * c / total:.1f}% |" for n, c in counts.items()]
+        lines += layer_table({"samples": counts})
     if not data["layers"]:
-        lines += ["", "No layer shares in this run (py-spy was not on the PATH)."]
+        lines += ["", "No layer shares in this run (py-spy was not installed)."]
     hello = rps[("hello", "floor")], rps[("hello", "newsdesk")], rps[("hello", "fastapi")]
     floor, newsdesk, fastapi = (statistics.median(v) for v in hello)
     verdict = (

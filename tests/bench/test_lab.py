@@ -47,6 +47,21 @@ def test_profile_charges_a_sample_to_its_innermost_layer(tmp_path: Path) -> None
     }
 
 
+def test_profile_layer_table_gives_each_column_its_own_shares() -> None:
+    table = profile.layer_table(
+        {
+            "ORM": {"SQLAlchemy session/engine": 3, "asyncpg driver": 1},
+            "reads": {"asyncpg driver": 4},
+        }
+    )
+    assert table == [
+        "| layer | ORM | reads |",
+        "| --- | ---: | ---: |",
+        "| asyncpg driver | 1 (25.0%) | 4 (100.0%) |",
+        "| SQLAlchemy session/engine | 3 (75.0%) | 0 (0.0%) |",
+    ]
+
+
 def test_queues_counts_article_reads_answered_200(tmp_path: Path) -> None:
     log = tmp_path / "access.log"
     log.write_text(
