@@ -4,9 +4,12 @@
 #   migrations:     docker run IMAGE alembic upgrade head
 # Everything it installs is pinned, with hashes, in requirements/image.txt (pip-compile from
 # pyproject.toml; the command is at the top of that file).
+# `make image` builds it (service/cli/image.py): on this base when it can be pulled, else on a
+# stand-in built from Debian's packages (Python 3.11 at the same paths), said so when it does.
+ARG BASE=python:3.11-slim-bookworm
 
 # --- build: compilers live only in this stage -------------------------------------------
-FROM python:3.11-slim-bookworm AS build
+FROM ${BASE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 # Every compiled dependency ships wheels for common platforms; the compilers cover the rest.
 RUN apt-get update \
@@ -24,7 +27,7 @@ COPY service ./service
 RUN /venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation .
 
 # --- runtime: slim base, the virtualenv, no compilers, no root --------------------------
-FROM python:3.11-slim-bookworm
+FROM ${BASE}
 ENV PATH=/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test-deps run cluster dev test lint bench bench-quick bench-serving bench-pagination bench-cache bench-views bench-metrics bench-profile bench-dbpath bench-mixed bench-deps faults abuse clean
+.PHONY: install test-deps run cluster dev test image image-test lint bench bench-quick bench-serving bench-pagination bench-cache bench-views bench-metrics bench-profile bench-dbpath bench-mixed bench-deps faults abuse clean
 
 # Create the virtual environment and install the project (again when pyproject.toml or the lock
 # changes): the dev extra's dependencies exactly as pinned, with hashes, in requirements/dev.txt
@@ -69,6 +69,12 @@ test: $(STAMP) test-deps
 	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile --cov=service --cov-report=term-missing:skip-covered
+
+# The one container image (Dockerfile) as newsdesk:local, on its base when that can be pulled,
+# else on a stand-in made from Debian's packages (service/cli/image.py); DOCKER_HOST honoured.
+# It prints the image's size and layers. ARGS="--standin" skips the registry.
+image: $(STAMP)
+	$(BIN)/python -m service image $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

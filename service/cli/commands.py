@@ -30,6 +30,9 @@
   the container's main command (``service.cli.healthcheck``).
 - ``queue [--json]``: per job queue its depth, the age of its oldest job and whether a worker
   runs it, and the view-flush lag, read from ``REDIS_URL`` (``service.cli.queue_status``).
+- ``image [--tag T] [--base B] [--standin]``: build the Dockerfile (``make image``), on a
+  stand-in base made from Debian's packages when the base cannot be pulled
+  (``service.cli.image``).
 - ``budget [--manifests DIR | --env] [--api-pods N] [--web-concurrency N] [--surge N]
   [--worker NAME=REPLICAS ...] [--max-connections N] [--reserved N]``: the PostgreSQL
   connections the fleet may open at its maximum against ``max_connections``; exit 1 when it
@@ -45,7 +48,7 @@ import argparse
 import os
 from pathlib import Path
 
-from service.cli import budget, healthcheck, queue_status
+from service.cli import budget, healthcheck, image, queue_status
 from service.cli.admin import count_arg, data_command, positive_arg
 from service.cli.stack import migrate, run_stack
 from service.edge import metrics_dir
@@ -143,7 +146,15 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="DATABASE_READ_URL's pools: none, on the primary's server, or on a replica",
     )
+    image_parser = commands.add_parser("image", help="build the Dockerfile (make image)")
+    image_parser.add_argument("--tag", default=image.TAG, help=f"default {image.TAG}")
+    image_parser.add_argument("--base", default=None, help="the base image (the Dockerfile's BASE)")
+    image_parser.add_argument(
+        "--standin", action="store_true", help="on the stand-in base, no registry tried"
+    )
     args = parser.parse_args(argv)
+    if args.command == "image":
+        return image.run(args.tag, args.base, standin=args.standin)
     if args.command == "budget":
         return budget.run(
             manifests=args.manifests,
