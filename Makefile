@@ -78,9 +78,12 @@ image: $(STAMP)
 
 # The image's three roles run from it against real PostgreSQL and Redis (tests/image/: embedded
 # servers unless TEST_DATABASE_URL / TEST_REDIS_URL are set), as deploy/compose.yaml runs them:
-# migrations, then the API and a worker, healthchecks, an article processed, clean stops. It
-# prints the time to ready and the stop times. `make test` leaves tests/image/ to this target.
-image-test: image
+# migrations, then the API and a worker, healthchecks, an article processed, clean stops; then
+# the compose file itself brought up (its PostgreSQL and Redis pulled, else stand-ins from
+# Debian's packages) with a smoke request through it. It prints the time to ready and the stop
+# times. `make test` leaves tests/image/ to this target.
+image-test: $(STAMP)
+	$(BIN)/python -m service image --standins $(ARGS)
 	$(BIN)/pytest -p no:randomly -p no:cacheprovider -s tests/image
 
 lint: $(STAMP)

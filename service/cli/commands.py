@@ -30,9 +30,9 @@
   the container's main command (``service.cli.healthcheck``).
 - ``queue [--json]``: per job queue its depth, the age of its oldest job and whether a worker
   runs it, and the view-flush lag, read from ``REDIS_URL`` (``service.cli.queue_status``).
-- ``image [--tag T] [--base B] [--standin]``: build the Dockerfile (``make image``), on a
-  stand-in base made from Debian's packages when the base cannot be pulled
-  (``service.cli.image``).
+- ``image [--tag T] [--base B] [--standin] [--standins]``: build the Dockerfile (``make
+  image``), on a stand-in base made from Debian's packages when the base cannot be pulled;
+  ``--standins``: the compose file's PostgreSQL and Redis too (``service.cli.image``).
 - ``budget [--manifests DIR | --env] [--api-pods N] [--web-concurrency N] [--surge N]
   [--worker NAME=REPLICAS ...] [--max-connections N] [--reserved N]``: the PostgreSQL
   connections the fleet may open at its maximum against ``max_connections``; exit 1 when it
@@ -152,9 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     image_parser.add_argument(
         "--standin", action="store_true", help="on the stand-in base, no registry tried"
     )
+    image_parser.add_argument(
+        "--standins",
+        action="store_true",
+        help="also the compose file's PostgreSQL and Redis: pulled, else stand-ins",
+    )
     args = parser.parse_args(argv)
     if args.command == "image":
-        return image.run(args.tag, args.base, standin=args.standin)
+        return image.run(args.tag, args.base, standin=args.standin, services=args.standins)
     if args.command == "budget":
         return budget.run(
             manifests=args.manifests,

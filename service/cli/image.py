@@ -1,5 +1,5 @@
-"""``python -m service image [--tag T] [--base B] [--standin]``: build the one image
-(``make image``).
+"""``python -m service image [--tag T] [--base B] [--standin] [--standins]``: build the one
+image (``make image``).
 
 The ``Dockerfile``'s base is a build argument (``BASE``, by default ``python:3.11-slim-bookworm``).
 Before building, this command makes sure the base is there: already on the Docker host, or
@@ -16,6 +16,11 @@ The stand-in trusts the certificate authorities this machine adds to its own sto
 proxy re-signs TLS can then reach PyPI from inside the build, as it does from the host. Names
 this machine resolves through ``/etc/hosts`` (a package mirror, say) are passed to the build
 with ``--add-host``, as Docker does not read the host's ``/etc/hosts``.
+
+``--standins`` also makes sure the images deploy/compose.yaml runs beside Newsdesk's
+(``postgres:16``, ``redis:7``) are there: pulled, or else stand-ins built from Debian's
+packages (deploy/standin/: PostgreSQL 15, Redis 7.0, entry points honouring the official
+images' variables), which deploy/compose.standin.yaml puts in their place.
 
 Docker is reached the usual way: ``DOCKER_HOST`` (or the default socket) is honoured. The build
 runs with the classic builder (``DOCKER_BUILDKIT=0``) when the ``buildx`` plugin is missing, as
@@ -40,6 +45,13 @@ STANDIN = "newsdesk-standin/python:3.11-slim-bookworm"
 STANDIN_PACKAGES = ("python3", "python3-venv", "ca-certificates")
 MIRROR = "http://deb.debian.org/debian"
 PULL_SECONDS = 120
+STANDINS_DIR = ROOT / "deploy" / "standin"
+# The images deploy/compose.yaml runs beside Newsdesk's, and their stand-ins
+# (deploy/compose.standin.yaml names the same tags).
+SERVICE_STANDINS = {
+    "postgres:16": ("newsdesk-standin/postgres:15", "postgres.Dockerfile"),
+    "redis:7": ("newsdesk-standin/redis:7", "redis.Dockerfile"),
+}
 
 
 def default_base(dockerfile: Path = ROOT / "Dockerfile") -> str:
@@ -158,10 +170,29 @@ def build_standin(tag: str = STANDIN) -> None:
         docker("import", *(f"--change={c}" for c in changes), str(tarball), tag)
 
 
-def build(tag: str, base: str) -> None:
-    """``docker build`` of the Dockerfile on ``base``."""
+def build(tag: str, base: str, dockerfile: Path = ROOT / "Dockerfile") -> None:
+    """``docker build`` of ``dockerfile`` (its folder the context) on ``base``."""
     hosts = [f"--add-host={entry}" for entry in hosts_entries()]
-    docker("build", "--build-arg", f"BASE={base}", *hosts, "--tag", tag, str(ROOT))
+    context = dockerfile.parent
+    named = ["--file", str(dockerfile)]
+    docker("build", "--build-arg", f"BASE={base}", *hosts, *named, "--tag", tag, str(context))
+
+
+def service_standins() -> list[str]:
+    """Stand-ins for the compose file's PostgreSQL and Redis images that cannot be pulled,
+    built on the stand-in base when missing; the official images that needed one."""
+    replaced = []
+    for official, (standin, dockerfile) in SERVICE_STANDINS.items():
+        if pulled(official):
+            continue
+        replaced.append(official)
+        if not present(STANDIN):
+            print(f"image: building the stand-in base {STANDIN} from Debian's packages")
+            build_standin()
+        if not present(standin):
+            print(f"image: {official} cannot be pulled: building {standin}", flush=True)
+            build(standin, STANDIN, STANDINS_DIR / dockerfile)
+    return replaced
 
 
 def describe(tag: str) -> str:
@@ -177,8 +208,11 @@ def describe(tag: str) -> str:
     return "\n".join(lines)
 
 
-def run(tag: str = TAG, base: str | None = None, *, standin: bool = False) -> int:
-    """Build ``tag``: exit status 0, or 2 when no Docker daemon answers."""
+def run(
+    tag: str = TAG, base: str | None = None, *, standin: bool = False, services: bool = False
+) -> int:
+    """Build ``tag`` (and with ``services`` the compose file's service stand-ins where needed):
+    exit status 0, or 2 when no Docker daemon answers."""
     if shutil.which("docker") is None:
         print("image: no docker command on this machine", file=sys.stderr)
         return 2
@@ -197,6 +231,11 @@ def run(tag: str = TAG, base: str | None = None, *, standin: bool = False) -> in
             build_standin()
         print(f"image: building on the stand-in base {STANDIN}", flush=True)
         base = STANDIN
+    if services and service_standins():
+        print(
+            "image: compose runs them with deploy/compose.standin.yaml over deploy/compose.yaml",
+            flush=True,
+        )
     build(tag, base)
     print(describe(tag))
     return 0

