@@ -29,7 +29,8 @@ run: $(STAMP)
 # The scalability guide's architecture on this machine: nginx on 127.0.0.1:8080 in front of 3
 # API instances, Redis under Sentinel (master, replica, 3 Sentinels), PostgreSQL primary and
 # streaming replica, a worker process per role; all embedded, in .data/cluster. It prints what
-# runs where; Ctrl-C stops everything in reverse order. ARGS="--instances 5", "--check", ...
+# runs where; Ctrl-C stops everything in reverse order. ARGS="--instances 5", "--check", ...;
+# ARGS="--image newsdesk:local" runs the instances, workers and migration from the image.
 cluster: $(STAMP)
 	exec $(BIN)/python -m service cluster $(ARGS)
 

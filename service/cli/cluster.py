@@ -8,7 +8,9 @@ one arq worker process per role (interactive, bulk, periodic); the failover cont
 (``service.cli.failover``) promotes the replica when the primary stops answering, and the app
 follows through its multi-host ``DATABASE_URL``. Every process is a child started
 through ``service.cli.harness`` (the servers through their embedded runners), every file under
-one work directory.
+one work directory. With ``--image`` the API instances, the workers and the migration run from
+the container image instead (``service.cli.in_image``: ``docker run`` on the host's network, as
+the compose file runs it), so the fleet under test is the one that ships.
 
 ``Cluster`` is the Python API the fleet tests build on; ``run_cluster`` is the command: it
 brings the fleet up in dependency order (the databases, migrations, the instances, the workers,
@@ -36,6 +38,7 @@ from pathlib import Path
 from service.cli import harness
 from service.cli.embedded import die_with_parent, free_port
 from service.cli.failover import Failover
+from service.cli.in_image import Containers
 from service.cli.nginx import Nginx
 from service.cli.replication import Replication
 from service.cli.sentinel import SentinelCluster
@@ -114,11 +117,24 @@ class Member:
     environment are kept, so it can be killed and started again the same way."""
 
     def __init__(
-        self, role: str, command: str, env: dict[str, str], log: Path, address: str, ready: str
+        self,
+        role: str,
+        command: str,
+        env: dict[str, str],
+        log: Path,
+        address: str,
+        ready: str,
+        containers: Containers | None = None,
     ) -> None:
         self.role = role
-        self.command = [sys.executable, "-m", "service", command]
-        self.env = env
+        self.containers = containers
+        if containers is None:
+            self.command = [sys.executable, "-m", "service", command]
+            self.env = env
+        else:  # the same command in the image (service.cli.in_image)
+            env = containers.env(env)
+            self.command = containers.command(role, ["python", "-m", "service", command], env)
+            self.env = containers.cli_env(env)
         self.log_path = log
         self.address = address
         self.ready = ready
@@ -170,6 +186,8 @@ class Member:
         """SIGKILL to the whole process group (each member runs in a session of its own): a
         crash of the member, its Hypercorn workers included, as when a container is killed."""
         if self.process is not None and self.process.running():
+            if self.containers is not None:  # the container, not only its docker command
+                self.containers.kill(self.role)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.proc.wait(30)
@@ -183,7 +201,9 @@ class Member:
 class Instance(Member):
     """An API instance: ``python -m service serve`` on 127.0.0.1:``port``."""
 
-    def __init__(self, index: int, env: dict[str, str], work: Path) -> None:
+    def __init__(
+        self, index: int, env: dict[str, str], work: Path, containers: Containers | None = None
+    ) -> None:
         self.port = free_port()
         directory = work / f"api{index}"
         directory.mkdir(parents=True, exist_ok=True)
@@ -193,7 +213,8 @@ class Instance(Member):
             metrics_dir.VARIABLE: str(directory / "metrics"),
         }
         url = f"http://127.0.0.1:{self.port}"
-        super().__init__(f"api {index}", "serve", env, directory / "api.log", url, url + "/readyz")
+        log_path = directory / "api.log"
+        super().__init__(f"api {index}", "serve", env, log_path, url, url + "/readyz", containers)
 
     @property
     def url(self) -> str:
@@ -203,7 +224,9 @@ class Instance(Member):
 class Worker(Member):
     """An arq worker process of one role, its metrics on a port of its own."""
 
-    def __init__(self, role: str, env: dict[str, str], work: Path) -> None:
+    def __init__(
+        self, role: str, env: dict[str, str], work: Path, containers: Containers | None = None
+    ) -> None:
         self.metrics_port = free_port()
         env = {
             **env,
@@ -213,7 +236,8 @@ class Worker(Member):
         }
         address = f"metrics http://127.0.0.1:{self.metrics_port}"
         log_path = work / f"worker-{role}.log"
-        super().__init__(f"worker {role}", "worker", env, log_path, address, "Starting worker")
+        ready = "Starting worker"
+        super().__init__(f"worker {role}", "worker", env, log_path, address, ready, containers)
 
 
 class Cluster:
@@ -231,8 +255,12 @@ class Cluster:
         durable: bool = True,
         failover: bool = True,
         env: dict[str, str] | None = None,
+        image: str | None = None,
     ) -> None:
         self.work = Path(work_dir).resolve()
+        # The API instances, workers and migration from the container image, not this
+        # checkout (service.cli.in_image); the servers around them stay this machine's.
+        self.containers = Containers(image) if image else None
         # The failover controller (service.cli.failover): promotes the replica when the
         # primary stops answering; off for a drill that promotes by hand.
         self._want_failover = failover
@@ -284,15 +312,24 @@ class Cluster:
             self.failover = Failover.from_env(self.postgres).start()
         log.info("starting Redis under Sentinel: master, replica, 3 Sentinels")
         self.redis.start()
-        migrate({**self.env, "DATABASE_URL": self.postgres.primary_url})
+        if self.containers is not None:
+            log.info(
+                "running the migration, instances and workers from the image %s",
+                self.containers.image,
+            )
+            self.containers.migrate({**self.env, "DATABASE_URL": self.postgres.primary_url})
+        else:
+            migrate({**self.env, "DATABASE_URL": self.postgres.primary_url})
         app = {
             **self.env,
             "DATABASE_URL": self.postgres.database_url,
             "REDIS_URL": self.redis.url(),
         }
         api_env = {**app, "DATABASE_READ_URL": self.postgres.read_url}
-        self.instances = [Instance(i + 1, api_env, self.work) for i in range(self.instance_count)]
-        self.workers = {role: Worker(role, app, self.work) for role in ROLES}
+        self.instances = [
+            Instance(i + 1, api_env, self.work, self.containers) for i in range(self.instance_count)
+        ]
+        self.workers = {role: Worker(role, app, self.work, self.containers) for role in ROLES}
         log.info("starting %d API instances and %d workers", len(self.instances), len(ROLES))
         members: list[Member] = [*self.instances, *self.workers.values()]
         for member in members:
@@ -369,6 +406,8 @@ class Cluster:
         self.redis.stop()
         log.info("stopping PostgreSQL: the replica, then the primary")
         self.postgres.stop()
+        if self.containers is not None:
+            self.containers.remove_all()
 
 
 def _shown(path: str) -> str:
@@ -383,6 +422,7 @@ def run_cluster(
     synchronous_commit: bool = True,
     port: int = 8080,
     check: bool = False,
+    image: str | None = None,
 ) -> int:
     """``python -m service cluster``: up, the table, then wait for a signal (``check``: a
     smoke request through nginx instead, then stop); 0 unless a part failed."""
@@ -395,7 +435,11 @@ def run_cluster(
         default_log_format(env.get("ENV"), env.get("LOG_FORMAT")),
     )
     cluster = Cluster(
-        work_dir, instances=instances, synchronous_commit=synchronous_commit, port=port
+        work_dir,
+        instances=instances,
+        synchronous_commit=synchronous_commit,
+        port=port,
+        image=image,
     )
     try:
         print(cluster.budget.line(), flush=True)

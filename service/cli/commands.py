@@ -8,11 +8,12 @@
   the environment are taken from ``.env`` (see ``service.core.settings``).
 - ``dev``: ``run`` with debug logging in text, restarting the API and the worker when a Python
   file under ``service/`` (or a ``RELOAD_DIRS`` directory) changes (``service.cli.dev``).
-- ``cluster [--instances N] [--synchronous-commit on|off] [--port P] [--check]``: the
+- ``cluster [--instances N] [--synchronous-commit on|off] [--port P] [--check] [--image I]``: the
   scalability guide's architecture on this machine (``make cluster``, ``service.cli.cluster``):
   nginx on 127.0.0.1:``P`` (8080) in front of N API instances (3), Redis under Sentinel,
   PostgreSQL primary and streaming replica, a worker process per role, all under
   ``--work-dir`` (``.data/cluster``). ``--check``: up, a smoke request through nginx, down.
+  ``--image newsdesk:local``: the instances, workers and migration run from the image.
 - ``serve``: the API on Hypercorn with ``hypercorn.toml``, bind and worker count from the
   environment (``BIND``, or ``HOST``/``PORT``; ``WEB_CONCURRENCY``); ``SERVER=uvicorn`` or
   ``SERVER=granian`` serves it on another server (``service.edge.serve``).
@@ -76,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     cluster_parser.add_argument("--port", type=positive_arg, default=8080, help="nginx's port")
     cluster_parser.add_argument(
         "--check", action="store_true", help="bring it up, a smoke request through nginx, stop"
+    )
+    cluster_parser.add_argument(
+        "--image", default=None, help="run the instances, workers and migration from this image"
     )
     commands.add_parser("serve", help="Hypercorn with hypercorn.toml (SERVER=uvicorn|granian)")
     commands.add_parser("migrate", help="alembic upgrade head")
@@ -187,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             synchronous_commit=args.synchronous_commit == "on",
             port=args.port,
             check=args.check,
+            image=args.image,
         )
     if args.command == "serve":
         from service.edge.serve import serve
