@@ -68,7 +68,7 @@ test: $(STAMP) test-deps
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/hadolint Dockerfile
+	$(BIN)/hadolint Dockerfile deploy/standin/*.Dockerfile
 	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile --cov=service --cov-report=term-missing:skip-covered --ignore=tests/image
 
 # The one container image (Dockerfile) as newsdesk:local, on its base when that can be pulled,
@@ -91,7 +91,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/hadolint Dockerfile
+	$(BIN)/hadolint Dockerfile deploy/standin/*.Dockerfile
 
 # The bench extra, pinned with hashes in requirements/bench.txt (the dev lock's pins plus the
 # bench extra's; pip-compiled like requirements/dev.txt, the command at its top).
