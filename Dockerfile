@@ -47,7 +47,9 @@ EXPOSE 8000
 # One check for every role (service/cli/healthcheck.py): the API's /healthz (no I/O, so a slow
 # database never marks it unhealthy), the worker's arq health check in Redis, nothing for a
 # migration. The role is read from the container's command; `--role` overrides it.
-HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+# 10 s: the worker's check starts Python and imports the worker's settings (about 1 s idle,
+# past 5 s on a loaded machine in tests/image/, which then saw it unhealthy).
+HEALTHCHECK --interval=15s --timeout=10s --start-period=30s --retries=3 \
   CMD ["python", "-m", "service", "healthcheck"]
 # tini is PID 1 in every role: it passes signals on and reaps orphans. The kernel drops a signal
 # sent to PID 1 that has no handler: a Python process that is PID 1 ignores a SIGTERM arriving

@@ -24,7 +24,7 @@ from tests.support import containers
 from tests.support.api import account, publish
 from tests.support.compose import SECRETS, config, seconds
 from tests.support.containers import Container
-from tests.support.databases import ServerStack
+from tests.support.databases import ROOT, ServerStack
 
 pytestmark = pytest.mark.skipif(
     not containers.available(),
@@ -67,8 +67,21 @@ def environment(
     }
 
 
+# Each role's Kubernetes workload: its writable mounts are given to the container too.
+MANIFESTS = {
+    "api": "api-deployment.yaml",
+    "worker": "worker-deployment.yaml",
+    "migrate": "migrate-job.yaml",
+}
+
+
 def flags(services: dict[str, Any], role: str, **extra: str) -> list[str]:
-    return containers.run_flags(services[role], extra)
+    """The compose service's ``docker run`` flags, plus the tmpfs mounts (and the variables
+    pointing into them) of the role's Kubernetes manifest: the image must run in either."""
+    mounts, env = containers.manifest_tmpfs(ROOT / "deploy" / "kubernetes" / MANIFESTS[role])
+    compose_tmpfs = {f"--tmpfs={path}" for path in services[role].get("tmpfs", [])}
+    extra_mounts = [mount for mount in mounts if mount not in compose_tmpfs]
+    return containers.run_flags(services[role], {**env, **extra}) + extra_mounts
 
 
 @pytest.fixture(scope="module")
@@ -152,8 +165,6 @@ async def test_the_migrated_schema_is_the_heads(pg: asyncpg.Connection, migrated
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    from tests.support.databases import ROOT
-
     heads = ScriptDirectory.from_config(Config(str(ROOT / "alembic.ini"))).get_heads()
     assert [await pg.fetchval("SELECT version_num FROM alembic_version")] == heads
 
@@ -165,6 +176,9 @@ def test_the_api_is_ready_healthy_and_cannot_write_its_root(api: Container) -> N
     with pytest.raises(RuntimeError, match="Read-only file system"):
         api.exec("touch", "/app/written")
     api.exec("touch", "/tmp/written")  # the tmpfs the compose file gives
+    # /metrics from the multiprocess directory the Kubernetes manifest mounts (/run/prometheus)
+    assert api.exec("printenv", "PROMETHEUS_MULTIPROC_DIR") == "/run/prometheus"
+    assert _status(f"{api.url}/metrics") == 200
 
 
 async def test_the_worker_processes_an_article_created_through_the_api(

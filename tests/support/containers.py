@@ -14,12 +14,17 @@ import subprocess
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 IMAGE = "newsdesk:local"
 # The image's HEALTHCHECK command, checked more often than its 15 s interval so that a test
-# sees the first result soon (the command itself is the image's own).
+# sees the first result soon, and given longer than its 10 s to answer, as the machine running
+# the tests may be busy with other work (the command itself is the image's own).
 HEALTH_INTERVAL = "2s"
+HEALTH_TIMEOUT = "30s"
 
 
 def docker(*args: str, timeout: float = 120, check: bool = True) -> str:
@@ -58,6 +63,23 @@ def run_flags(service: dict[str, Any], environment: dict[str, str]) -> list[str]
     merged = {**service.get("environment", {}), **environment}
     flags += [f"--env={name}={value}" for name, value in merged.items() if value is not None]
     return flags
+
+
+def manifest_tmpfs(manifest: Path) -> tuple[list[str], dict[str, str]]:
+    """The writable places a Kubernetes manifest gives its (first) container: ``--tmpfs``
+    flags for each ``emptyDir`` it mounts, and the plain ``env`` values that point into them
+    (``PROMETHEUS_MULTIPROC_DIR``), so a container here has the same."""
+    (workload,) = [doc for doc in yaml.safe_load_all(manifest.read_text()) if doc]
+    pod = workload["spec"]["template"]["spec"]
+    empty = {volume["name"] for volume in pod.get("volumes", []) if "emptyDir" in volume}
+    container = pod["containers"][0]
+    paths = [m["mountPath"] for m in container.get("volumeMounts", []) if m["name"] in empty]
+    env = {
+        item["name"]: item["value"]
+        for item in container.get("env", [])
+        if "value" in item and any(str(item["value"]).startswith(path) for path in paths)
+    }
+    return [f"--tmpfs={path}" for path in paths], env
 
 
 @dataclass
@@ -106,7 +128,10 @@ class Container:
             if not self.running():
                 raise AssertionError(f"{self.name} stopped before {what}:\n{self.logs()[-3000:]}")
             time.sleep(0.2)
-        raise AssertionError(f"{self.name}: no {what} in {timeout} s:\n{self.logs()[-3000:]}")
+        health = self.inspect()["State"].get("Health", {}).get("Log", [])[-3:]
+        raise AssertionError(
+            f"{self.name}: no {what} in {timeout} s; health checks: {health}\n{self.logs()[-3000:]}"
+        )
 
     def remove(self) -> None:
         docker("rm", "--force", self.name, check=False)
@@ -127,6 +152,7 @@ def start(role: str, flags: list[str], *command: str, image: str = IMAGE) -> Con
         f"--name={name}",
         "--network=host",
         f"--health-interval={HEALTH_INTERVAL}",
+        f"--health-timeout={HEALTH_TIMEOUT}",
         *flags,
         image,
         *command,
