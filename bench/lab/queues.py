@@ -171,6 +171,14 @@ def section(data: dict[str, Any], chart_path: Path) -> tuple[list[str], str]:
         )
     buffered, per_view = s["buffered counters"], s["job per view"]
     api = buffered["api_views_per_s"]["median"] / per_view["api_views_per_s"]["median"]
+    if not per_view["recorded_views_per_s"]["median"]:  # its worker recorded nothing at all
+        lines += [
+            "",
+            f"The job-per-view worker recorded no view in this run ({per_view['lost']} lost): "
+            "a failed run of the baseline, not a figure. Measure it again "
+            "(`make bench-views`).",
+        ]
+        return lines, "No verdict from this run: the job-per-view baseline recorded nothing."
     recorded = (
         buffered["recorded_views_per_s"]["median"] / per_view["recorded_views_per_s"]["median"]
     )
