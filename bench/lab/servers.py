@@ -10,7 +10,7 @@ item straight from an asyncpg pool (``bench.baselines.raw_asyncpg``: the driver'
 the primary-key read), each on Hypercorn (uvloop, h11),
 uvicorn (uvloop, httptools) and granian (``--interface asgi``, uvloop). The same PostgreSQL and
 Redis, pool 8, 32 connections; hello, a primary-key read and a Redis-cached item by random id;
-servers taking turns in an order that rotates each round.
+per endpoint every app on every server takes a turn each round, in an order that rotates.
 
 The "hot" endpoint is what a reader of a news site asks most: Newsdesk's own article read
 (``GET /api/v1/articles/{id}``, answered before Flask from the cache, views counted) over 1,000
@@ -128,35 +128,51 @@ def run(lab: Lab) -> dict[str, Any]:
                     lab.status(f"servers: caching the hot articles on {server}")
                     url = started[("newsdesk", server)].url
                     _read_each(url, _path("newsdesk", "hot"), low, high)
-            for app in APPS:
-                names = [s for s in SERVERS if (app, s) in started]
-                if not names:
-                    continue
-                for endpoint in _endpoints(app):
-                    script = scripts.get(_path(app, endpoint)) if endpoint in RANDOM_ID else None
-                    path = "/" if script else _path(app, endpoint)
-                    for server in names:
-                        lab.status(f"servers: warm-up {app} {endpoint} {server}")
-                        warm_up(lab, started[(app, server)].url + path, 16, script=script)
-                    for round_no in range(lab.mode.rounds):
-                        shift = round_no % len(names)
-                        for server in names[shift:] + names[:shift]:
-                            lab.status(f"servers: {app} {endpoint} {server}")
-                            process = started[(app, server)]
-                            figures = load(
-                                lab,
-                                process.url + path,
-                                CONNECTIONS,
-                                script=script,
-                                pids=[process.pid],
-                                settle=process.url + "/bench/hello",
-                            )
-                            runs.setdefault((app, server, endpoint), []).append(figures)
+            # Per endpoint, every (app, server) pair takes a turn each round, the order rotated
+            # round by round: a machine growing busier or quieter mid-claim weighs on every app
+            # alike, as it would not if one app's rounds all ran before the next app's.
+            endpoints = list(dict.fromkeys(e for app in APPS for e in _endpoints(app)))
+            for endpoint in endpoints:
+                pairs = [
+                    (app, server)
+                    for app in APPS
+                    if endpoint in _endpoints(app)
+                    for server in SERVERS
+                    if (app, server) in started
+                ]
+                for app, server in pairs:
+                    lab.status(f"servers: warm-up {app} {endpoint} {server}")
+                    target = _target(started[(app, server)], app, endpoint, scripts)
+                    warm_up(lab, target[0], 16, script=target[1])
+                for round_no in range(lab.mode.rounds):
+                    shift = round_no % len(pairs)
+                    for app, server in pairs[shift:] + pairs[:shift]:
+                        lab.status(f"servers: {endpoint} {app} {server}")
+                        process = started[(app, server)]
+                        url, script = _target(process, app, endpoint, scripts)
+                        figures = load(
+                            lab,
+                            url,
+                            CONNECTIONS,
+                            script=script,
+                            pids=[process.pid],
+                            settle=process.url + "/bench/hello",
+                        )
+                        runs.setdefault((app, server, endpoint), []).append(figures)
     finally:
         for process in started.values():
             process.stop()
     rows = [{"app": a, "server": s, "endpoint": e, **summarise(r)} for (a, s, e), r in runs.items()]
     return {"rows": rows, "connections": CONNECTIONS, "failed": failed}
+
+
+def _target(
+    process: Process, app: str, endpoint: str, scripts: dict[str, Path]
+) -> tuple[str, Path | None]:
+    """The URL wrk loads and its script (random ids) for ``app``'s ``endpoint``."""
+    path = _path(app, endpoint)
+    script = scripts.get(path) if endpoint in RANDOM_ID else None
+    return process.url + ("/" if script else path), script
 
 
 def _read_each(url: str, path: str, low: int, high: int) -> None:
