@@ -106,7 +106,8 @@ bench-deps: $(STAMP)
 bench: bench-deps
 	$(BIN)/python -m bench.lab
 
-# The same claims, reduced (fewer articles, one concurrency, 1 s runs): about 3 minutes.
+# The same claims, reduced (fewer articles, one concurrency, 1 s runs), the mixed workload and the
+# database path included.
 bench-quick: bench-deps
 	$(BIN)/python -m bench.lab --quick
 

@@ -74,7 +74,11 @@ PACKAGES = (
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.lab")
-    parser.add_argument("--quick", action="store_true", help="the reduced pass (~3 minutes)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="the reduced pass (fewer articles and rounds, shorter runs)",
+    )
     parser.add_argument("--only", default="", help="comma-separated claims (no report)")
     parser.add_argument(
         "--update",
