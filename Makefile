@@ -107,7 +107,7 @@ bench: bench-deps
 	$(BIN)/python -m bench.lab
 
 # The same claims, reduced (fewer articles, one concurrency, 1 s runs), the mixed workload and the
-# database path included.
+# database path included: 17 minutes here (all 13 claims, 1,010 s, on 2026-12-07).
 bench-quick: bench-deps
 	$(BIN)/python -m bench.lab --quick
 
