@@ -137,7 +137,7 @@ def run(lab: Lab) -> dict[str, Any]:
                     if (app, server) in started
                 ]
                 for app, server in pairs:
-                    if endpoint in OWN_ENDPOINTS.get(app, ()) and endpoint == "hot":
+                    if (app, endpoint) == ("newsdesk", "hot"):
                         lab.status(f"servers: caching the hot articles on {server}")
                         _read_each(started[(app, server)].url, _path(app, endpoint), low, high)
                     lab.status(f"servers: warm-up {app} {endpoint} {server}")

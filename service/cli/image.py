@@ -29,6 +29,7 @@ it is from Debian's ``docker.io``. At the end the image's size and layers are pr
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import os
@@ -75,16 +76,13 @@ def docker(*args: str, capture: bool = False, timeout: float | None = None) -> s
     return done.stdout if capture else ""
 
 
+@functools.cache
 def build_env() -> dict[str, str]:
-    """The environment for ``docker``: the classic builder when buildx is missing."""
+    """The environment for ``docker``: the classic builder when buildx is missing (asked
+    once per process, not before every command)."""
     env = dict(os.environ)
-    has_buildx = (
-        subprocess.run(
-            ["docker", "buildx", "version"], capture_output=True, env=os.environ
-        ).returncode
-        == 0
-    )
-    if not has_buildx:
+    buildx = subprocess.run(["docker", "buildx", "version"], capture_output=True, env=env)
+    if buildx.returncode != 0:
         env.setdefault("DOCKER_BUILDKIT", "0")
     return env
 

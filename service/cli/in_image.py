@@ -34,8 +34,10 @@ MAIL_OUTBOX = "/tmp/outbox"
 
 def app_variable(name: str) -> bool:
     """Whether the app reads ``name`` (a setting, OpenTelemetry's, the server's)."""
-    settings = {field.upper() for field in Settings.model_fields}
-    return name in settings or name in APP_VARIABLES or name.startswith("OTEL_")
+    return name in _SETTINGS or name in APP_VARIABLES or name.startswith("OTEL_")
+
+
+_SETTINGS = frozenset(field.upper() for field in Settings.model_fields)
 
 
 class Containers:

@@ -8,6 +8,7 @@ stop`` ends the API and the worker with status 0."""
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from service.cli import harness
+from service.cli import harness, image
 from service.cli.embedded import free_port
 from service.cli.smoke import smoke
 from tests.support import containers
@@ -30,7 +31,7 @@ UP_WITHIN = 300.0
 
 
 def _files() -> tuple[Path, ...]:
-    official = all(containers.present(image) for image in ("postgres:16", "redis:7"))
+    official = all(image.present(name) for name in image.SERVICE_STANDINS)
     return (COMPOSE_FILE,) if official else (COMPOSE_FILE, STANDIN_FILE)
 
 
@@ -45,37 +46,22 @@ class Stack:
         self.files = _files()
         self.url = f"http://127.0.0.1:{self.port}"
 
-    def __call__(self, *args: str, timeout: float = 120) -> str:
-        done = compose(
-            self.work,
-            "--project-name",
-            self.project,
-            *args,
-            files=self.files,
-            variables=self.variables,
-            timeout=timeout,
+    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """``compose ARGS`` for this project, whatever its exit status."""
+        named = ("--project-name", self.project)
+        return compose(
+            self.work, *named, *args, files=self.files, variables=self.variables, timeout=timeout
         )
+
+    def __call__(self, *args: str, timeout: float = 120) -> str:
+        """``compose ARGS``' output; fails with the services' last log lines."""
+        done = self.run(*args, timeout=timeout)
         if done.returncode != 0:
-            raise AssertionError(
-                f"compose {' '.join(args)}: {done.stderr}\n{self.logs()}"
-                if args[0] != "logs"
-                else done.stderr
-            )
+            raise AssertionError(f"compose {' '.join(args)}: {done.stderr}\n{self.logs()}")
         return done.stdout
 
     def logs(self) -> str:
-        done = compose(
-            self.work,
-            "--project-name",
-            self.project,
-            "logs",
-            "--no-color",
-            "--tail",
-            "40",
-            files=self.files,
-            variables=self.variables,
-        )
-        return done.stdout[-6000:]
+        return self.run("logs", "--no-color", "--tail", "40").stdout[-6000:]
 
     def containers(self) -> dict[str, dict[str, Any]]:
         """Each service's container as ``compose ps --all`` reports it."""
@@ -91,18 +77,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         running("up", "--detach", "--no-build", "--wait", timeout=UP_WITHIN)
         yield running
     finally:
-        compose(
-            running.work,
-            "--project-name",
-            running.project,
-            "down",
-            "--volumes",
-            "--timeout",
-            "30",
-            files=running.files,
-            variables=running.variables,
-            timeout=180,
-        )
+        running.run("down", "--volumes", "--timeout", "30", timeout=180)
 
 
 def test_the_whole_stack_comes_up_healthy(stack: Stack) -> None:

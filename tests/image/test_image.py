@@ -18,6 +18,7 @@ import asyncpg
 import httpx
 import pytest
 
+from service.cli import harness
 from service.cli.embedded import EmbeddedRedis, free_port
 from tests.jobs.test_tasks import wait_for_status
 from tests.support import containers
@@ -99,7 +100,7 @@ def start_api(services: dict[str, Any], environment: dict[str, str]) -> Containe
     try:
         FIGURES.setdefault("api: docker run to /readyz 200, s", []).append(
             container.wait_until(
-                lambda: _status(f"{container.url}/readyz") == 200, READY_WITHIN, "/readyz 200"
+                harness.http_ok(f"{container.url}/readyz"), READY_WITHIN, "/readyz 200"
             )
         )
     except BaseException:
@@ -114,13 +115,6 @@ def api(
 ) -> Iterator[Container]:
     with start_api(compose_services, environment) as container:
         yield container
-
-
-def _status(url: str) -> int | None:
-    try:
-        return httpx.get(url, timeout=2).status_code
-    except httpx.HTTPError:
-        return None
 
 
 def start_worker(services: dict[str, Any], environment: dict[str, str]) -> Container:
@@ -170,7 +164,7 @@ async def test_the_migrated_schema_is_the_heads(pg: asyncpg.Connection, migrated
 
 
 def test_the_api_is_ready_healthy_and_cannot_write_its_root(api: Container) -> None:
-    assert _status(f"{api.url}/healthz") == 200
+    assert harness.http_ok(f"{api.url}/healthz")()
     api.wait_until(lambda: api.health() == "healthy", 60, "a healthy HEALTHCHECK")
     assert api.exec("id", "-u") == "10001"
     with pytest.raises(RuntimeError, match="Read-only file system"):
@@ -178,7 +172,7 @@ def test_the_api_is_ready_healthy_and_cannot_write_its_root(api: Container) -> N
     api.exec("touch", "/tmp/written")  # the tmpfs the compose file gives
     # /metrics from the multiprocess directory the Kubernetes manifest mounts (/run/prometheus)
     assert api.exec("printenv", "PROMETHEUS_MULTIPROC_DIR") == "/run/prometheus"
-    assert _status(f"{api.url}/metrics") == 200
+    assert harness.http_ok(f"{api.url}/metrics")()
 
 
 async def test_the_worker_processes_an_article_created_through_the_api(

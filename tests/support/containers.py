@@ -13,11 +13,14 @@ import json
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from service.cli import harness, image
 
 IMAGE = "newsdesk:local"
 # The image's HEALTHCHECK command, checked more often than its 15 s interval so that a test
@@ -37,18 +40,12 @@ def docker(*args: str, timeout: float = 120, check: bool = True) -> str:
     return done.stdout
 
 
-def present(image: str) -> bool:
-    """Whether a Docker daemon answers and ``image`` is on it."""
-    try:
-        docker("image", "inspect", image, timeout=30)
-    except (RuntimeError, FileNotFoundError, subprocess.TimeoutExpired):
-        return False
-    return True
-
-
 def available() -> bool:
     """Whether a Docker daemon answers and the built image is on it."""
-    return present(IMAGE)
+    try:
+        return image.present(IMAGE)
+    except (FileNotFoundError, subprocess.TimeoutExpired):  # no docker command, no daemon
+        return False
 
 
 def run_flags(service: dict[str, Any], environment: dict[str, str]) -> list[str]:
@@ -118,19 +115,16 @@ class Container:
         docker("stop", "--time", str(int(grace)), self.name, timeout=grace + 60)
         return time.monotonic() - started
 
-    def wait_until(self, check: Any, timeout: float, what: str) -> float:
-        """Seconds until ``check()`` held; fails with the container's logs if it did not
-        within ``timeout`` or the container stopped."""
+    def wait_until(self, check: Callable[[], bool], timeout: float, what: str) -> float:
+        """Seconds until ``check()`` held; fails with the container's logs (and its last
+        health checks) if it did not within ``timeout`` or the container stopped."""
         started = time.monotonic()
-        while time.monotonic() - started < timeout:
-            if check():
-                return time.monotonic() - started
-            if not self.running():
-                raise AssertionError(f"{self.name} stopped before {what}:\n{self.logs()[-3000:]}")
-            time.sleep(0.2)
+        if harness.poll_until(check, timeout, 0.2, going_on=self.running):
+            return time.monotonic() - started
+        why = "stopped before" if not self.running() else f"no {what} in {timeout} s:"
         health = self.inspect()["State"].get("Health", {}).get("Log", [])[-3:]
         raise AssertionError(
-            f"{self.name}: no {what} in {timeout} s; health checks: {health}\n{self.logs()[-3000:]}"
+            f"{self.name}: {why} {what}; health checks: {health}\n{self.logs()[-3000:]}"
         )
 
     def remove(self) -> None:
