@@ -76,15 +76,19 @@ def docker(*args: str, capture: bool = False, timeout: float | None = None) -> s
     return done.stdout if capture else ""
 
 
-@functools.cache
 def build_env() -> dict[str, str]:
-    """The environment for ``docker``: the classic builder when buildx is missing (asked
-    once per process, not before every command)."""
+    """The environment for ``docker`` (this process's, ``DOCKER_HOST`` included): the classic
+    builder when buildx is missing."""
     env = dict(os.environ)
-    buildx = subprocess.run(["docker", "buildx", "version"], capture_output=True, env=env)
-    if buildx.returncode != 0:
+    if not _has_buildx():
         env.setdefault("DOCKER_BUILDKIT", "0")
     return env
+
+
+@functools.cache
+def _has_buildx() -> bool:
+    """Whether the docker command has the buildx plugin (asked once per process)."""
+    return subprocess.run(["docker", "buildx", "version"], capture_output=True).returncode == 0
 
 
 def present(image: str) -> bool:

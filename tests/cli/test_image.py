@@ -3,6 +3,7 @@ the image itself: tests/image/)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,22 @@ def test_names_the_host_maps_elsewhere_are_passed_to_the_build(tmp_path: Path) -
     )
     assert image.hosts_entries(hosts) == ["deb.debian.org:203.0.113.80", "pypi.org:203.0.113.80"]
     assert image.hosts_entries(tmp_path / "missing") == []
+
+
+def test_no_docker_command_is_said_and_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing to run here
+    assert image.run() == 2
+    assert "no docker command" in capsys.readouterr().err
+
+
+def test_no_daemon_at_docker_host_is_said_and_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if shutil.which("docker") is None:
+        pytest.skip("the docker command is not installed")
+    host = f"unix://{tmp_path / 'no-daemon.sock'}"
+    monkeypatch.setenv("DOCKER_HOST", host)
+    assert image.run() == 2
+    assert f"no Docker daemon answers at {host}" in capsys.readouterr().err
