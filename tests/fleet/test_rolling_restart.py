@@ -232,7 +232,7 @@ async def test_a_rolling_restart_under_load_fails_no_request(
 
 # The bulk worker: a backlog of process_article jobs, the worker stopped with SIGTERM while
 # it drains them and a new one started, as a deploy replaces a worker.
-ARTICLES = 40
+ARTICLES = 30
 SHUTDOWN_WAIT = "20"  # WORKER_SHUTDOWN_WAIT_SECONDS: running jobs may finish
 
 
@@ -251,7 +251,11 @@ def _bulk_worker(worker: Workers, redis_url: str, log: str) -> WorkerProcess:
 PROCESSED_LINE = re.compile(r"article (\d+) version 1: (\w+)")
 STARTED_LINE = re.compile(r"→ (process:\d+:\d+):process_article")
 WAITING_LINE = re.compile(r"waiting up to \d+s for (\d+) running job")
-LONG = content(0)  # about 1,500 characters; twenty times that makes each job take a while
+LONG = content(0)  # about 1,500 characters
+# Sixty times that: each job's CPU step takes about 0.4 s on a quiet core, long beside the
+# moment between seeing a job start in the log and the signal arriving, so jobs are running
+# when it comes (at twenty times, 0.2 s, a loaded machine once let both finish first).
+BODY = LONG * 60
 
 
 async def _processed(pg: asyncpg.Connection, ids: list[int]) -> int:
@@ -278,7 +282,7 @@ async def test_a_bulk_worker_restarted_mid_drain_loses_no_job_and_runs_none_twic
             for start in range(0, ARTICLES, 10):
                 articles += await asyncio.gather(
                     *(
-                        publish(http, ann, title=f"Backlog {n}", content=LONG * 20)
+                        publish(http, ann, title=f"Backlog {n}", content=BODY)
                         for n in range(start, min(start + 10, ARTICLES))
                     )
                 )
@@ -286,14 +290,14 @@ async def test_a_bulk_worker_restarted_mid_drain_loses_no_job_and_runs_none_twic
         assert await queue.zcard(keys.QUEUE_BULK) == ARTICLES
 
         first = _bulk_worker(worker, own_redis.url(), "worker-first.log")
-        for _ in range(1200):  # a few done and one running: the drain is under way
+        for _ in range(3000):  # a few done and one running: the drain is under way
             log = first.log()
             done = len(PROCESSED_LINE.findall(log))
             if done >= 4 and len(STARTED_LINE.findall(log)) > done:
                 break
-            await asyncio.sleep(0.05)
-        stopped_at = await _processed(pg, ids)
-        code = await asyncio.to_thread(first.terminate, 60)
+            await asyncio.sleep(0.02)
+        code = await asyncio.to_thread(first.terminate, 60)  # at once: the jobs are running
+        stopped_at = done
         after_stop = await _processed(pg, ids)
         left = int(await queue.zcard(keys.QUEUE_BULK))
         second = _bulk_worker(worker, own_redis.url(), "worker-second.log")
@@ -315,8 +319,9 @@ async def test_a_bulk_worker_restarted_mid_drain_loses_no_job_and_runs_none_twic
     by_first = sum(1 for m in PROCESSED_LINE.finditer(first.log()) if int(m[1]) in ids)
     print(
         f"\nbulk worker restarted mid-drain: {ARTICLES} process_article jobs; SIGTERM with "
-        f"{stopped_at} processed and {running} running, exit status {code}, {after_stop} "
-        f"processed once it had exited ({by_first} by the first worker), {left} still queued "
+        f"{stopped_at} processed by its log and {running} running, exit status {code}, "
+        f"{after_stop} processed once it had exited ({by_first} by the first worker), {left} "
+        f"still queued "
         f"for the second; in the "
         f"end {sum(s == 'processed' for s in found.values())} processed; runs per job: "
         f"{dict(Counter(runs[i] for i in ids))} (job starts logged: "
