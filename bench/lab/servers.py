@@ -236,9 +236,10 @@ def section(data: dict[str, Any], chart_path: Path) -> tuple[list[str], str]:
     lines += [
         "",
         "Peak RSS in the order of the servers' columns. Newsdesk's pk-read is its own read "
-        "path (`/bench/reads/`: one statement in autocommit); the others read through an "
-        "`AsyncSession`. Newsdesk's hot is `GET /api/v1/articles/{id}` over 1,000 warm "
-        "articles (the fast path, views counted), set against the peers' cached item.",
+        "path (`/bench/reads/`: one statement compiled once, run by the driver); the others "
+        "read through an `AsyncSession`. Newsdesk's hot is `GET /api/v1/articles/{id}` over "
+        "1,000 warm articles (the fast path, views counted), set against the peers' cached "
+        "item.",
     ]
     for peer, label in PEERS.items():
         lines += [

@@ -28,8 +28,10 @@ import orjson
 from sqlalchemy import (
     ClauseElement,
     Executable,
+    Integer,
     Result,
     Select,
+    bindparam,
     func,
     select,
     text,
@@ -43,6 +45,8 @@ from service.core.errors import Forbidden, InvalidInput, NotFound, StaleVersion
 from service.core.types import MAX_ID, ArticleStatus
 from service.domain.models import Article, User
 from service.domain.schemas import ArticleFields, ArticlePublic, ArticleSummary, Author
+from service.infra.driver_reads import Query
+from service.infra.reads import Reads
 
 
 class Statements(Protocol):
@@ -281,13 +285,23 @@ async def delete_article(
 # --- reads ------------------------------------------------------------------------------
 
 
-async def get_article(session: Statements, article_id: int) -> ArticlePublic | None:
-    stmt = (
-        select(*_SUMMARY_COLUMNS, Article.content)
-        .join(User, User.id == Article.author_id)
-        .where(Article.id == article_id)
-    )
-    row = (await session.execute(stmt)).first()
+# The two hottest reads, compiled once and run by the driver (``Reads.row``/``Reads.rows``).
+_ARTICLE_BY_ID = Query(
+    select(*_SUMMARY_COLUMNS, Article.content)
+    .join(User, User.id == Article.author_id)
+    .where(Article.id == bindparam("article_id", type_=Article.id.type))
+)
+_MOST_VIEWED = Query(
+    select(*_SUMMARY_COLUMNS)
+    .join(User, User.id == Article.author_id)
+    .order_by(Article.views.desc(), Article.id.desc())
+    .limit(bindparam("limit", type_=Integer))
+)
+
+
+async def get_article(reads: Reads, article_id: int) -> ArticlePublic | None:
+    """The article as committed, read in one round trip on the driver; None if it is gone."""
+    row = await reads.row(_ARTICLE_BY_ID, article_id=article_id)
     return _public(row) if row is not None else None
 
 
@@ -367,11 +381,6 @@ async def count_articles(session: Statements, filters: Filters) -> tuple[int, bo
     return max(int(estimate), exact), True
 
 
-async def most_viewed(session: Statements, limit: int = POPULAR_SIZE) -> list[ArticleSummary]:
-    stmt = (
-        select(*_SUMMARY_COLUMNS)
-        .join(User, User.id == Article.author_id)
-        .order_by(Article.views.desc(), Article.id.desc())
-        .limit(limit)
-    )
-    return [_summary(row) for row in (await session.execute(stmt)).all()]
+async def most_viewed(reads: Reads, limit: int = POPULAR_SIZE) -> list[ArticleSummary]:
+    """The ``limit`` most viewed articles (the counts flushed to the table so far)."""
+    return [_summary(row) for row in await reads.rows(_MOST_VIEWED, limit=limit)]

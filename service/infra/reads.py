@@ -19,6 +19,10 @@ the connection back before the caller looks at them. What stays SQLAlchemy's:
 - errors are SQLAlchemy's (``DBAPIError`` around asyncpg's), so ``service.infra.db_errors``
   maps them the same way (503 for an unreachable database).
 
+The hottest fixed-shape reads skip SQLAlchemy's per-statement work as well: ``row`` and
+``rows`` run a ``Query`` compiled once on the same pool's asyncpg connection
+(``service.infra.driver_reads``, which says why that is safe).
+
 Use it for reads whose answer is the committed state of one statement: a read that must see
 the request's own uncommitted writes, or several statements that must agree with each other
 (a snapshot), belongs on the session.
@@ -31,11 +35,15 @@ from typing import Any
 from sqlalchemy import Executable, Result
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.infra import driver_reads
+from service.infra.driver_reads import Query, Row
+
 
 class Reads:
     """One-statement reads on ``engine``'s pool, in autocommit."""
 
     def __init__(self, engine: AsyncEngine) -> None:
+        self.pooled = engine
         self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     async def execute(
@@ -47,3 +55,12 @@ class Reads:
             result = await connection.execute(statement, parameters)
             frozen = result.freeze()
         return frozen()
+
+    async def rows(self, query: Query, **params: Any) -> list[Row]:
+        """``query``'s rows, read by the driver on a pooled connection (``driver_reads``)."""
+        return await driver_reads.run(self.pooled, query, params)
+
+    async def row(self, query: Query, **params: Any) -> Row | None:
+        """``query``'s first row, or None."""
+        found = await driver_reads.run(self.pooled, query, params)
+        return found[0] if found else None

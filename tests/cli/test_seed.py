@@ -22,13 +22,14 @@ from typing import Any
 import asyncpg
 import pytest
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from service.cli.seed import SEED_SPAN, TAGS, plain_url, seed_articles, seed_email
 from service.core.settings import normalise_database_url
 from service.domain import articles as data
 from service.domain.credentials import api_key_prefix, digest
 from service.domain.search import search_query
+from service.infra.reads import Reads
 from tests.support.databases import ROOT, ServerStack, migrate
 
 SEEDED = 100_000
@@ -237,14 +238,24 @@ Call = Callable[[AsyncSession, Seeded], Awaitable[object]]
 
 
 async def sent_statements(seeded: Seeded, call: Call) -> list[tuple[str, tuple[Any, ...]]]:
-    """The SQL and parameters ``call`` sends through SQLAlchemy (the app's own statements)."""
+    """The SQL and parameters ``call`` sends (the app's own statements): SQLAlchemy's, and the
+    driver reads' (``service.infra.driver_reads``), which asyncpg's query logger sees (it does
+    not see SQLAlchemy's prepared statements, only its BEGIN and ROLLBACK, left out)."""
     engine = create_async_engine(normalise_database_url(seeded.url))
     sent: list[tuple[str, tuple[Any, ...]]] = []
 
     def capture(conn: Any, cursor: Any, sql: str, params: Any, context: Any, many: bool) -> None:
         sent.append((sql, tuple(params or ())))
 
+    def driver(dbapi_connection: Any, record: Any) -> None:
+        def logged(query: Any) -> None:
+            if query.query.rstrip(";").split()[0] not in ("BEGIN", "ROLLBACK", "COMMIT"):
+                sent.append((query.query, tuple(query.args or ())))
+
+        dbapi_connection.driver_connection.add_query_logger(logged)
+
     event.listen(engine.sync_engine, "before_cursor_execute", capture)
+    event.listen(engine.sync_engine.pool, "connect", driver)
     try:
         async with AsyncSession(engine) as session:
             await call(session, seeded)
@@ -314,7 +325,8 @@ def _after(filters: data.Filters) -> Call:
 
 
 async def _popular(session: AsyncSession, seeded: Seeded) -> object:
-    return await data.most_viewed(session)
+    assert isinstance(session.bind, AsyncEngine)
+    return await data.most_viewed(Reads(session.bind))
 
 
 async def _by_author(session: AsyncSession, seeded: Seeded) -> object:

@@ -80,7 +80,7 @@ async def test_rows_are_read_after_the_connection_is_back_in_the_pool(watched: W
     assert result.scalars().all() == [1, 2, 3]
 
 
-async def test_the_read_functions_take_reads_or_a_session(watched: Watched) -> None:
+async def test_the_list_functions_take_reads_or_a_session(watched: Watched) -> None:
     reads = Reads(watched.engine)
     async with AsyncSession(watched.engine) as session:
         first = await articles.list_after(
@@ -93,12 +93,6 @@ async def test_the_read_functions_take_reads_or_a_session(watched: Watched) -> N
         assert await articles.count_articles(reads, articles.Filters()) == (
             await articles.count_articles(session, articles.Filters())
         )
-        if first.articles:
-            one = first.articles[0].id
-            assert await articles.get_article(reads, one) == await articles.get_article(
-                session, one
-            )
-    assert await articles.get_article(reads, 2**62) is None
 
 
 async def test_an_unreachable_database_is_an_error_db_errors_calls_unreachable() -> None:

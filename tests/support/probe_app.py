@@ -213,13 +213,19 @@ def environ() -> Response:
 _article_reads: Counter[int] = Counter()
 
 
-def _count_article_reads(
-    conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
-) -> None:
-    """Counts single-article reads (the cache's fills) per article id."""
-    if "FROM articles JOIN users" in statement and "WHERE articles.id = " in statement:
-        values = list(parameters.values()) if isinstance(parameters, dict) else list(parameters)
-        _article_reads[int(values[0])] += 1
+def _logged_article_read(query: Any) -> None:
+    if "FROM articles JOIN users" in query.query and "WHERE articles.id = " in query.query:
+        _article_reads[int(query.args[0])] += 1
+
+
+def _count_article_reads(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """Counts single-article reads (the cache's fills) per article id, as each pooled
+    connection runs them: asyncpg's query logger, added at a connection's first checkout
+    after the app started, sees what SQLAlchemy sends and what the driver reads
+    (``service.infra.driver_reads``) send alike."""
+    if not record.info.get("counting_article_reads"):
+        dbapi_connection.driver_connection.add_query_logger(_logged_article_read)
+        record.info["counting_article_reads"] = True
 
 
 @probes.get("/article-reads/<int:article_id>")
@@ -275,7 +281,7 @@ def build() -> Any:
     async def start_and_count() -> None:
         await start()
         assert res.engine is not None
-        event.listen(res.engine.sync_engine, "before_cursor_execute", _count_article_reads)
+        event.listen(res.engine.sync_engine.pool, "checkout", _count_article_reads)
         for engine in {res.engine, res.read_engine}:
             assert engine is not None
             event.listen(engine.sync_engine, "before_cursor_execute", _count_select_one)
