@@ -1,8 +1,9 @@
 """Claim: the ASGI server matters ("the framework is the bottleneck, not the server").
 
 The same apps on three ASGI servers, one worker process each: Newsdesk's probes
-(``bench.newsdesk_app``, the product's adapter, its read path for committed rows
-(``service.infra.reads``: one statement in autocommit) and Redis client), FastAPI and Litestar
+(``bench.newsdesk_app``, the product's adapter, its read path for its hottest reads
+(``Reads.row``, ``service.infra.driver_reads``: one statement compiled once, run by asyncpg
+on a connection of SQLAlchemy's pool) and Redis client), FastAPI and Litestar
 (``bench.baselines.fastapi_app`` and ``litestar_app``, the same ``AsyncProbes``: an
 ``AsyncSession`` per read, as their users write it), and a bare ASGI app answering
 hello with no framework at all (the server's own ceiling) and the same bare app reading the
