@@ -22,6 +22,7 @@ No HTTP here: ``service.web.rate_limits`` turns the outcome into ``RateLimit-*``
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import time
@@ -82,11 +83,15 @@ def resolve_client_ip(remote: str, forwarded_for: str, trusted: Sequence[IPvAnyN
     return remote
 
 
+@functools.lru_cache(maxsize=4096)
 def client_bucket(ip: str, ipv6_prefix: int) -> str:
     """Whose budget a client address spends: an IPv4 address itself (an IPv4-mapped IPv6
     one as IPv4), an IPv6 address by its network of ``ipv6_prefix`` bits (a client is
     usually given a whole /64, 2^64 addresses that would each get a fresh bucket), written
-    ``<network>/<prefix>``. Anything else is returned as it is."""
+    ``<network>/<prefix>``. Anything else is returned as it is.
+
+    Remembered for the last 4,096 addresses: parsing one costs about 4 µs, as much as the
+    rest of a cache hit's own Python work before its Redis call."""
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:
