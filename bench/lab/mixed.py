@@ -16,15 +16,25 @@ warm-up run, setups taking turns at each level. The figure for a setup is the hi
 a run whose p99 is at most 50 ms. The same again with the logins' share written instead: a
 login is an argon2id hash of about a hundred milliseconds (by design), so at 1% of the
 requests the logins alone are the mix's 99th percentile.
+
+Where the time goes: at each setup's figure without logins (its connections), one more run
+counts the CPU each part of the machine used, in cores (CPU seconds per second of the run):
+the instance (master and workers), PostgreSQL (the postmaster and its backends), Redis, the
+load generator (wrk) and what stayed idle; and, with py-spy installed, one more run samples
+the instance's workers by layer (``bench.lab.profile.LAYERS``).
 """
 
 from __future__ import annotations
 
+import resource
+import time
 from pathlib import Path
 from typing import Any
 
-from bench.lab import chart, scaling
-from bench.lab.core import Lab, asgi_server, load, prepare, running, sql, warmups
+import psutil
+
+from bench.lab import chart, profile, scaling
+from bench.lab.core import Lab, Process, asgi_server, load, prepare, running, sql, warmups
 
 TITLE = "A news workload: the highest rate at p99 <= 50 ms"
 CLAIM = "Async Flask cannot carry a real news workload at low latency."
@@ -52,7 +62,8 @@ def duration(lab: Lab) -> int:
 
 
 def plan(lab: Lab) -> int:
-    return len(MIXES) * len(SETUPS) * (len(levels(lab)) + warmups(lab))
+    spied = len(SETUPS) if profile.py_spy() else 0
+    return len(MIXES) * len(SETUPS) * (len(levels(lab)) + warmups(lab)) + len(SETUPS) + spied
 
 
 def label(server: str, workers: int) -> str:
@@ -116,6 +127,25 @@ def run(lab: Lab) -> dict[str, Any]:
                         duration=duration(lab),
                     )
                     runs[(mix, *setup)].append({**figures, "connections": connections})
+        time_spent: dict[str, dict[str, Any]] = {}
+        for setup, process in servers.items():
+            best = capacity(runs[("without logins", *setup)])["connections"]
+            if best is None:
+                continue
+            lab.status(f"mixed: {label(*setup)}, where the time goes")
+            spent = cores_used(lab, process, scripts["without logins"], best)
+            if profile.py_spy():
+                name = f"mixed-{setup[0]}-{setup[1]}"
+                spent["layers"] = profile.spied(
+                    lab,
+                    process,
+                    process.url + "/",
+                    scripts["without logins"],
+                    name,
+                    connections=best,
+                    seconds=duration(lab),
+                )
+            time_spent[label(*setup)] = spent
     rows = [
         {
             "mix": mix,
@@ -128,7 +158,65 @@ def run(lab: Lab) -> dict[str, Any]:
         for server, workers in SETUPS
     ]
     mixes = {mix: dict(shares) for mix, shares in MIXES.items()}
-    return {"rows": rows, "articles": count, "mixes": mixes, "limit_ms": P99_LIMIT_MS}
+    return {
+        "rows": rows,
+        "articles": count,
+        "mixes": mixes,
+        "limit_ms": P99_LIMIT_MS,
+        "time_spent": time_spent,
+    }
+
+
+PARTS = ("instance", "PostgreSQL", "Redis", "wrk", "idle")
+
+
+def cores_used(lab: Lab, process: Process, script: Path, connections: int) -> dict[str, Any]:
+    """One more run at ``connections``: its rate and p99, and the cores (CPU seconds per
+    second) each part of the machine used meanwhile (``PARTS``)."""
+    postmaster = int((lab.postgres.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+    assert lab.redis.proc is not None  # the lab's Redis is running
+    groups = {
+        "instance": [process.pid],
+        "PostgreSQL": [postmaster],
+        "Redis": [lab.redis.proc.pid],
+    }
+    before = {name: scaling._cpu_seconds(pids) for name, pids in groups.items()}
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk, once it has been reaped
+    machine = psutil.cpu_times()._asdict()
+    started = time.monotonic()
+    figures = load(lab, process.url + "/", connections, script=script, duration=duration(lab))
+    elapsed = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    used = {
+        name: (scaling._cpu_seconds(pids) - before[name]) / elapsed for name, pids in groups.items()
+    }
+    used["wrk"] = (
+        after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+    ) / elapsed
+    used["idle"] = (1 - scaling.busy(machine, psutil.cpu_times()._asdict())) * (
+        psutil.cpu_count() or 1
+    )
+    return {
+        "connections": connections,
+        "rps": figures["rps"],
+        "p99_ms": figures["p99_ms"],
+        "cores": {part: round(used[part], 2) for part in PARTS},
+    }
+
+
+def time_table(time_spent: dict[str, dict[str, Any]]) -> list[str]:
+    """Where the time went at each setup's figure: the cores each part used."""
+    lines = [
+        "| setup (without logins) | connections | req/s (p99 ms) | " + " | ".join(PARTS) + " |",
+        "| --- | ---: | ---: |" + " ---: |" * len(PARTS),
+    ]
+    for name, spent in time_spent.items():
+        cores = " | ".join(f"{spent['cores'][part]:.2f}" for part in PARTS)
+        lines.append(
+            f"| {name} | {spent['connections']} | {spent['rps']:,.0f} ({spent['p99_ms']:.0f}) "
+            f"| {cores} |"
+        )
+    return lines
 
 
 def _summary(rows: list[dict[str, Any]]) -> tuple[str, dict[str, Any] | None]:
@@ -146,9 +234,10 @@ def _summary(rows: list[dict[str, Any]]) -> tuple[str, dict[str, Any] | None]:
     return each, (max(measured, key=lambda r: r["rps"]) if measured else None)
 
 
-def verdict(rows: list[dict[str, Any]]) -> str:
-    """From the rows of both mixes: the best setup's rate at p99 <= 50 ms for each, and
-    what the logins do to the news mix's p99."""
+def verdict(rows: list[dict[str, Any]], time_spent: dict[str, dict[str, Any]] | None = None) -> str:
+    """From the rows of both mixes: the best setup's rate at p99 <= 50 ms for each, what
+    the logins do to the news mix's p99 and, given ``time_spent``, where the best setup's
+    time went."""
     news = [r for r in rows if r["mix"] == "news mix"]
     quiet = [r for r in rows if r["mix"] == "without logins"]
     news_each, news_best = _summary(news)
@@ -174,7 +263,23 @@ def verdict(rows: list[dict[str, Any]]) -> str:
             f"{quiet_best['p99_ms']:.0f} ms ({label(quiet_best['server'], quiet_best['workers'])}, "
             f"{quiet_best['connections']} connections; {quiet_each})"
         )
-    return head + tail + ", on 2 cores shared with PostgreSQL, Redis and the load generator."
+    where = ""
+    if quiet_best is not None and time_spent:
+        spent = time_spent.get(label(quiet_best["server"], quiet_best["workers"]))
+        if spent is not None:
+            cores = spent["cores"]
+            where = (
+                f"; there the instance used {cores['instance']:.2f} cores, PostgreSQL "
+                f"{cores['PostgreSQL']:.2f}, Redis {cores['Redis']:.2f} and wrk "
+                f"{cores['wrk']:.2f}, {cores['idle']:.2f} idle"
+            )
+    return (
+        head
+        + tail
+        + ", on 2 cores shared with PostgreSQL, Redis and the load generator"
+        + where
+        + "."
+    )
 
 
 def section(data: dict[str, Any], chart_path: Path) -> tuple[list[str], str]:
@@ -213,6 +318,20 @@ def section(data: dict[str, Any], chart_path: Path) -> tuple[list[str], str]:
             f"{mix}: " + ", ".join(f"{kind} {share}" for kind, share in shares.items() if share)
             for mix, shares in data["mixes"].items()
         )
-        + ". Where the time goes is left to the profile claim.",
+        + ".",
     ]
-    return lines, verdict(rows)
+    spent = data.get("time_spent") or {}
+    if spent:
+        lines += [
+            "",
+            "Where the time went at each setup's figure without logins: one more run at its "
+            "connections, the cores each part of the machine used meanwhile (CPU seconds per "
+            "second; the machine has 2):",
+            "",
+            *time_table(spent),
+        ]
+        layers = {name: s["layers"] for name, s in spent.items() if s.get("layers")}
+        if layers:
+            lines += ["", "The instance's own time by layer (py-spy samples, share):", ""]
+            lines += profile.layer_table(layers)
+    return lines, verdict(rows, spent)

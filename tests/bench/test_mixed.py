@@ -68,3 +68,30 @@ def test_the_verdict_says_when_the_logins_alone_exceed_the_limit() -> None:
     assert "(p99 112 ms at best)" in text
     assert "without logins one instance carried 610 req/s at p99 44 ms (hypercorn, 1 worker" in text
     assert "granian, 1 worker: no run within 50 ms" in text
+
+
+def test_the_verdict_and_table_say_where_the_best_setups_time_went() -> None:
+    rows = [
+        _row("news mix", "granian", 2, None, 115.0),
+        _row("without logins", "hypercorn", 1, 800.0, 20.0),
+        _row("without logins", "granian", 2, 1300.0, 21.0),
+    ]
+    cores = {"instance": 1.1, "PostgreSQL": 0.35, "Redis": 0.12, "wrk": 0.2, "idle": 0.15}
+    spent = {
+        "granian, 2 workers": {"connections": 4, "rps": 1310.0, "p99_ms": 22.0, "cores": cores},
+        "hypercorn, 1 worker": {
+            "connections": 2,
+            "rps": 790.0,
+            "p99_ms": 11.0,
+            "cores": {**cores, "instance": 0.9},
+        },
+    }
+    text = mixed.verdict(rows, spent)
+    assert text.endswith(
+        "; there the instance used 1.10 cores, PostgreSQL 0.35, Redis 0.12 and wrk 0.20, 0.15 idle."
+    )
+    assert mixed.verdict(rows).endswith("load generator.")  # nothing measured: nothing said
+    table = mixed.time_table(spent)
+    assert table[0].startswith("| setup (without logins) | connections | req/s (p99 ms) |")
+    assert "| granian, 2 workers | 4 | 1,310 (22) | 1.10 | 0.35 | 0.12 | 0.20 | 0.15 |" in table
+    assert "| hypercorn, 1 worker | 2 | 790 (11) | 0.90 |" in table[3]
