@@ -180,7 +180,7 @@ def cores_used(lab: Lab, process: Process, script: Path, connections: int) -> di
         "PostgreSQL": [postmaster],
         "Redis": [lab.redis.proc.pid],
     }
-    before = {name: scaling._cpu_seconds(pids) for name, pids in groups.items()}
+    before = {name: scaling.cpu_seconds(pids) for name, pids in groups.items()}
     children = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk, once it has been reaped
     machine = psutil.cpu_times()._asdict()
     started = time.monotonic()
@@ -188,7 +188,7 @@ def cores_used(lab: Lab, process: Process, script: Path, connections: int) -> di
     elapsed = time.monotonic() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     used = {
-        name: (scaling._cpu_seconds(pids) - before[name]) / elapsed for name, pids in groups.items()
+        name: (scaling.cpu_seconds(pids) - before[name]) / elapsed for name, pids in groups.items()
     }
     used["wrk"] = (
         after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime

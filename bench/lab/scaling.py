@@ -211,7 +211,7 @@ def busy(before: Mapping[str, float], after: Mapping[str, float]) -> float:
     return (total - idle) / total if total > 0 else 0.0
 
 
-def _cpu_seconds(pids: list[int]) -> float:
+def cpu_seconds(pids: list[int]) -> float:
     """CPU seconds used so far by the processes ``pids`` and their children (an instance's
     master and its Hypercorn worker)."""
     used = 0.0
@@ -228,11 +228,11 @@ def _cpu_seconds(pids: list[int]) -> float:
 def _measured(lab: Lab, url: str, script: Path, pids: list[int]) -> dict[str, float]:
     """One load run, with how busy the machine's cores were (``cpu_busy``, 0 to 1) and how
     many cores the instances under test used (``app_cores``) meanwhile."""
-    machine, app, started = psutil.cpu_times()._asdict(), _cpu_seconds(pids), time.monotonic()
+    machine, app, started = psutil.cpu_times()._asdict(), cpu_seconds(pids), time.monotonic()
     figures = load(lab, url, CONNECTIONS, script=script, pids=pids, duration=duration(lab))
     elapsed = time.monotonic() - started
     figures["cpu_busy"] = busy(machine, psutil.cpu_times()._asdict())
-    figures["app_cores"] = (_cpu_seconds(pids) - app) / elapsed
+    figures["app_cores"] = (cpu_seconds(pids) - app) / elapsed
     return figures
 
 

@@ -70,7 +70,7 @@ class Compiled:
     literals: dict[str, Any]  # values fixed in the statement (a LIMIT), by name
 
     def arguments(self, params: dict[str, Any]) -> list[Any]:
-        unknown = params.keys() - set(self.names)
+        unknown = params.keys() - self.names
         if unknown:
             raise TypeError(f"no parameter named {', '.join(sorted(unknown))}")
         merged = {**self.literals, **params}

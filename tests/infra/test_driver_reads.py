@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -19,22 +18,13 @@ from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.cli.embedded import free_port
-from service.core.settings import normalise_database_url
 from service.core.types import ArticleStatus
 from service.domain import articles
 from service.domain.models import Article, User
 from service.infra import db_errors
 from service.infra.driver_reads import Query
 from service.infra.reads import Reads
-from tests.infra.test_reads import Watched, _watched
-from tests.support.databases import ServerStack
-
-
-@pytest.fixture
-async def watched(stack: ServerStack) -> AsyncIterator[Watched]:
-    made = _watched(normalise_database_url(stack.database_url), db_pool_size=2)
-    yield made
-    await made.engine.dispose()
+from tests.support.watched_pool import Watched, watched_engine
 
 
 @pytest.fixture
@@ -193,7 +183,7 @@ async def test_a_lost_connection_is_a_disconnect_and_the_pool_reconnects(
 
 async def test_an_unreachable_database_is_unreachable() -> None:
     url = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nothing"
-    gone = _watched(url, db_pool_size=1, db_connect_timeout=2)
+    gone = watched_engine(url, db_pool_size=1, db_connect_timeout=2)
     try:
         with pytest.raises(Exception) as raised:
             await Reads(gone.engine).row(Query(select(literal(1, Integer).label("one"))))

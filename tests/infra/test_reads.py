@@ -10,54 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
-from sqlalchemy import event, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.core.settings import Settings, normalise_database_url
 from service.domain import articles
 from service.domain.models import Article
 from service.infra import db_errors
 from service.infra.reads import Reads
-from service.infra.resources import make_engine
 from tests.support.databases import ServerStack
+from tests.support.watched_pool import Watched, watched_engine
 
 CONCURRENCY = 4  # readers per pooled connection: far more requests than connections
-
-
-@dataclass
-class Watched:
-    """An engine made by ``make_engine`` from ``settings``, with what its connections send and
-    how many it opened."""
-
-    engine: AsyncEngine
-    sent: list[str] = field(default_factory=list)
-    opened: int = 0
-
-
-def _watched(url: str, **settings: Any) -> Watched:
-    chosen = Settings(_env_file=None, database_url=url, **settings)
-    watched = Watched(make_engine(chosen.database_url, chosen, application_name="test-reads"))
-
-    @event.listens_for(watched.engine.sync_engine.pool, "connect")
-    def _connected(dbapi_connection: Any, record: Any) -> None:
-        watched.opened += 1
-        dbapi_connection.driver_connection.add_query_logger(
-            lambda logged: watched.sent.append(logged.query)
-        )
-
-    return watched
-
-
-@pytest.fixture
-async def watched(stack: ServerStack) -> AsyncIterator[Watched]:
-    made = _watched(normalise_database_url(stack.database_url), db_pool_size=2)
-    yield made
-    await made.engine.dispose()
 
 
 async def test_a_read_sends_no_begin_and_no_rollback(watched: Watched) -> None:
@@ -99,7 +65,7 @@ async def test_an_unreachable_database_is_an_error_db_errors_calls_unreachable()
     from service.cli.embedded import free_port
 
     url = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nothing"
-    gone = _watched(url, db_pool_size=1, db_connect_timeout=2)
+    gone = watched_engine(url, db_pool_size=1, db_connect_timeout=2)
     try:
         with pytest.raises(Exception) as raised:
             await Reads(gone.engine).execute(text("SELECT 1"))
@@ -113,7 +79,7 @@ async def test_the_pool_keeps_its_connections_under_load(stack: ServerStack) -> 
     settings: the pool opens its connections once and keeps them (no overflow connection
     closed on return and opened again), and every read waits for one of them."""
     defaults = Settings(_env_file=None)
-    made = _watched(normalise_database_url(stack.database_url), db_pool_timeout=30)
+    made = watched_engine(normalise_database_url(stack.database_url), db_pool_timeout=30)
     reads = Reads(made.engine)
     statement = text("SELECT 1")
     busiest = 0
