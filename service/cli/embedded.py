@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import logging
 import os
+import pwd
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Mapping
@@ -70,6 +73,25 @@ def _stop(proc: subprocess.Popen[bytes] | None, sig: int, timeout: float = 15.0)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def system_user(name: str) -> pwd.struct_passwd:
+    """The system user ``name``, created when missing (as ``pgserver`` does, with ``useradd``).
+
+    Several processes may start servers at once (two test processes, a cluster's primary and
+    replica). ``useradd`` does not serialise them here: run together, each one either fails
+    with "already exists" or rewrites /etc/passwd with a user of its own uid, the last writer
+    winning. So the lookup and the creation run under one lock file, one process at a time.
+    """
+    with contextlib.suppress(KeyError):
+        return pwd.getpwnam(name)
+    lock = Path(tempfile.gettempdir()) / "newsdesk-system-user.lock"
+    with lock.open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with contextlib.suppress(KeyError):
+            return pwd.getpwnam(name)
+        subprocess.run(["useradd", "-s", "/bin/bash", name], check=True, capture_output=True)
+        return pwd.getpwnam(name)
 
 
 def _pgserver_module(name: str) -> ModuleType:
@@ -140,7 +162,7 @@ class EmbeddedPostgres(_ChildServer):
             return
         utils = _pgserver_module("utils")
         self._user = "pgserver"
-        entry = utils.ensure_user_exists(self._user)
+        entry = system_user(self._user)
         utils.ensure_prefix_permissions(self.data_dir)
         utils.ensure_prefix_permissions(self.bin_dir)
         utils.ensure_folder_permissions(self.bin_dir, 0o055)
