@@ -1,4 +1,5 @@
-"""The embedded servers' system user (service/cli/embedded.system_user)."""
+"""The embedded servers' system user (service/cli/embedded.system_user) and what a failed
+server tool says."""
 
 from __future__ import annotations
 
@@ -8,14 +9,24 @@ import secrets
 import subprocess
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from service.cli.embedded import system_user
+from service.cli.embedded import CommandFailed, EmbeddedPostgres, system_user
 
-pytestmark = pytest.mark.skipif(
+as_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="creating a system user needs root (the embedded servers' case)"
 )
+
+
+def test_initdb_refusing_a_directory_in_use_says_why_and_deletes_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "postgres"
+    data.mkdir()
+    (data / "notes.txt").write_text("somebody's file")
+    with pytest.raises(CommandFailed, match="exists but is not empty"):
+        EmbeddedPostgres(data, durable=False).start()
+    assert (data / "notes.txt").read_text() == "somebody's file"
 
 
 @pytest.fixture
@@ -25,10 +36,12 @@ def name() -> Iterator[str]:
     subprocess.run(["userdel", name], capture_output=True, check=False)
 
 
+@as_root
 def test_an_existing_user_is_returned_as_it_is() -> None:
     assert system_user("root").pw_uid == 0
 
 
+@as_root
 def test_processes_creating_the_user_at_once_all_get_it(name: str) -> None:
     """The race two test processes ran into on a fresh machine: both look the user up and both
     run useradd; one useradd failed with "already exists" (or, here, each rewrote /etc/passwd
