@@ -461,6 +461,17 @@ class Liveness(Output):
     status: Literal["ok"] = "ok"
 
 
+class Migrations(Output):
+    """The database's schema against this code's migrations (``service.infra.schema``):
+    ``current`` at the code's head, ``ahead`` at a later release's (compatible: migrations
+    only add), ``unknown`` when the database did not answer or the code's migrations are not
+    shipped with it. (``behind`` makes ``/readyz`` answer 503 instead.)"""
+
+    state: Literal["current", "ahead", "unknown"]
+    database: str | None = Field(description="The revision alembic_version records")
+    code: str | None = Field(description="The head of this code's migrations")
+
+
 class Readiness(Output):
     """``/readyz`` when this instance can serve: ``ready`` with every dependency answering,
     ``degraded`` with some down (named in ``checks``); it stays in its load balancer either
@@ -471,3 +482,4 @@ class Readiness(Output):
     checks: dict[str, Literal["ok", "down", "timeout"]] = Field(
         examples=[{"database": "ok", "database_read": "ok", "redis": "ok"}]
     )
+    migrations: Migrations

@@ -21,6 +21,11 @@ its ``statement_timeout`` fired, or someone cancelled it). Only a search's own t
 turned into an answer (``service.domain.search.bounded``: 422 ``search_too_broad``); anywhere
 else it is an unexpected error like any other.
 
+``schema_missing(exc)`` is True when a statement names a table or column the database does not
+have: this code is ahead of the database's schema (its migration has not run). The API
+answers 503 with ``Retry-After``, the log says to run the migrations (at most once a minute),
+and ``/readyz`` keeps such an instance out of its load balancer (``service.infra.schema``).
+
 ``OUTAGE`` logs an outage once: one line when the first request meets it, one when a new
 connection succeeds again (with how many requests were answered 503 meanwhile), instead of a
 traceback per request.
@@ -44,10 +49,13 @@ log = logging.getLogger(__name__)
 UNREACHABLE_STATES = frozenset({"57P01", "57P02", "57P03", "53300"})
 # A statement cancelled: statement_timeout, or pg_cancel_backend.
 QUERY_CANCELED = "57014"
+# A table or a column the statement names is not there: undefined_table, undefined_column.
+SCHEMA_MISSING = frozenset({"42P01", "42703"})
 
 
-def _sqlstate(exc: BaseException) -> str | None:
-    """The SQLSTATE of a driver error, looked for on the error and what it wraps."""
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a driver error, looked for on the error and what it wraps (asyncpg's
+    error behind SQLAlchemy's, on either path: the session's or ``driver_reads``')."""
     seen: BaseException | None = getattr(exc, "orig", None) or exc
     for _ in range(4):  # the DBAPI adapter wraps asyncpg's error, which may wrap another
         if seen is None:
@@ -79,7 +87,7 @@ def unreachable(exc: BaseException) -> bool:
     if isinstance(exc, sa_exc.DBAPIError):
         if exc.connection_invalidated or _no_host_in_role(exc):
             return True
-        state = _sqlstate(exc)
+        state = sqlstate(exc)
         if state is not None:
             return state.startswith("08") or state in UNREACHABLE_STATES
         return isinstance(exc.orig, OSError | TimeoutError) or isinstance(
@@ -102,15 +110,22 @@ def outcome_unknown(exc: BaseException) -> bool:
 
 def query_canceled(exc: BaseException) -> bool:
     """True when PostgreSQL cancelled the statement (SQLSTATE 57014, ``query_canceled``)."""
-    return isinstance(exc, sa_exc.DBAPIError) and _sqlstate(exc) == QUERY_CANCELED
+    return isinstance(exc, sa_exc.DBAPIError) and sqlstate(exc) == QUERY_CANCELED
 
 
 def invalid_value(exc: BaseException) -> bool:
     """True for a data exception (SQLSTATE class 22): a value PostgreSQL cannot take."""
     if isinstance(exc, sa_exc.DataError):
         return True
-    state = _sqlstate(exc) if isinstance(exc, sa_exc.DBAPIError) else None
+    state = sqlstate(exc) if isinstance(exc, sa_exc.DBAPIError) else None
     return state is not None and state.startswith("22")
+
+
+def schema_missing(exc: BaseException) -> bool:
+    """True when a statement named a table or column the database does not have (SQLSTATE
+    ``42P01`` undefined_table, ``42703`` undefined_column): the code is ahead of the database's
+    schema, its migration not run (``service.infra.schema``). Answered 503, not as a bug."""
+    return isinstance(exc, sa_exc.DBAPIError) and sqlstate(exc) in SCHEMA_MISSING
 
 
 class Outage:
@@ -165,3 +180,31 @@ def watch(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine.pool, "connect")
     def _connected(*_: object) -> None:
         OUTAGE.recovered()
+
+
+class SchemaBehind:
+    """Requests that met a table or column the database lacks, logged at most once a minute
+    (``schema_missing``): the operator's cue to run the migrations."""
+
+    EVERY = 60.0
+
+    def __init__(self) -> None:
+        self.logged_at: float | None = None
+        self.met_since_log = 0
+
+    def met(self, exc: BaseException) -> None:
+        self.met_since_log += 1
+        now = time.monotonic()
+        if self.logged_at is not None and now - self.logged_at < self.EVERY:
+            return
+        reason = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
+        log.error(
+            "the database lacks what this code uses (%s); %d request(s) answered 503: run the "
+            "migrations (alembic upgrade head)",
+            reason,
+            self.met_since_log,
+        )
+        self.logged_at, self.met_since_log = now, 0
+
+
+SCHEMA_BEHIND = SchemaBehind()

@@ -1,7 +1,9 @@
 """Dependency checks for readiness: each one bounded by a timeout, all run concurrently, and
 a result reused for a short while (``RecentResult``), so that probes cannot make every
 ``/readyz`` cost a round trip to each dependency. The states are reported (``/readyz``'s body,
-``dependency_up``), never a reason for an instance to be unready (``service.web.api.health``)."""
+``dependency_up``), never a reason for an instance to be unready (``service.web.api.health``).
+The schema comparison (``service.infra.schema``) runs in the same round: a database behind the
+code's migrations is the one database state that makes an instance unready."""
 
 from __future__ import annotations
 
@@ -9,12 +11,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import text
 
 from service.infra.reads import Reads
 from service.infra.resources import Resources
+from service.infra.schema import SchemaCheck, check_schema
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,28 @@ async def check_dependencies(res: Resources) -> dict[str, str]:
         *(_bounded(check, timeout, name) for name, check in checks.items())
     )
     return dict(zip(checks, states, strict=True))
+
+
+async def schema_state(res: Resources) -> SchemaCheck:
+    """The database's schema against the code's (``service.infra.schema``), bounded like the
+    other checks; ``unknown`` when the database did not answer (its own check says so)."""
+    try:
+        return await asyncio.wait_for(
+            check_schema(res.clients.reads), res.settings.readiness_timeout
+        )
+    except Exception as exc:
+        log.warning("readiness: the schema check failed: %s", type(exc).__name__)
+        return SchemaCheck("unknown")
+
+
+@dataclass(frozen=True)
+class ReadinessRound:
+    """One round of readiness checks, reused by ``/readyz`` for READINESS_CACHE_SECONDS: the
+    dependency states, the backlog figures, the schema comparison."""
+
+    checks: dict[str, str]
+    backlog: dict[str, Any]
+    schema: SchemaCheck
 
 
 T = TypeVar("T")

@@ -26,7 +26,7 @@ from service.domain.callers import Caller
 from service.domain.view_counts import ViewCounter
 from service.infra import db_cleanup
 from service.infra.cache import ResponseCache
-from service.infra.health import RecentResult
+from service.infra.health import ReadinessRound, RecentResult
 from service.infra.reads import Reads
 from service.infra.resources import Clients, Resources
 from service.infra.runtime import Runtime
@@ -41,11 +41,9 @@ class AppState:
     runtime: Runtime
     views: ViewCounter
     openapi: dict[str, Any] | None = None  # the document, built on first request
-    # The last readiness checks and backlog figures, reused by /readyz for
+    # The last readiness round (dependencies, backlog, schema), reused by /readyz for
     # READINESS_CACHE_SECONDS (service.web.api.health).
-    readiness: RecentResult[tuple[dict[str, str], dict[str, Any]]] = field(
-        default_factory=RecentResult
-    )
+    readiness: RecentResult[ReadinessRound] = field(default_factory=RecentResult)
 
     @property
     def resources(self) -> Resources:
@@ -122,7 +120,7 @@ def use_views(app: Flask, views: ViewCounter) -> None:
     app_state(app).views = views
 
 
-def readiness() -> RecentResult[tuple[dict[str, str], dict[str, Any]]]:
+def readiness() -> RecentResult[ReadinessRound]:
     """This process's readiness result, reused for a short while (``/readyz``)."""
     return app_state().readiness
 

@@ -148,7 +148,8 @@ def database_error_response(exc: Exception, *, committing: bool = False) -> Resp
     """503 with ``Retry-After`` when PostgreSQL cannot be reached (logged once per outage),
     422 for a value it cannot take; anything else is a bug (500). ``committing``: ``exc`` came
     from the request's COMMIT, whose outcome is unknown when the connection died in flight
-    (503 ``commit_outcome_unknown``)."""
+    (503 ``commit_outcome_unknown``). A statement naming a table or column the database lacks
+    (its migration not run) is 503 too: a deploy out of order, not a bug in the code."""
     if committing and db_errors.outcome_unknown(exc):
         db_errors.OUTAGE.failed(exc)
         response = error_response(503, "commit_outcome_unknown", COMMIT_OUTCOME_UNKNOWN)
@@ -160,6 +161,11 @@ def database_error_response(exc: Exception, *, committing: bool = False) -> Resp
     if db_errors.invalid_value(exc):
         return error_response(
             422, "invalid_value", "A value in the request is out of the range it can take."
+        )
+    if db_errors.schema_missing(exc):
+        db_errors.SCHEMA_BEHIND.met(exc)
+        return _handle_domain_error(
+            Unavailable("This instance is waiting for a database upgrade; try again shortly.")
         )
     return _handle_unexpected(exc)
 

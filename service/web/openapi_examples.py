@@ -28,6 +28,7 @@ from service.domain.schemas import (
     ArticleViews,
     Author,
     Liveness,
+    Migrations,
     PasswordResetAccepted,
     PopularArticles,
     Readiness,
@@ -73,7 +74,10 @@ SUCCESS: dict[type[BaseModel], BaseModel] = {
     PopularArticles: PopularArticles(articles=[_summary]),
     PasswordResetAccepted: PasswordResetAccepted(),
     Liveness: Liveness(),
-    Readiness: Readiness(checks={"database": "ok", "database_read": "ok", "redis": "ok"}),
+    Readiness: Readiness(
+        checks={"database": "ok", "database_read": "ok", "redis": "ok"},
+        migrations=Migrations(state="current", database="0003", code="0003"),
+    ),
 }
 # Models whose answer takes more than one shape: a named example of each.
 NAMED: dict[type[BaseModel], dict[str, tuple[str, BaseModel]]] = {

@@ -51,9 +51,9 @@ def drop_database(server_url: str, name: str) -> None:
     asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-def migrate(database_url: str) -> None:
+def migrate(database_url: str, revision: str = "head") -> None:
     subprocess.run(
-        [sys.executable, "-m", "alembic", "upgrade", "head"],
+        [sys.executable, "-m", "alembic", "upgrade", revision],
         cwd=ROOT,
         check=True,
         capture_output=True,

@@ -6,7 +6,6 @@ query string: a load balancer's probe gets its answer whatever it appends."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from flask import Blueprint, Response, abort, jsonify, request
 
@@ -16,7 +15,7 @@ from service.greenlet_asgi import drain
 from service.infra import exposition
 from service.infra import sampler as process_metrics
 from service.infra.backlog import backlog_detail
-from service.infra.health import check_dependencies
+from service.infra.health import ReadinessRound, check_dependencies, schema_state
 from service.infra.metrics import DEPENDENCY_UP
 from service.infra.resources import Resources
 from service.web.context import readiness, resources
@@ -27,8 +26,9 @@ bp = Blueprint("health", __name__)
 
 TAGS = ("operations",)
 NOT_READY = Answer(
-    description="This instance cannot serve: not started, stopping, or its event loop stalled "
-    "(the details name the condition); a shared dependency being down never makes it unready",
+    description="This instance cannot serve: not started, stopping, its event loop stalled, or "
+    "the database's schema behind this code's migrations (the details name the condition); a "
+    "shared dependency being down never makes it unready",
     code="not_ready",
     message="Not ready: stopping.",
     details=[{"condition": "draining", "state": "stopping"}],
@@ -59,7 +59,9 @@ async def healthz() -> Response:
 @endpoint(response=Readiness, answers={503: NOT_READY}, tags=TAGS, extra_query="ignore")
 async def readyz() -> Response:
     """Readiness of this instance: started, not stopping, its event loop not stalled
-    (its worst delay of the last second under READINESS_MAX_LOOP_LAG). Otherwise 503
+    (its worst delay of the last second under READINESS_MAX_LOOP_LAG), and the database's
+    schema not behind the code's migrations (``service.infra.schema``: code deployed before
+    its migration ran waits, unready, instead of failing requests). Otherwise 503
     ``not_ready``, the details naming the condition.
 
     The shared dependencies (PostgreSQL, its read URL, Redis, a cache Redis of its own) are
@@ -77,21 +79,27 @@ async def readyz() -> Response:
     res = resources()
     unready = _instance_conditions(res)
     if unready:
-        response = error_response(
-            503,
-            "not_ready",
-            "Not ready: " + "; ".join(unready.values()) + ".",
-            [{"condition": name, "state": state} for name, state in unready.items()],
-        )
-        response.headers["Retry-After"] = "5"
-        return response
-    checks, backlog = await readiness().get(
-        lambda: _check(res), res.settings.readiness_cache_seconds
-    )
-    for name, state in checks.items():
+        return _not_ready(unready)
+    found = await readiness().get(lambda: _check(res), res.settings.readiness_cache_seconds)
+    for name, state in found.checks.items():
         DEPENDENCY_UP.labels(name).set(state == "ok")
-    status = "ready" if all(state == "ok" for state in checks.values()) else "degraded"
-    return jsonify(status=status, checks=checks, **backlog)
+    schema = found.schema
+    if schema.state == "behind":
+        return _not_ready({"schema": schema.describe()})
+    status = "ready" if all(state == "ok" for state in found.checks.values()) else "degraded"
+    migrations = {"state": schema.state, "database": schema.database, "code": schema.code}
+    return jsonify(status=status, checks=found.checks, migrations=migrations, **found.backlog)
+
+
+def _not_ready(conditions: dict[str, str]) -> Response:
+    response = error_response(
+        503,
+        "not_ready",
+        "Not ready: " + "; ".join(conditions.values()) + ".",
+        [{"condition": name, "state": state} for name, state in conditions.items()],
+    )
+    response.headers["Retry-After"] = "5"
+    return response
 
 
 def _instance_conditions(res: Resources) -> dict[str, str]:
@@ -109,14 +117,16 @@ def _instance_conditions(res: Resources) -> dict[str, str]:
     return found
 
 
-async def _check(res: Resources) -> tuple[dict[str, str], dict[str, Any]]:
-    """The dependency states and the backlog figures, read concurrently."""
-    return await asyncio.gather(
+async def _check(res: Resources) -> ReadinessRound:
+    """The dependency states, the backlog figures and the schema, read concurrently."""
+    checks, backlog, schema = await asyncio.gather(
         check_dependencies(res),
         backlog_detail(
             res.redis, res.settings.readiness_timeout, res.settings.queue_backlog_warn_seconds
         ),
+        schema_state(res),
     )
+    return ReadinessRound(checks, backlog, schema)
 
 
 @bp.get("/metrics")

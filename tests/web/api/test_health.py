@@ -9,7 +9,9 @@ import httpx
 import pytest
 
 from service.cli.embedded import EmbeddedRedis
+from service.infra.schema import code_schema
 from tests.conftest import PROBE_APP, LiveServers
+from tests.support.databases import ServerStack, migrate
 from tests.support.live import LiveServer
 from tests.support.metrics import Exposition
 
@@ -24,9 +26,12 @@ async def test_readyz_when_everything_is_up(client: httpx.AsyncClient) -> None:
     response = await client.get("/readyz")
     assert response.status_code == 200
     body = response.json()
+    head = code_schema()
+    assert head is not None
     assert {k: v for k, v in body.items() if k not in ("queues", "views")} == {
         "status": "ready",
         "checks": {"database": "ok", "database_read": "ok", "redis": "ok"},
+        "migrations": {"state": "current", "database": head.head, "code": head.head},
     }
     # The backlog, for the operator (tests/web/api/test_backlog.py); never a reason to fail.
     assert set(body["queues"]) == {"interactive", "bulk", "periodic"}
@@ -111,6 +116,53 @@ def test_a_stopping_instance_is_not_ready(live_server: LiveServers) -> None:
     assert error["code"] == "not_ready"
     assert error["details"] == [{"condition": "draining", "state": "stopping"}]
     assert response.headers["retry-after"] == "5"
+
+
+@pytest.fixture
+def old_database(stack: ServerStack) -> str:
+    """A database whose migrations stopped at 0002: 0003's column and table are missing."""
+    url = stack.new_database("newsdesk_health_old")
+    migrate(url, "0002")
+    return url
+
+
+def test_code_ahead_of_its_database_is_not_ready_and_answers_503_until_migrated(
+    live_server: LiveServers, old_database: str, own_redis: EmbeddedRedis
+) -> None:
+    """Code deployed before its migration ran: /readyz keeps it out of the load balancer
+    (condition ``schema``), a request that meets a missing column is 503 with Retry-After,
+    not a 500, and the log says to run the migrations. Once they have run it is ready."""
+    server = live_server(
+        DATABASE_URL=old_database,
+        REDIS_URL=own_redis.url(),
+        READINESS_CACHE_SECONDS="0",
+        DB_POOL_SIZE="2",
+        DB_MAX_OVERFLOW="0",
+    )
+    head = code_schema()
+    assert head is not None
+    response = httpx.get(server.url + "/readyz", timeout=10)
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "5"
+    assert response.json()["error"]["details"] == [
+        {
+            "condition": "schema",
+            "state": f"database schema behind the code (at 0002, needs {head.head}: "
+            "run the migrations)",
+        }
+    ]
+    read = httpx.get(server.url + "/api/v1/articles/1", timeout=10)  # reads processing_error
+    assert read.status_code == 503, read.text
+    assert read.json()["error"]["code"] == "service_unavailable"
+    assert "retry-after" in read.headers
+    assert "run the migrations (alembic upgrade head)" in server.log()
+    assert "unhandled error" not in server.log()
+
+    migrate(old_database)
+    ready = httpx.get(server.url + "/readyz", timeout=10)
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["migrations"]["state"] == "current"
+    assert httpx.get(server.url + "/api/v1/articles/1", timeout=10).status_code == 404
 
 
 def test_an_instance_whose_event_loop_stalls_is_not_ready_until_it_runs_again(
