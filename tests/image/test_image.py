@@ -165,6 +165,8 @@ async def test_the_migrated_schema_is_the_heads(pg: asyncpg.Connection, migrated
 
 def test_the_api_is_ready_healthy_and_cannot_write_its_root(api: Container) -> None:
     assert harness.http_ok(f"{api.url}/healthz")()
+    # The image ships its migrations (/app/alembic.ini): the schema check compares, not skips.
+    assert httpx.get(f"{api.url}/readyz", timeout=30).json()["migrations"]["state"] == "current"
     api.wait_until(lambda: api.health() == "healthy", 60, "a healthy HEALTHCHECK")
     assert api.exec("id", "-u") == "10001"
     with pytest.raises(RuntimeError, match="Read-only file system"):
