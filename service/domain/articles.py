@@ -305,10 +305,57 @@ async def get_article(reads: Reads, article_id: int) -> ArticlePublic | None:
     return _public(row) if row is not None else None
 
 
+@dataclass(frozen=True)
+class _ListQueries:
+    """A list's statements for the driver (``Reads.rows``), one set per filter shape (by
+    author, by tag, both, neither; a search stays with its session, whose transaction carries
+    the search's statement timeout): the page, and the count capped at EXACT_COUNT_LIMIT + 1."""
+
+    page: Query
+    capped_count: Query
+
+
+def _shape(stmt: Any, by_author: bool, by_tag: bool) -> Any:
+    if by_author:
+        stmt = stmt.where(Article.author_id == bindparam("author_id", type_=Article.author_id.type))
+    if by_tag:
+        stmt = stmt.where(Article.tags.contains(bindparam("tags", type_=Article.tags.type)))
+    return stmt
+
+
+def _list_queries(by_author: bool, by_tag: bool) -> _ListQueries:
+    newest = _shape(
+        select(*_SUMMARY_COLUMNS).join(User, User.id == Article.author_id), by_author, by_tag
+    ).order_by(Article.published_at.desc(), Article.id.desc())
+    page = newest.limit(bindparam("limit", type_=Integer)).offset(
+        bindparam("offset", type_=Integer)
+    )
+    capped = _shape(select(Article.id), by_author, by_tag).limit(bindparam("cap", type_=Integer))
+    return _ListQueries(Query(page), Query(select(func.count()).select_from(capped.subquery())))
+
+
+_LIST_QUERIES = {
+    (by_author, by_tag): _list_queries(by_author, by_tag)
+    for by_author in (False, True)
+    for by_tag in (False, True)
+}
+
+
+def _shape_params(filters: Filters) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if filters.author_id is not None:
+        params["author_id"] = filters.author_id
+    if filters.tag is not None:
+        params["tags"] = [filters.tag]
+    return params
+
+
 async def list_page(
     session: Statements, *, filters: Filters, page: int, per_page: int
 ) -> OffsetSlice:
-    """One offset page, the total and whether the total is an estimate."""
+    """One offset page, the total and whether the total is an estimate. Through ``Reads``
+    without a search, the page and the count run on the driver (``driver_reads``): one round
+    trip each, no SQLAlchemy result in between."""
     offset = (page - 1) * per_page
     if offset + per_page > MAX_OFFSET:
         raise InvalidInput.at(
@@ -317,8 +364,16 @@ async def list_page(
             code="page_too_deep",
             why="too deep",
         )
-    rows = (await session.execute(_newest(filters).limit(per_page + 1).offset(offset))).all()
-    total, estimated = await count_articles(session, filters)
+    if isinstance(session, Reads) and filters.terms is None:
+        queries = _LIST_QUERIES[filters.author_id is not None, filters.tag is not None]
+        shape = _shape_params(filters)
+        rows: Any = await session.rows(queries.page, **shape, limit=per_page + 1, offset=offset)
+        counted = await session.row(queries.capped_count, **shape, cap=EXACT_COUNT_LIMIT + 1)
+        assert counted is not None  # a count has one row
+        total, estimated = await _total(session, filters, int(counted[0]))
+    else:
+        rows = (await session.execute(_newest(filters).limit(per_page + 1).offset(offset))).all()
+        total, estimated = await count_articles(session, filters)
     page_slice = slice_of([_summary(row) for row in rows], per_page)
     return OffsetSlice(page_slice.articles, page_slice.next_cursor, total, estimated)
 
@@ -365,6 +420,12 @@ async def count_articles(session: Statements, filters: Filters) -> tuple[int, bo
     estimate filtered. Either way a request never counts a big table."""
     capped = _filtered(select(Article.id), filters).limit(EXACT_COUNT_LIMIT + 1).subquery()
     exact = int((await session.execute(select(func.count()).select_from(capped))).scalar_one())
+    return await _total(session, filters, exact)
+
+
+async def _total(session: Statements, filters: Filters, exact: int) -> tuple[int, bool]:
+    """The total from a count capped at EXACT_COUNT_LIMIT + 1: itself when at most the limit,
+    else PostgreSQL's estimate (``count_articles``)."""
     if exact <= EXACT_COUNT_LIMIT:
         return exact, False
     if filters == Filters():

@@ -57,6 +57,58 @@ async def article_id(watched: Watched) -> int:
         )
 
 
+@pytest.fixture
+async def tagged(watched: Watched) -> tuple[int, str]:
+    """An author with seven articles, five of them under a tag of their own, and one more
+    article under that tag by someone else: (the author's id, the tag)."""
+    tag = f"t{uuid.uuid4().hex[:8]}"
+    async with AsyncSession(watched.engine) as session, session.begin():
+        ids = []
+        for name in ("Ann", "Bob"):
+            email = f"{uuid.uuid4().hex}@example.org"
+            ids.append(
+                (
+                    await session.execute(
+                        insert(User)
+                        .values(email=email, name=name, password_hash="x")
+                        .returning(User.id)
+                    )
+                ).scalar_one()
+            )
+        rows = [
+            {"author_id": ids[0], "title": f"A{n}", "content": "x", "tags": [tag] * (n < 5)}
+            for n in range(7)
+        ]
+        rows.append({"author_id": ids[1], "title": "B", "content": "x", "tags": [tag, "other"]})
+        await session.execute(insert(Article), rows)
+    return ids[0], tag
+
+
+@pytest.mark.parametrize("by_author", [False, True])
+@pytest.mark.parametrize("by_tag", [False, True])
+async def test_a_list_page_through_the_driver_is_the_sessions(
+    watched: Watched, tagged: tuple[int, str], by_author: bool, by_tag: bool
+) -> None:
+    """Each filter shape's page and count, read by the driver (``Reads``), equal what the
+    same page reads through a session; the driver sends the page and the capped count alone."""
+    author, tag = tagged
+    filters = articles.Filters(author_id=author if by_author else None, tag=tag if by_tag else None)
+    reads = Reads(watched.engine)
+    for page in (1, 2):
+        async with AsyncSession(watched.engine) as session:
+            expected = await articles.list_page(session, filters=filters, page=page, per_page=3)
+        watched.sent.clear()
+        found = await articles.list_page(reads, filters=filters, page=page, per_page=3)
+        assert found == expected
+        await asyncio.sleep(0)  # asyncpg calls its query loggers soon after, not at once
+        assert len(watched.sent) == 2 and all(sql.startswith("SELECT") for sql in watched.sent)
+    if by_author or by_tag:
+        assert (
+            found.total == {(True, False): 7, (False, True): 6, (True, True): 5}[by_author, by_tag]
+        )
+        assert not found.estimated
+
+
 async def test_the_article_read_gives_what_sqlalchemy_gives(
     watched: Watched, article_id: int
 ) -> None:
