@@ -309,9 +309,11 @@ async def get_article(reads: Reads, article_id: int) -> ArticlePublic | None:
 class _ListQueries:
     """A list's statements for the driver (``Reads.rows``), one set per filter shape (by
     author, by tag, both, neither; a search stays with its session, whose transaction carries
-    the search's statement timeout): the page, and the count capped at EXACT_COUNT_LIMIT + 1."""
+    the search's statement timeout): the offset page, the keyset page after a position, and
+    the count capped at EXACT_COUNT_LIMIT + 1."""
 
     page: Query
+    after: Query
     capped_count: Query
 
 
@@ -330,8 +332,17 @@ def _list_queries(by_author: bool, by_tag: bool) -> _ListQueries:
     page = newest.limit(bindparam("limit", type_=Integer)).offset(
         bindparam("offset", type_=Integer)
     )
+    position = tuple_(
+        bindparam("after_at", type_=Article.published_at.type),
+        bindparam("after_id", type_=Article.id.type),
+    )
+    after = newest.where(tuple_(Article.published_at, Article.id) < position).limit(
+        bindparam("limit", type_=Integer)
+    )
     capped = _shape(select(Article.id), by_author, by_tag).limit(bindparam("cap", type_=Integer))
-    return _ListQueries(Query(page), Query(select(func.count()).select_from(capped.subquery())))
+    return _ListQueries(
+        Query(page), Query(after), Query(select(func.count()).select_from(capped.subquery()))
+    )
 
 
 _LIST_QUERIES = {
@@ -381,11 +392,24 @@ async def list_page(
 async def list_after(
     session: Statements, *, filters: Filters, cursor: str | None, per_page: int
 ) -> Slice:
-    """One keyset page after ``cursor`` (from the newest when None)."""
+    """One keyset page after ``cursor`` (from the newest when None); through ``Reads``
+    without a search, read on the driver as ``list_page`` is."""
+    position = None if cursor is None else decode_cursor(cursor)
+    rows: Any
+    if isinstance(session, Reads) and filters.terms is None:
+        queries = _LIST_QUERIES[filters.author_id is not None, filters.tag is not None]
+        shape = _shape_params(filters)
+        if position is None:
+            rows = await session.rows(queries.page, **shape, limit=per_page + 1, offset=0)
+        else:
+            at, article_id = position
+            rows = await session.rows(
+                queries.after, **shape, after_at=at, after_id=article_id, limit=per_page + 1
+            )
+        return slice_of([_summary(row) for row in rows], per_page)
     stmt = _newest(filters)
-    if cursor is not None:
-        published_at, article_id = decode_cursor(cursor)
-        stmt = stmt.where(tuple_(Article.published_at, Article.id) < (published_at, article_id))
+    if position is not None:
+        stmt = stmt.where(tuple_(Article.published_at, Article.id) < position)
     rows = (await session.execute(stmt.limit(per_page + 1))).all()
     return slice_of([_summary(row) for row in rows], per_page)
 

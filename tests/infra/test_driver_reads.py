@@ -90,7 +90,8 @@ async def test_a_list_page_through_the_driver_is_the_sessions(
     watched: Watched, tagged: tuple[int, str], by_author: bool, by_tag: bool
 ) -> None:
     """Each filter shape's page and count, read by the driver (``Reads``), equal what the
-    same page reads through a session; the driver sends the page and the capped count alone."""
+    same page reads through a session; the driver sends the page and the capped count alone.
+    The same for keyset pages (``list_after``), each one SELECT."""
     author, tag = tagged
     filters = articles.Filters(author_id=author if by_author else None, tag=tag if by_tag else None)
     reads = Reads(watched.engine)
@@ -107,6 +108,22 @@ async def test_a_list_page_through_the_driver_is_the_sessions(
             found.total == {(True, False): 7, (False, True): 6, (True, True): 5}[by_author, by_tag]
         )
         assert not found.estimated
+    # Keyset pages: the first, then after each page's cursor, to the end of the list or four.
+    cursor: str | None = None
+    walked = 0
+    while walked < 4:
+        walked += 1
+        async with AsyncSession(watched.engine) as session:
+            keyset = await articles.list_after(session, filters=filters, cursor=cursor, per_page=2)
+        watched.sent.clear()
+        by_driver = await articles.list_after(reads, filters=filters, cursor=cursor, per_page=2)
+        assert by_driver == keyset
+        await asyncio.sleep(0)
+        assert len(watched.sent) == 1 and watched.sent[0].startswith("SELECT")
+        cursor = keyset.next_cursor
+        if cursor is None:
+            break
+    assert walked >= 3  # five articles at least, two a page: a first page and two after it
 
 
 async def test_the_article_read_gives_what_sqlalchemy_gives(
