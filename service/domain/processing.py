@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from service.core.types import ArticleStatus
 from service.domain.models import Article
-from service.infra import db_cleanup
+from service.infra import db_cleanup, db_errors
 
 if TYPE_CHECKING:  # the analyser (YAKE) is loaded by the worker only
     from service.domain.text_analysis import Analysis
@@ -135,7 +135,9 @@ async def process(
     """One try at processing ``article_id`` at ``version``; the outcome in a word.
 
     ``processed`` (written), ``skipped`` (not pending at that version: newer, done or gone),
-    ``failed`` (the last try failed; recorded). Earlier failures raise ``RetryLater``.
+    ``failed`` (the last try failed; recorded). Earlier failures raise ``RetryLater``. A last
+    try that failed because of the database, not the article (unreachable, or lacking a column
+    this code uses), records nothing and raises: the article stays pending for the sweeper.
 
     The read and the write are single statements on autocommit connections: no BEGIN,
     COMMIT or ROLLBACK around them (a round trip each), and no ORM session; the write's
@@ -156,6 +158,17 @@ async def process(
         if attempt < max_tries:
             log.warning("processing article %s failed (try %d): %s", article_id, attempt, reason)
             raise RetryLater(retry_delay(attempt), reason) from exc
+        if db_errors.unreachable(exc) or db_errors.schema_missing(exc):
+            # Not the article's fault: the database was away, or is behind this code's
+            # migrations (a worker deployed before its migration ran). The article stays
+            # pending, and the sweeper queues it again once the database can take it.
+            log.error(
+                "processing article %s failed after %d tries, left pending: %s",
+                article_id,
+                attempt,
+                reason,
+            )
+            raise
         log.error(
             "processing article %s failed for good after %d tries: %s", article_id, attempt, reason
         )

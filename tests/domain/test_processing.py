@@ -3,19 +3,22 @@ version they were made from."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
 import pytest
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from service.core.settings import normalise_database_url
 from service.domain import processing, text_analysis
 from service.domain.text_analysis import analyse
+from service.infra import db_errors
 from tests.support.api import account, publish
-from tests.support.databases import ServerStack
+from tests.support.databases import ServerStack, migrate, plain_url
 
 STORY = (
     "The city council approved a new budget for cycle lanes on Tuesday. "
@@ -126,3 +129,57 @@ async def test_failures_retry_then_end_as_failed_with_a_reason_kept_from_the_pub
     assert (summary["status"], summary["processing_error"]) == ("failed", "processing failed")
     for response in (shown, listed):
         assert "ValueError" not in response.text and "exploded" not in response.text
+
+
+@pytest.fixture
+def behind(stack: ServerStack) -> str:
+    """A database lacking one column the code writes on success (``keywords``), as one behind
+    a release's migration would, with a pending article (id 1, version 1)."""
+    url = stack.new_database("newsdesk_processing_behind")
+    migrate(url)
+
+    async def prepare() -> None:
+        conn = await asyncpg.connect(plain_url(url))
+        try:
+            await conn.execute("ALTER TABLE articles DROP COLUMN keywords")
+            author = await conn.fetchval(
+                "INSERT INTO users (email, name, password_hash) "
+                "VALUES ('behind@example.org', 'Ann', 'x') RETURNING id"
+            )
+            await conn.execute(
+                "INSERT INTO articles (id, author_id, title, content, status) "
+                "VALUES (1, $1, 'Behind', $2, 'pending')",
+                author,
+                STORY,
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(prepare())
+    return url
+
+
+async def test_a_database_behind_the_code_leaves_the_article_pending(
+    behind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every try fails on the missing column; the last one does not mark the article failed
+    (that is the database's fault, not the article's): it stays pending for the sweeper."""
+    engine = create_async_engine(normalise_database_url(behind))
+    try:
+        with pytest.raises(processing.RetryLater):
+            await processing.process(engine, 1, 1, attempt=1, max_tries=2, analyser=analyse)
+        with (
+            caplog.at_level(logging.ERROR, logger="service.domain.processing"),
+            pytest.raises(DBAPIError) as failed,
+        ):
+            await processing.process(engine, 1, 1, attempt=2, max_tries=2, analyser=analyse)
+        assert db_errors.schema_missing(failed.value)
+        assert "failed after 2 tries, left pending" in caplog.text
+    finally:
+        await engine.dispose()
+    conn = await asyncpg.connect(plain_url(behind))
+    try:
+        row = await conn.fetchrow("SELECT status, processing_error FROM articles WHERE id = 1")
+    finally:
+        await conn.close()
+    assert (row["status"], row["processing_error"]) == ("pending", None)
