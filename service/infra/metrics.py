@@ -85,6 +85,12 @@ DEPENDENCY_UP = Gauge(
     ["dependency"],
     multiprocess_mode="livemin",
 )
+SCHEMA_BEHIND = Gauge(
+    "database_schema_behind",
+    "1 while the database's schema is behind this code's migrations, as the last readiness "
+    "check found it (the instance is then unready: /readyz 503, condition schema), else 0.",
+    multiprocess_mode="livemax",
+)
 EVENT_LOOP_LAG = Gauge(
     "event_loop_lag_seconds",
     "How late the event loop ran callbacks, worst of the last second (worst live worker).",

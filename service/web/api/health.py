@@ -16,7 +16,7 @@ from service.infra import exposition
 from service.infra import sampler as process_metrics
 from service.infra.backlog import backlog_detail
 from service.infra.health import ReadinessRound, check_dependencies, schema_state
-from service.infra.metrics import DEPENDENCY_UP
+from service.infra.metrics import DEPENDENCY_UP, SCHEMA_BEHIND
 from service.infra.resources import Resources
 from service.web.context import readiness, resources
 from service.web.endpoint import Answer, RawBody, endpoint
@@ -84,6 +84,7 @@ async def readyz() -> Response:
     for name, state in found.checks.items():
         DEPENDENCY_UP.labels(name).set(state == "ok")
     schema = found.schema
+    SCHEMA_BEHIND.set(schema.state == "behind")
     if schema.state == "behind":
         return _not_ready({"schema": schema.describe()})
     status = "ready" if all(state == "ok" for state in found.checks.values()) else "degraded"

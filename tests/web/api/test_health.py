@@ -157,11 +157,14 @@ def test_code_ahead_of_its_database_is_not_ready_and_answers_503_until_migrated(
     assert "retry-after" in read.headers
     assert "run the migrations (alembic upgrade head)" in server.log()
     assert "unhandled error" not in server.log()
+    metrics = httpx.get(server.url + "/metrics", timeout=10).text
+    assert "\ndatabase_schema_behind 1.0\n" in metrics  # the operator's alert
 
     migrate(old_database)
     ready = httpx.get(server.url + "/readyz", timeout=10)
     assert ready.status_code == 200, ready.text
     assert ready.json()["migrations"]["state"] == "current"
+    assert "\ndatabase_schema_behind 0.0\n" in httpx.get(server.url + "/metrics", timeout=10).text
     assert httpx.get(server.url + "/api/v1/articles/1", timeout=10).status_code == 404
 
 
