@@ -10,6 +10,7 @@ closes it.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 
 from flask import Flask
@@ -25,6 +26,7 @@ from service.edge.metrics import RequestMetrics
 from service.greenlet_asgi.adapter import GreenletASGI
 from service.greenlet_asgi.body import BodyRate
 from service.greenlet_asgi.hooks import Hooks
+from service.infra import schema
 from service.infra.exposition import mark_this_process_dead
 from service.infra.metrics import REQUEST_BODIES_CUT
 from service.infra.resources import Resources
@@ -43,6 +45,9 @@ def asgi_app(flask_app: Flask) -> ASGIApp:
 
     async def startup() -> None:
         await runtime.start()
+        # The code's migrations, read now rather than by the first readiness check (Alembic
+        # loads every revision file): that round then takes as long as the others.
+        await asyncio.to_thread(schema.code_schema)
         # Everything alive now (modules, the app, pools) lives as long as the process: keep it
         # out of the cyclic collector's scans, which otherwise grow with the heap.
         gc.collect()
