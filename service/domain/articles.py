@@ -352,6 +352,12 @@ _LIST_QUERIES = {
 }
 
 
+def _for_driver(filters: Filters) -> tuple[_ListQueries, dict[str, Any]]:
+    """The queries of ``filters``' shape (without a search) and the parameters naming it."""
+    queries = _LIST_QUERIES[filters.author_id is not None, filters.tag is not None]
+    return queries, _shape_params(filters)
+
+
 def _shape_params(filters: Filters) -> dict[str, Any]:
     params: dict[str, Any] = {}
     if filters.author_id is not None:
@@ -376,8 +382,7 @@ async def list_page(
             why="too deep",
         )
     if isinstance(session, Reads) and filters.terms is None:
-        queries = _LIST_QUERIES[filters.author_id is not None, filters.tag is not None]
-        shape = _shape_params(filters)
+        queries, shape = _for_driver(filters)
         rows: Any = await session.rows(queries.page, **shape, limit=per_page + 1, offset=offset)
         counted = await session.row(queries.capped_count, **shape, cap=EXACT_COUNT_LIMIT + 1)
         assert counted is not None  # a count has one row
@@ -397,8 +402,7 @@ async def list_after(
     position = None if cursor is None else decode_cursor(cursor)
     rows: Any
     if isinstance(session, Reads) and filters.terms is None:
-        queries = _LIST_QUERIES[filters.author_id is not None, filters.tag is not None]
-        shape = _shape_params(filters)
+        queries, shape = _for_driver(filters)
         if position is None:
             rows = await session.rows(queries.page, **shape, limit=per_page + 1, offset=0)
         else:
